@@ -1,0 +1,1 @@
+"""Fused LM-head Triton kernels (installed as fastcomt.kernels)."""

@@ -1,1 +1,64 @@
-"""Fused LM-head Triton kernels (installed as fastcomt.kernels)."""
+"""Fused LM-head Triton kernels (installed as fastcomt.kernels).
+
+Hidden states times the LM head, then a row-wise function of the logits, chunk by chunk over the
+tokens so that ``[N, V]`` logits never exist:
+
+- ``linear_logprobs``: target log-prob, entropy, max-prob (forward only);
+- ``linear_cross_entropy``: the SFT loss, gradients computed in the forward pass;
+- ``linear_policy_loss``: the clipped policy loss of PPO/GRPO-style RL (grpo, bnpo, dapo, dr_grpo),
+  with k3 KL, truncated importance weights and an entropy bonus.
+
+``reference_*`` are the plain-torch full-logits versions of the same functions; ``ccrl_rewards``
+(the calibrated reward and group advantages) is loaded on first use. Tuning (chunk size,
+vocabulary block, dW accumulation dtype) goes through ``LMHeadConfig`` / ``lm_head_config``.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    # Without a GPU, Triton can only run these kernels in its interpreter, and the switch is read
+    # when a kernel is defined, i.e. at import of lm_head_rows below.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from .config import LMHeadConfig, get_lm_head_config, lm_head_config, set_lm_head_config  # noqa: E402
+from .linear_cross_entropy import linear_cross_entropy  # noqa: E402
+from .linear_logprobs import linear_logprobs  # noqa: E402
+from .linear_policy_loss import linear_policy_loss  # noqa: E402
+from .reference import (  # noqa: E402
+    reference_linear_cross_entropy,
+    reference_linear_logprobs,
+    reference_linear_policy_loss,
+)
+
+__all__ = [
+    "LMHeadConfig",
+    "get_lm_head_config",
+    "linear_cross_entropy",
+    "linear_logprobs",
+    "linear_policy_loss",
+    "lm_head_config",
+    "reference_linear_cross_entropy",
+    "reference_linear_logprobs",
+    "reference_linear_policy_loss",
+    "set_lm_head_config",
+    "CCRLRewards",
+    "ccrl_rewards",
+    "ccrl_rewards_reference",
+]
+
+# name -> submodule of the CCRL reward kernel and its reference
+_REWARD_EXPORTS = {"CCRLRewards": "rewards", "ccrl_rewards": "rewards", "ccrl_rewards_reference": "rewards_reference"}
+
+
+def __getattr__(name: str) -> object:
+    # The reward kernel is resolved on first use, so the LM-head functions import on their own.
+    module_name = _REWARD_EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'fastcomt.kernels' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
+    globals()[name] = value
+    return value

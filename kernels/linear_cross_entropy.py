@@ -1,0 +1,61 @@
+"""``linear_cross_entropy``: the SFT loss of an LM head without materialising ``[N, V]`` logits."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import LMHeadConfig, resolve_launch
+from .fused_lm_head import NO_TIS_CAP, fused_lm_head_op, linear_ce_tokens_op
+from .lm_head_rows import EPILOGUE_CE
+from .validation import REDUCTIONS, check_linear_inputs, check_positive
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    temperature: float = 1.0,
+    config: LMHeadConfig | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of ``hidden @ weight.T / temperature`` against ``targets``, with autograd to hidden
+    and weight.
+
+    reduction: "mean" over non-ignored tokens (0 with zero gradients when all are ignored), "sum",
+    or "none" (fp32, shaped like targets, 0 at ignored tokens). For "mean"/"sum" the gradients are
+    computed during forward (3 GEMMs in all); "none" computes losses in forward and the gradient in
+    backward, where the per-token upstream gradient is known (4 GEMMs).
+    """
+    layout = check_linear_inputs(hidden, weight, targets)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
+        raise ValueError(f"ignore_index must be an int, got {ignore_index!r}")
+    temperature = check_positive(temperature, "temperature")
+    grad_on = torch.is_grad_enabled()
+    need_dh = grad_on and hidden.requires_grad
+    need_dw = grad_on and weight.requires_grad
+    launch = resolve_launch(config, layout.vocab_size, hidden.dtype, hidden.device)
+    flat_hidden = hidden.reshape(layout.num_rows, layout.hidden_size)
+    flat_targets = targets.reshape(-1)
+    active = flat_targets != ignore_index
+
+    if reduction == "none":
+        losses = linear_ce_tokens_op(
+            flat_hidden, weight, flat_targets, active, temperature, need_dh, need_dw, launch.dw_in_weight_dtype,
+            launch.chunk_rows, launch.block_v, launch.num_warps,
+        )  # fmt: skip
+        return losses.reshape(layout.batch_shape)
+
+    loss_sum, _, _, _ = fused_lm_head_op(
+        flat_hidden, weight, flat_targets, active, None, None, None, None, None, EPILOGUE_CE, need_dh, need_dw,
+        temperature, 0.0, 0.0, 0.0, 0.0, NO_TIS_CAP, launch.dw_in_weight_dtype, launch.chunk_rows, launch.block_v,
+        launch.num_warps,
+    )  # fmt: skip
+    if reduction == "sum":
+        return loss_sum
+    # Dividing outside the op lets autograd carry the 1/n into the saved gradients' scale.
+    return loss_sum / active.sum().clamp(min=1)
+

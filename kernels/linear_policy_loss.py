@@ -1,0 +1,119 @@
+"""``linear_policy_loss``: the fused LM-head clipped policy loss (PPO / GRPO family) for RL updates."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import LMHeadConfig, resolve_launch
+from .fused_lm_head import NO_TIS_CAP, fused_lm_head_op
+from .lm_head_rows import EPILOGUE_POLICY, STAT_ENTROPY, STAT_LOGP
+from .policy_metrics import policy_metrics
+from .validation import check_linear_inputs, check_mask, check_policy_options, check_token_values
+
+
+def linear_policy_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    old_logprobs: torch.Tensor | None,
+    *,
+    ref_logprobs: torch.Tensor | None = None,
+    behaviour_logprobs: torch.Tensor | None = None,
+    loss_type: str = "dapo",
+    eps_low: float = 0.2,
+    eps_high: float = 0.28,
+    beta: float = 0.0,
+    tis_cap: float | None = None,
+    entropy_coef: float = 0.0,
+    temperature: float = 1.0,
+    max_tokens: int | None = None,
+    config: LMHeadConfig | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Token-level clipped surrogate over the tokens where ``mask`` is nonzero.
+
+    Per token: ``r = exp(logp - old)``, ``loss_t = -min(r*A, clip(r, 1-eps_low, 1+eps_high)*A)``,
+    times the detached truncated importance weight ``min(exp(old - behaviour), tis_cap)`` when
+    ``behaviour_logprobs`` is given (``tis_cap=None``: no truncation); plus ``beta * k3`` with
+    ``k3 = exp(ref - logp) - (ref - logp) - 1`` (needs ``ref_logprobs``); minus
+    ``entropy_coef * entropy_t``. ``old_logprobs=None`` means on-policy (old = current, detached).
+
+    Aggregation (``loss_type``): "grpo" mean over each sequence's tokens then over the B sequences;
+    "bnpo"/"dapo" mean over all masked tokens; "dr_grpo" sum / (B * max_tokens), max_tokens
+    defaulting to T. A flat [N] layout is one sequence. Advantages are [B] or [B, T] (flat: [N]).
+
+    Returns the scalar loss (autograd to hidden and weight; weight gradients only when it requires
+    grad) and detached fp32 metrics: clip_frac_low, clip_frac_high, kl, entropy, ratio.
+    """
+    layout = check_linear_inputs(hidden, weight, targets)
+    device = hidden.device
+    if mask is None:
+        raise ValueError("mask must be a tensor shaped like targets (the completion tokens to train on), got None")
+    active = check_mask(mask, layout, device)
+    adv = check_token_values(advantages, "advantages", layout, device, allow_per_sequence=True)
+    if adv is None:
+        raise ValueError("advantages must be a tensor of shape [B] or [B, T], got None")
+    old = check_token_values(old_logprobs, "old_logprobs", layout, device)
+    ref = check_token_values(ref_logprobs, "ref_logprobs", layout, device)
+    behaviour = check_token_values(behaviour_logprobs, "behaviour_logprobs", layout, device)
+    opts = check_policy_options(
+        layout,
+        loss_type=loss_type,
+        eps_low=eps_low,
+        eps_high=eps_high,
+        beta=beta,
+        tis_cap=tis_cap,
+        entropy_coef=entropy_coef,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        has_ref=ref is not None,
+    )
+    grad_on = torch.is_grad_enabled()
+    need_dh = grad_on and hidden.requires_grad
+    need_dw = grad_on and weight.requires_grad
+    launch = resolve_launch(config, layout.vocab_size, hidden.dtype, device)
+
+    num_seqs = layout.num_sequences
+    coef = None
+    if opts.loss_type == "grpo":
+        # Each token weighs 1/len(its sequence); the 1/B is applied outside the op, below.
+        per_seq = active.reshape(num_seqs, layout.seq_len)
+        inv_len = 1.0 / per_seq.sum(-1).clamp(min=1).to(torch.float32)
+        coef = inv_len[:, None].expand(num_seqs, layout.seq_len).reshape(-1)
+
+    loss_sum, stats, _, _ = fused_lm_head_op(
+        hidden.reshape(layout.num_rows, layout.hidden_size),
+        weight,
+        targets.reshape(-1),
+        active,
+        coef,
+        adv,
+        old,
+        ref if opts.beta > 0 else None,
+        behaviour,
+        EPILOGUE_POLICY,
+        need_dh,
+        need_dw,
+        opts.temperature,
+        opts.eps_low,
+        opts.eps_high,
+        opts.beta,
+        opts.entropy_coef,
+        opts.tis_cap if opts.tis_cap is not None else NO_TIS_CAP,
+        launch.dw_in_weight_dtype,
+        launch.chunk_rows,
+        launch.block_v,
+        launch.num_warps,
+    )
+    if opts.loss_type == "grpo":
+        loss = loss_sum / num_seqs
+    elif opts.loss_type in ("bnpo", "dapo"):
+        loss = loss_sum / active.sum().clamp(min=1)
+    else:  # dr_grpo
+        loss = loss_sum / (num_seqs * opts.max_tokens)
+
+    metrics = policy_metrics(
+        stats[STAT_LOGP], stats[STAT_ENTROPY], active, adv, old, ref, opts.eps_low, opts.eps_high
+    )
+    return loss, metrics

@@ -1,0 +1,161 @@
+"""The Triton row kernel of the fused LM head: one program per token row of a logits chunk.
+
+Pass 1 streams the row in ``BLOCK_V`` slices and keeps, in fp32, the running max ``m``, the
+rescaled sum ``s = sum exp(z - m)`` and ``u = sum exp(z - m) * (z - m)``; from them come the
+log-sum-exp, the entropy ``log s - u / s`` (measured from the running max, so no cancellation
+against a large mean logit) and the max-prob ``1 / s``. The target logit is one scalar load.
+
+Training epilogues (``ce``, ``policy``) then compute the per-token loss and the two scalar
+coefficients of its gradient, ``g = dloss/dlogp`` and ``g_h = dloss/dentropy``, and pass 2 walks
+the row again and overwrites each logit with
+
+    dloss/dlogit_j = (g * (1[j = target] - p_j) - g_h * p_j * (log p_j + H)) / temperature,
+
+so the chunk's logits buffer becomes its gradient without another allocation. Everything is loaded,
+converted to fp32, computed and cast back only at the store (the CPU interpreter mishandles bf16
+arithmetic), and only ``tl.exp``/``tl.log`` are used (no libdevice).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+EPILOGUE_SCORE = 0  # forward only: log-prob, entropy, max-prob
+EPILOGUE_CE = 1  # loss = -log p(target)
+EPILOGUE_POLICY = 2  # clipped surrogate (+ k3 KL, TIS weight, entropy bonus)
+
+# Row statistics written per token, in this order, into a [4, n] fp32 buffer.
+STAT_LOGP, STAT_ENTROPY, STAT_MAXPROB, STAT_LOSS = 0, 1, 2, 3
+NUM_STATS = 4
+
+
+@triton.jit
+def _policy_token(
+    logp, entropy, old, adv, ref, tis, eps_low, eps_high, beta, entropy_coef, HAS_REF: tl.constexpr
+):
+    """Per-token clipped-surrogate loss and its derivatives w.r.t. log p(target) and entropy."""
+    ratio = tl.exp(logp - old)
+    clipped_ratio = tl.minimum(tl.maximum(ratio, 1.0 - eps_low), 1.0 + eps_high)
+    surrogate = -tl.minimum(ratio * adv, clipped_ratio * adv)
+    # The min picks the clipped branch (zero gradient) only where the ratio left the trust region
+    # on the side that the advantage's sign would push it further.
+    clip_active = ((ratio > 1.0 + eps_high) & (adv > 0.0)) | ((ratio < 1.0 - eps_low) & (adv < 0.0))
+    d_surrogate = tl.where(clip_active, 0.0, -ratio * adv)
+    loss = tis * surrogate
+    g = tis * d_surrogate
+    if HAS_REF:
+        # k3 estimator of KL(pi || ref): exp(d) - d - 1 with d = ref - logp.
+        d = ref - logp
+        ed = tl.exp(d)
+        loss += beta * (ed - d - 1.0)
+        g += beta * (1.0 - ed)
+    loss -= entropy_coef * entropy
+    return loss, g, -entropy_coef
+
+
+@triton.jit
+def lm_head_rows_kernel(
+    logits_ptr,  # [rows, V] chunk of logits; overwritten with dloss/dlogits when WRITE_GRAD
+    logits_row_stride,
+    targets_ptr,  # [rows] int
+    stats_ptr,  # [NUM_STATS, stats_stride] fp32, this chunk's rows start at stats_offset
+    stats_stride,
+    stats_offset,
+    coef_ptr,  # [rows] fp32 per-token gradient coefficient (HAS_COEF)
+    adv_ptr,  # [rows] fp32 advantages (policy)
+    old_ptr,  # [rows] fp32 old log-probs (HAS_OLD; else the ratio is exactly 1)
+    ref_ptr,  # [rows] fp32 reference log-probs (HAS_REF)
+    behaviour_ptr,  # [rows] fp32 rollout-engine log-probs (HAS_TIS)
+    vocab_size,
+    inv_temperature,
+    eps_low,
+    eps_high,
+    beta,
+    entropy_coef,
+    tis_cap,
+    EPILOGUE: tl.constexpr,
+    WRITE_GRAD: tl.constexpr,
+    HAS_COEF: tl.constexpr,
+    HAS_OLD: tl.constexpr,
+    HAS_REF: tl.constexpr,
+    HAS_TIS: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)  # rows * V can exceed 2**31 on large chunks
+    row_ptr = logits_ptr + row * logits_row_stride
+    offsets = tl.arange(0, BLOCK_V)
+
+    # Pass 1: online max / sum-exp / sum p*(z - m) over the vocabulary.
+    # The finite start value keeps s * (m_old - m_new) at 0 instead of 0 * inf on the first block.
+    m = tl.full((), -1.0e30, tl.float32)
+    s = tl.full((), 0.0, tl.float32)
+    u = tl.full((), 0.0, tl.float32)
+    for start in range(0, vocab_size, BLOCK_V):
+        cols = start + offsets
+        in_vocab = cols < vocab_size
+        z = tl.load(row_ptr + cols, mask=in_vocab, other=float("-inf")).to(tl.float32) * inv_temperature
+        m_new = tl.maximum(m, tl.max(z, axis=0))
+        shift = m - m_new
+        scale = tl.exp(shift)
+        zc = tl.where(in_vocab, z - m_new, 0.0)
+        e = tl.where(in_vocab, tl.exp(zc), 0.0)
+        # u is kept relative to the running max: sum e*(z - m_old) becomes sum e*(z - m_new) + s*shift.
+        u = scale * (u + s * shift) + tl.sum(e * zc, axis=0)
+        s = s * scale + tl.sum(e, axis=0)
+        m = m_new
+    log_s = tl.log(s)
+    lse = m + log_s
+    entropy = log_s - u / s
+    maxprob = 1.0 / s
+
+    target = tl.load(targets_ptr + row).to(tl.int64)
+    z_target = tl.load(row_ptr + target).to(tl.float32) * inv_temperature
+    logp = z_target - lse
+
+    tl.store(stats_ptr + 0 * stats_stride + stats_offset + row, logp)
+    tl.store(stats_ptr + 1 * stats_stride + stats_offset + row, entropy)
+    tl.store(stats_ptr + 2 * stats_stride + stats_offset + row, maxprob)
+
+    if EPILOGUE != 0:
+        if EPILOGUE == 1:
+            loss = -logp
+            g = -1.0
+            g_h = 0.0
+        else:
+            adv = tl.load(adv_ptr + row).to(tl.float32)
+            if HAS_OLD:
+                old = tl.load(old_ptr + row).to(tl.float32)
+            else:
+                old = logp
+            if HAS_REF:
+                ref = tl.load(ref_ptr + row).to(tl.float32)
+            else:
+                ref = logp
+            if HAS_TIS:
+                # Truncated importance weight between the trainer's old policy and the engine that
+                # sampled the token; a constant per token (no gradient flows through it).
+                behaviour = tl.load(behaviour_ptr + row).to(tl.float32)
+                tis = tl.minimum(tl.exp(old - behaviour), tis_cap)
+            else:
+                tis = 1.0
+            loss, g, g_h = _policy_token(
+                logp, entropy, old, adv, ref, tis, eps_low, eps_high, beta, entropy_coef, HAS_REF
+            )
+        tl.store(stats_ptr + 3 * stats_stride + stats_offset + row, loss)
+
+        if WRITE_GRAD:
+            if HAS_COEF:
+                coef = tl.load(coef_ptr + row).to(tl.float32)
+                g = g * coef
+                g_h = g_h * coef
+            # Pass 2: the row becomes its own gradient (each slice is read before it is written).
+            for start in range(0, vocab_size, BLOCK_V):
+                cols = start + offsets
+                in_vocab = cols < vocab_size
+                z = tl.load(row_ptr + cols, mask=in_vocab, other=0.0).to(tl.float32) * inv_temperature
+                log_p = z - lse
+                p = tl.exp(log_p)
+                grad = -g * p - g_h * p * (log_p + entropy)
+                grad = tl.where(cols == target, grad + g, grad) * inv_temperature
+                tl.store(row_ptr + cols, grad.to(logits_ptr.dtype.element_ty), mask=in_vocab)

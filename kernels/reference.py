@@ -1,0 +1,182 @@
+"""Plain-torch references for the fused LM-head functions: full ``[N, V]`` logits, autograd by torch.
+
+These are the ground truth the kernels are tested against and the "eager" method of the benchmark.
+They compute in float32, or in the inputs' dtype when that is wider (float64 in the tests), and share
+nothing with the fused path but argument checking: the policy surrogate, KL, importance weights and
+loss-type normalisation are written out here again in the straightforward TRL/PPO form, so a bug in
+the kernels' hand-derived gradients cannot hide behind the same bug here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .validation import (
+    REDUCTIONS,
+    check_linear_inputs,
+    check_mask,
+    check_policy_options,
+    check_positive,
+    check_targets_in_range,
+    check_token_values,
+)
+
+
+def _log_softmax_rows(hidden: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
+    """[N, V] log-softmax of the tempered logits in at least float32."""
+    dtype = torch.promote_types(hidden.dtype, torch.float32)
+    h = hidden.reshape(-1, hidden.shape[-1]).to(dtype)
+    logits = h @ weight.to(dtype).T
+    return F.log_softmax(logits / temperature, dim=-1)
+
+
+def _gather_targets(log_probs: torch.Tensor, targets: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    # Inactive rows may hold padding ids (-100, V, ...); index 0 instead and zero them afterwards.
+    safe = torch.where(active, targets.reshape(-1).long(), 0)
+    return log_probs.gather(1, safe[:, None])[:, 0]
+
+
+def reference_linear_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Target log-prob, entropy and max-prob of ``softmax(hidden @ weight.T / temperature)``, shaped like
+    targets; masked-out tokens get 0."""
+    layout = check_linear_inputs(hidden, weight, targets)
+    temperature = check_positive(temperature, "temperature")
+    active = check_mask(mask, layout, hidden.device)
+    check_targets_in_range(targets.reshape(-1), active, layout.vocab_size)
+    log_probs = _log_softmax_rows(hidden, weight, temperature)
+    probs = log_probs.exp()
+    logp = _gather_targets(log_probs, targets, active)
+    entropy = -(probs * log_probs).sum(-1)
+    maxprob = probs.amax(-1)
+    outs = tuple(torch.where(active, x, 0.0).reshape(layout.batch_shape) for x in (logp, entropy, maxprob))
+    return outs  # type: ignore[return-value]
+
+
+def reference_linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Cross-entropy of ``hidden @ weight.T / temperature`` against targets; the mean is over
+    non-ignored tokens and is 0 (with zero gradients) when every token is ignored."""
+    layout = check_linear_inputs(hidden, weight, targets)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    temperature = check_positive(temperature, "temperature")
+    active = targets.reshape(-1) != ignore_index
+    check_targets_in_range(targets.reshape(-1), active, layout.vocab_size)
+    log_probs = _log_softmax_rows(hidden, weight, temperature)
+    nll = torch.where(active, -_gather_targets(log_probs, targets, active), 0.0)
+    if reduction == "none":
+        return nll.reshape(layout.batch_shape)
+    if reduction == "sum":
+        return nll.sum()
+    return nll.sum() / active.sum().clamp(min=1)
+
+
+def reference_linear_policy_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    old_logprobs: torch.Tensor | None,
+    *,
+    ref_logprobs: torch.Tensor | None = None,
+    behaviour_logprobs: torch.Tensor | None = None,
+    loss_type: str = "dapo",
+    eps_low: float = 0.2,
+    eps_high: float = 0.28,
+    beta: float = 0.0,
+    tis_cap: float | None = None,
+    entropy_coef: float = 0.0,
+    temperature: float = 1.0,
+    max_tokens: int | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Token-level clipped surrogate with full logits (see ``fastcomt.kernels.linear_policy_loss``)."""
+    layout = check_linear_inputs(hidden, weight, targets)
+    device = hidden.device
+    if mask is None:
+        raise ValueError("mask must be a tensor shaped like targets (the completion tokens to train on), got None")
+    active = check_mask(mask, layout, device)
+    adv = check_token_values(advantages, "advantages", layout, device, allow_per_sequence=True)
+    if adv is None:
+        raise ValueError("advantages must be a tensor of shape [B] or [B, T], got None")
+    old = check_token_values(old_logprobs, "old_logprobs", layout, device)
+    ref = check_token_values(ref_logprobs, "ref_logprobs", layout, device)
+    behaviour = check_token_values(behaviour_logprobs, "behaviour_logprobs", layout, device)
+    opts = check_policy_options(
+        layout,
+        loss_type=loss_type,
+        eps_low=eps_low,
+        eps_high=eps_high,
+        beta=beta,
+        tis_cap=tis_cap,
+        entropy_coef=entropy_coef,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        has_ref=ref is not None,
+    )
+    check_targets_in_range(targets.reshape(-1), active, layout.vocab_size)
+
+    log_probs = _log_softmax_rows(hidden, weight, opts.temperature)
+    dtype = log_probs.dtype
+    logp = _gather_targets(log_probs, targets, active)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+
+    # Inactive tokens get inputs that make every term finite (padding may carry -inf or garbage),
+    # so that masking by multiplication below cannot turn 0 * inf into NaN gradients.
+    detached = logp.detach()
+    old = detached if old is None else torch.where(active, old.to(dtype), detached)
+    adv = torch.where(active, adv.to(dtype), 0.0)
+
+    ratio = torch.exp(logp - old)
+    surrogate = -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - opts.eps_low, 1 + opts.eps_high) * adv)
+    if behaviour is not None:
+        behaviour = torch.where(active, behaviour.to(dtype), old)
+        tis = torch.exp(old - behaviour)
+        if opts.tis_cap is not None:
+            tis = tis.clamp(max=opts.tis_cap)
+        surrogate = surrogate * tis.detach()
+    per_token = surrogate
+    kl = None
+    if ref is not None:
+        ref = torch.where(active, ref.to(dtype), detached)
+        kl = torch.exp(ref - logp) - (ref - logp) - 1
+        if opts.beta > 0:
+            per_token = per_token + opts.beta * kl
+    if opts.entropy_coef != 0:
+        per_token = per_token - opts.entropy_coef * entropy
+
+    m = active.to(dtype)
+    seq_shape = (layout.num_sequences, layout.seq_len)
+    if opts.loss_type == "grpo":
+        per_seq = (per_token * m).reshape(seq_shape).sum(-1) / m.reshape(seq_shape).sum(-1).clamp(min=1)
+        loss = per_seq.mean()
+    elif opts.loss_type in ("bnpo", "dapo"):
+        loss = (per_token * m).sum() / m.sum().clamp(min=1)
+    else:  # dr_grpo
+        loss = (per_token * m).sum() / (layout.num_sequences * opts.max_tokens)
+
+    with torch.no_grad():
+        count = m.sum().clamp(min=1)
+        metrics = {
+            "clip_frac_low": (((ratio < 1 - opts.eps_low) & (adv < 0)).to(dtype) * m).sum() / count,
+            "clip_frac_high": (((ratio > 1 + opts.eps_high) & (adv > 0)).to(dtype) * m).sum() / count,
+            "kl": (kl * m).sum() / count if kl is not None else torch.zeros((), dtype=dtype, device=device),
+            "entropy": (entropy * m).sum() / count,
+            "ratio": (ratio * m).sum() / count,
+        }
+    return loss, metrics

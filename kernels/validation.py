@@ -1,0 +1,186 @@
+"""Argument checks shared by the fused LM-head functions and their plain-torch references.
+
+Every check raises ``ValueError`` whose message names the offending argument and what was expected,
+so a caller wiring a trainer sees at once which tensor is wrong. Shape, dtype and device checks only
+read metadata (safe inside ``torch.compile``); the value check on targets needs a host sync and is
+therefore a separate function that the fused path calls inside its opaque custom op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
+LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """How the caller's token dimensions map onto the flat row view used by the kernels."""
+
+    batch_shape: tuple[int, ...]  # (B, T) or (N,)
+    num_rows: int  # N = B*T
+    hidden_size: int
+    vocab_size: int
+
+    @property
+    def num_sequences(self) -> int:
+        # A flat [N] layout is one sequence of N tokens (packed rows carry per-token advantages).
+        return self.batch_shape[0] if len(self.batch_shape) == 2 else 1
+
+    @property
+    def seq_len(self) -> int:
+        return self.batch_shape[-1]
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+def check_linear_inputs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> TokenLayout:
+    """Checks hidden [B,T,H] or [N,H], weight [V,H] and targets [B,T] or [N]; returns the layout."""
+    for name, t in (("hidden", hidden), ("weight", weight), ("targets", targets)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if hidden.dim() not in (2, 3):
+        raise ValueError(f"hidden must have shape [B, T, H] or [N, H], got {_shape(hidden)}")
+    if hidden.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"hidden must be float16, bfloat16, float32 or float64, got {hidden.dtype}")
+    if weight.dim() != 2:
+        raise ValueError(f"weight must have shape [V, H], got {_shape(weight)}")
+    if weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(
+            f"weight must have shape [V, H] with H={hidden.shape[-1]} (hidden's last dim), got {_shape(weight)}"
+        )
+    if weight.shape[0] == 0:
+        raise ValueError("weight must have at least one vocabulary row, got V=0")
+    if weight.dtype != hidden.dtype:
+        raise ValueError(f"weight must have hidden's dtype {hidden.dtype}, got {weight.dtype}")
+    if weight.device != hidden.device:
+        raise ValueError(f"weight must be on hidden's device {hidden.device}, got {weight.device}")
+    batch_shape = tuple(hidden.shape[:-1])
+    if tuple(targets.shape) != batch_shape:
+        raise ValueError(f"targets must have shape {list(batch_shape)} (hidden without H), got {_shape(targets)}")
+    if targets.dtype not in INDEX_DTYPES:
+        raise ValueError(f"targets must be an integer tensor, got {targets.dtype}")
+    if targets.device != hidden.device:
+        raise ValueError(f"targets must be on hidden's device {hidden.device}, got {targets.device}")
+    num_rows = 1
+    for s in batch_shape:
+        num_rows *= s
+    return TokenLayout(batch_shape, num_rows, hidden.shape[-1], weight.shape[0])
+
+
+def check_mask(
+    mask: torch.Tensor | None, layout: TokenLayout, device: torch.device, name: str = "mask"
+) -> torch.Tensor:
+    """Returns the mask as a flat bool [N] tensor (None means every token is active)."""
+    if mask is None:
+        return torch.ones(layout.num_rows, dtype=torch.bool, device=device)
+    if not isinstance(mask, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    if tuple(mask.shape) != layout.batch_shape:
+        raise ValueError(f"{name} must have shape {list(layout.batch_shape)} like targets, got {_shape(mask)}")
+    if mask.device != device:
+        raise ValueError(f"{name} must be on hidden's device {device}, got {mask.device}")
+    if mask.dtype.is_complex:
+        raise ValueError(f"{name} must be bool, integer or float (nonzero = active), got {mask.dtype}")
+    return (mask != 0).reshape(-1)
+
+
+def check_token_values(
+    t: torch.Tensor | None, name: str, layout: TokenLayout, device: torch.device, *, allow_per_sequence: bool = False
+) -> torch.Tensor | None:
+    """Checks a per-token float tensor (log-probs, advantages); returns it flat [N] in float32 or float64.
+
+    With ``allow_per_sequence`` a [B] tensor (one value per sequence) is broadcast over the tokens.
+    """
+    if t is None:
+        return None
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if t.device != device:
+        raise ValueError(f"{name} must be on hidden's device {device}, got {t.device}")
+    shape = tuple(t.shape)
+    if shape == layout.batch_shape:
+        flat = t.reshape(-1)
+    elif allow_per_sequence and len(layout.batch_shape) == 2 and shape == layout.batch_shape[:1]:
+        flat = t[:, None].expand(layout.batch_shape).reshape(-1)
+    else:
+        expected = [list(layout.batch_shape)]
+        if allow_per_sequence and len(layout.batch_shape) == 2:
+            expected.insert(0, list(layout.batch_shape[:1]))
+        raise ValueError(f"{name} must have shape {' or '.join(map(str, expected))}, got {_shape(t)}")
+    return flat.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def check_targets_in_range(targets: torch.Tensor, active: torch.Tensor, vocab_size: int) -> None:
+    """Every active target must index the vocabulary (this syncs with the device once)."""
+    bad = active & ((targets < 0) | (targets >= vocab_size))
+    if bool(bad.any()):
+        first = int(targets[bad][0])
+        raise ValueError(f"targets must lie in [0, {vocab_size}) on active tokens, found {first}")
+
+
+def check_positive(value: float, name: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def check_non_negative(value: float, name: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class PolicyOptions:
+    """Validated scalar options of the clipped policy loss."""
+
+    loss_type: str
+    eps_low: float
+    eps_high: float
+    beta: float
+    tis_cap: float | None
+    entropy_coef: float
+    temperature: float
+    max_tokens: int
+
+
+def check_policy_options(
+    layout: TokenLayout,
+    *,
+    loss_type: str,
+    eps_low: float,
+    eps_high: float,
+    beta: float,
+    tis_cap: float | None,
+    entropy_coef: float,
+    temperature: float,
+    max_tokens: int | None,
+    has_ref: bool,
+) -> PolicyOptions:
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    eps_low = check_non_negative(eps_low, "eps_low")
+    eps_high = check_non_negative(eps_high, "eps_high")
+    beta = check_non_negative(beta, "beta")
+    if beta > 0 and not has_ref:
+        raise ValueError("ref_logprobs must be given when beta > 0 (the KL penalty needs the reference log-probs)")
+    if tis_cap is not None:
+        tis_cap = check_positive(tis_cap, "tis_cap")
+    if not isinstance(entropy_coef, (int, float)) or isinstance(entropy_coef, bool):
+        raise ValueError(f"entropy_coef must be a number, got {entropy_coef!r}")
+    temperature = check_positive(temperature, "temperature")
+    if max_tokens is None:
+        max_tokens = layout.seq_len
+    elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
+        raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+    return PolicyOptions(loss_type, eps_low, eps_high, beta, tis_cap, float(entropy_coef), temperature, max_tokens)

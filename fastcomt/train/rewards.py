@@ -1,0 +1,97 @@
+"""Glue between the grader (fastcomt.tasks) and the CCRL reward kernel (fastcomt.kernels.rewards).
+
+A CCRL step grades each execution (`grade_completion`, with the completion's token offsets), then
+`reward_inputs` packs the grades into the kernel's tensors (per-token step ids aligned with the
+rollout's log-prob rows, per-step and per-answer correctness) and `ccrl_batch_rewards` runs the
+kernel. `step_calibration_pairs` returns (confidence, correct) per step for calibration metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+
+from fastcomt.kernels.rewards import CCRLRewards, ccrl_rewards
+from fastcomt.tasks.grade import GradedCompletion
+
+__all__ = ["RewardInputs", "reward_inputs", "ccrl_batch_rewards", "step_calibration_pairs"]
+
+
+class RewardInputs(NamedTuple):
+    span_ids: torch.Tensor  # [B, T] int32, -1 outside steps
+    step_correct: torch.Tensor  # [B, K] float32
+    answer_correct: torch.Tensor  # [B] float32
+
+
+def reward_inputs(
+    graded: Sequence[GradedCompletion],
+    seq_len: int,
+    *,
+    starts: Sequence[int] | None = None,
+    device: torch.device | str | None = None,
+) -> RewardInputs:
+    """Kernel inputs for a batch of graded completions.
+
+    seq_len: T, the width of the log-prob rows. starts: the column where each completion's first
+    token sits in its row (0 when rows hold the completion only; the prompt length when they hold
+    prompt + completion). Completion tokens past T are dropped (their steps then have fewer tokens).
+    """
+    if seq_len < 0:
+        raise ValueError(f"seq_len: expected >= 0, got {seq_len}")
+    B = len(graded)
+    if starts is not None and len(starts) != B:
+        raise ValueError(f"starts: expected {B} entries (one per completion), got {len(starts)}")
+    K = max((len(g.steps) for g in graded), default=0)
+    span_ids = torch.full((B, seq_len), -1, dtype=torch.int32)
+    step_correct = torch.zeros(B, K, dtype=torch.float32)
+    answer_correct = torch.zeros(B, dtype=torch.float32)
+    for b, g in enumerate(graded):
+        if not isinstance(g, GradedCompletion):
+            raise TypeError(f"graded[{b}]: expected GradedCompletion, got {type(g).__name__}")
+        if g.steps and not g.token_step_ids:
+            raise ValueError(f"graded[{b}]: has steps but no token ids (grade it with the completion's offsets)")
+        start = 0 if starts is None else int(starts[b])
+        if start < 0:
+            raise ValueError(f"starts[{b}]: expected >= 0, got {start}")
+        ids = g.token_step_ids[: max(0, seq_len - start)]
+        if ids:
+            span_ids[b, start : start + len(ids)] = torch.tensor(ids, dtype=torch.int32)
+        if g.step_correct:
+            step_correct[b, : len(g.step_correct)] = torch.tensor(g.step_correct, dtype=torch.float32)
+        answer_correct[b] = 1.0 if g.answer_correct else 0.0
+    if device is not None:
+        span_ids, step_correct, answer_correct = (t.to(device) for t in (span_ids, step_correct, answer_correct))
+    return RewardInputs(span_ids, step_correct, answer_correct)
+
+
+def ccrl_batch_rewards(
+    logprobs: torch.Tensor,
+    graded: Sequence[GradedCompletion],
+    group_ids: torch.Tensor,
+    problem_ids: torch.Tensor | None = None,
+    *,
+    starts: Sequence[int] | None = None,
+    **options,
+) -> CCRLRewards:
+    """Grades + rollout log-probs [B, T] -> rewards and advantages (options as in ccrl_rewards)."""
+    inputs = reward_inputs(graded, logprobs.shape[-1], starts=starts, device=logprobs.device)
+    return ccrl_rewards(logprobs, inputs.span_ids, inputs.step_correct, inputs.answer_correct,
+                        group_ids, problem_ids, **options)
+
+
+def step_calibration_pairs(result: CCRLRewards, graded: Sequence[GradedCompletion]) -> tuple[list[float], list[int]]:
+    """(confidence, correct) of every step that has tokens, from a dense=True result."""
+    if result.step_confidence is None:
+        raise ValueError("result: expected a dense=True result (step_confidence is None)")
+    conf = result.step_confidence.detach().float().cpu()
+    confidences: list[float] = []
+    correct: list[int] = []
+    for b, g in enumerate(graded):
+        present = set(g.token_step_ids) - {-1}
+        for k, z in enumerate(g.step_correct):
+            if k in present:
+                confidences.append(float(conf[b, k]))
+                correct.append(int(z))
+    return confidences, correct

@@ -1,7 +1,8 @@
 """The chunked driver of the fused LM head and its registration as torch custom ops.
 
-Per chunk of active token rows: ``logits = h_c @ W.T`` (torch.matmul: cuBLAS on GPU), one launch of
-the row kernel (statistics, per-token loss, and dloss/dlogits written over the logits), then
+Per chunk of active token rows: ``logits = h_c @ W.T`` (cuBLAS on GPU, fp32 output by default), one
+launch of the row kernel (statistics, per-token loss, and dloss/dlogits written in the GEMM dtype,
+over the logits when the dtypes agree), then
 ``dh_c = dlogits @ W`` and ``dW += dlogits.T @ h_c``. Masked or ignored rows are dropped before the
 first GEMM. The gradient is thus finished in the forward call; the autograd backward only scales the
 saved ``dh``/``dW`` by the incoming scalar.
@@ -36,6 +37,15 @@ def _accumulate_dw(dw: torch.Tensor, dlogits: torch.Tensor, h_c: torch.Tensor) -
         dw.add_(dlogits.T @ h_c)
 
 
+def _logits_gemm(h_c: torch.Tensor, w_c: torch.Tensor, out: torch.Tensor) -> None:
+    """out = h_c @ w_c.T; bf16/fp16 operands with an fp32 ``out`` use cuBLAS's fp32 output (the
+    accumulator is fp32 anyway), so no rounding to bf16 happens between the GEMM and the softmax."""
+    if out.dtype == h_c.dtype:
+        torch.matmul(h_c, w_c.T, out=out)
+    else:
+        torch.mm(h_c, w_c.T, out_dtype=out.dtype, out=out)
+
+
 def _gather(t: Optional[torch.Tensor], index: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     if t is None:
         return None
@@ -66,6 +76,7 @@ def run_lm_head_chunks(
     chunk_rows: int,
     block_v: int,
     num_warps: int,
+    fp32_logits: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Runs the fused LM head over the active rows of ``hidden [N, H]``.
 
@@ -106,7 +117,13 @@ def run_lm_head_chunks(
     dummy = act_stats  # stands in for absent optional pointers; never read (constexpr flags)
 
     rows = max(1, min(chunk_rows, num_active))
-    logits_buf = torch.empty(rows, vocab_size, dtype=cdtype, device=device)
+    ldtype = torch.float32 if fp32_logits else cdtype
+    logits_buf = torch.empty(rows, vocab_size, dtype=ldtype, device=device)
+    # dh/dW GEMMs take operands in cdtype: with fp32 logits and bf16/fp16 GEMMs the row kernel writes
+    # the gradient into its own buffer; otherwise over the logits, in place.
+    grad_buf = logits_buf
+    if write_grad and ldtype != cdtype:
+        grad_buf = torch.empty(rows, vocab_size, dtype=cdtype, device=device)
     inv_temperature = 1.0 / temperature
     for start in range(0, num_active, rows):
         end = min(start + rows, num_active)
@@ -114,10 +131,13 @@ def run_lm_head_chunks(
         h_c = hidden[start:end] if index is None else hidden.index_select(0, index[start:end])
         h_c = h_c.to(cdtype)
         logits = logits_buf[:rows_c]
-        torch.matmul(h_c, w_c.T, out=logits)
+        grad = grad_buf[:rows_c]
+        _logits_gemm(h_c, w_c, logits)
         lm_head_rows_kernel[(rows_c,)](
             logits,
             logits.stride(0),
+            grad,
+            grad.stride(0),
             tgt[start:end],
             act_stats,
             act_stats.stride(0),
@@ -147,11 +167,11 @@ def run_lm_head_chunks(
             continue
         if need_dh:
             if index is None:
-                torch.matmul(logits, w_c, out=dh[start:end])
+                torch.matmul(grad, w_c, out=dh[start:end])
             else:
-                dh.index_copy_(0, index[start:end], logits @ w_c)
+                dh.index_copy_(0, index[start:end], grad @ w_c)
         if need_dw:
-            _accumulate_dw(dw, logits, h_c)
+            _accumulate_dw(dw, grad, h_c)
 
     if index is not None:
         stats[:, index] = act_stats
@@ -188,18 +208,20 @@ def fused_lm_head_op(
     chunk_rows: int,
     block_v: int,
     num_warps: int,
+    fp32_logits: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return run_lm_head_chunks(
         hidden, weight, targets, active, coef, advantages, old_logprobs, ref_logprobs, behaviour_logprobs,
         epilogue, need_dh, need_dw, temperature, eps_low, eps_high, beta, entropy_coef, tis_cap,
-        dw_in_weight_dtype, chunk_rows, block_v, num_warps,
+        dw_in_weight_dtype, chunk_rows, block_v, num_warps, fp32_logits,
     )  # fmt: skip
 
 
 @fused_lm_head_op.register_fake
 def _fused_lm_head_fake(hidden, weight, targets, active, coef, advantages, old_logprobs, ref_logprobs,
                         behaviour_logprobs, epilogue, need_dh, need_dw, temperature, eps_low, eps_high, beta,
-                        entropy_coef, tis_cap, dw_in_weight_dtype, chunk_rows, block_v, num_warps):  # fmt: skip
+                        entropy_coef, tis_cap, dw_in_weight_dtype, chunk_rows, block_v, num_warps,
+                        fp32_logits):  # fmt: skip
     num_rows, hidden_size = hidden.shape
     vocab_size = weight.shape[0]
     cdtype = compute_dtype(hidden.dtype, hidden.device)
@@ -236,7 +258,7 @@ def _fused_lm_head_backward(ctx, grad_loss, grad_stats, grad_dh, grad_dw):
     dh, dw = ctx.saved_tensors
     grad_hidden = _scaled(dh, grad_loss, ctx.hidden_dtype) if ctx.has_dh else None
     grad_weight = _scaled(dw, grad_loss, ctx.weight_dtype) if ctx.has_dw else None
-    return (grad_hidden, grad_weight) + (None,) * 20
+    return (grad_hidden, grad_weight) + (None,) * 21
 
 
 fused_lm_head_op.register_autograd(_fused_lm_head_backward, setup_context=_fused_lm_head_setup)
@@ -258,19 +280,21 @@ def linear_ce_tokens_op(
     chunk_rows: int,
     block_v: int,
     num_warps: int,
+    fp32_logits: bool,
 ) -> torch.Tensor:
     # A per-token upstream gradient is only known in backward, so forward computes the losses
     # alone (one GEMM) and backward reruns the chunks with that gradient as the row coefficient.
     _, stats, _, _ = run_lm_head_chunks(
         hidden, weight, targets, active, None, None, None, None, None, EPILOGUE_CE, False, False,
         temperature, 0.0, 0.0, 0.0, 0.0, NO_TIS_CAP, dw_in_weight_dtype, chunk_rows, block_v, num_warps,
+        fp32_logits,
     )  # fmt: skip
     return stats[STAT_LOSS].clone()
 
 
 @linear_ce_tokens_op.register_fake
 def _linear_ce_tokens_fake(hidden, weight, targets, active, temperature, need_dh, need_dw, dw_in_weight_dtype,
-                           chunk_rows, block_v, num_warps):  # fmt: skip
+                           chunk_rows, block_v, num_warps, fp32_logits):  # fmt: skip
     return hidden.new_empty(hidden.shape[0], dtype=torch.float32)
 
 
@@ -282,15 +306,15 @@ def _linear_ce_tokens_setup(ctx, inputs, output) -> None:
 
 def _linear_ce_tokens_backward(ctx, grad_tokens):
     hidden, weight, targets, active = ctx.saved_tensors
-    temperature, need_dh, need_dw, dw_in_weight_dtype, chunk_rows, block_v, num_warps = ctx.options
+    temperature, need_dh, need_dw, dw_in_weight_dtype, chunk_rows, block_v, num_warps, fp32_logits = ctx.options
     _, _, dh, dw = fused_lm_head_op(
         hidden, weight, targets, active, grad_tokens.to(torch.float32), None, None, None, None, EPILOGUE_CE,
         need_dh, need_dw, temperature, 0.0, 0.0, 0.0, 0.0, NO_TIS_CAP, dw_in_weight_dtype, chunk_rows,
-        block_v, num_warps,
+        block_v, num_warps, fp32_logits,
     )  # fmt: skip
     grad_hidden = dh.to(hidden.dtype) if need_dh else None
     grad_weight = dw.to(weight.dtype) if need_dw else None
-    return (grad_hidden, grad_weight) + (None,) * 9
+    return (grad_hidden, grad_weight) + (None,) * 10
 
 
 linear_ce_tokens_op.register_autograd(_linear_ce_tokens_backward, setup_context=_linear_ce_tokens_setup)

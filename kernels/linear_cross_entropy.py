@@ -45,14 +45,14 @@ def linear_cross_entropy(
     if reduction == "none":
         losses = linear_ce_tokens_op(
             flat_hidden, weight, flat_targets, active, temperature, need_dh, need_dw, launch.dw_in_weight_dtype,
-            launch.chunk_rows, launch.block_v, launch.num_warps,
+            launch.chunk_rows, launch.block_v, launch.num_warps, launch.fp32_logits,
         )  # fmt: skip
         return losses.reshape(layout.batch_shape)
 
     loss_sum, _, _, _ = fused_lm_head_op(
         flat_hidden, weight, flat_targets, active, None, None, None, None, None, EPILOGUE_CE, need_dh, need_dw,
         temperature, 0.0, 0.0, 0.0, 0.0, NO_TIS_CAP, launch.dw_in_weight_dtype, launch.chunk_rows, launch.block_v,
-        launch.num_warps,
+        launch.num_warps, launch.fp32_logits,
     )  # fmt: skip
     if reduction == "sum":
         return loss_sum

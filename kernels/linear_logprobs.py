@@ -39,7 +39,7 @@ def linear_logprobs(
         active,
         None, None, None, None, None,
         EPILOGUE_SCORE, False, False, temperature, 0.0, 0.0, 0.0, 0.0, NO_TIS_CAP, False,
-        launch.chunk_rows, launch.block_v, launch.num_warps,
+        launch.chunk_rows, launch.block_v, launch.num_warps, launch.fp32_logits,
     )  # fmt: skip
     shape = layout.batch_shape
     return stats[STAT_LOGP].reshape(shape), stats[STAT_ENTROPY].reshape(shape), stats[STAT_MAXPROB].reshape(shape)

@@ -104,7 +104,7 @@ def linear_policy_loss(
         launch.dw_in_weight_dtype,
         launch.chunk_rows,
         launch.block_v,
-        launch.num_warps,
+        launch.num_warps, launch.fp32_logits,
     )
     if opts.loss_type == "grpo":
         loss = loss_sum / num_seqs

@@ -7,11 +7,12 @@ against a large mean logit) and the max-prob ``1 / s``. The target logit is one 
 
 Training epilogues (``ce``, ``policy``) then compute the per-token loss and the two scalar
 coefficients of its gradient, ``g = dloss/dlogp`` and ``g_h = dloss/dentropy``, and pass 2 walks
-the row again and overwrites each logit with
+the row again and writes, for each logit,
 
     dloss/dlogit_j = (g * (1[j = target] - p_j) - g_h * p_j * (log p_j + H)) / temperature,
 
-so the chunk's logits buffer becomes its gradient without another allocation. Everything is loaded,
+into the gradient buffer: the logits buffer itself when both share a dtype (no extra allocation), or a
+buffer in the GEMM dtype when the logits are kept in fp32 for accuracy. Everything is loaded,
 converted to fp32, computed and cast back only at the store (the CPU interpreter mishandles bf16
 arithmetic), and only ``tl.exp``/``tl.log`` are used (no libdevice).
 """
@@ -56,8 +57,10 @@ def _policy_token(
 
 @triton.jit
 def lm_head_rows_kernel(
-    logits_ptr,  # [rows, V] chunk of logits; overwritten with dloss/dlogits when WRITE_GRAD
+    logits_ptr,  # [rows, V] chunk of logits (fp32 by default)
     logits_row_stride,
+    grad_ptr,  # [rows, V] dloss/dlogits when WRITE_GRAD; may be logits_ptr itself (in place)
+    grad_row_stride,
     targets_ptr,  # [rows] int
     stats_ptr,  # [NUM_STATS, stats_stride] fp32, this chunk's rows start at stats_offset
     stats_stride,
@@ -84,6 +87,7 @@ def lm_head_rows_kernel(
 ):
     row = tl.program_id(0).to(tl.int64)  # rows * V can exceed 2**31 on large chunks
     row_ptr = logits_ptr + row * logits_row_stride
+    grad_row_ptr = grad_ptr + row * grad_row_stride
     offsets = tl.arange(0, BLOCK_V)
 
     # Pass 1: online max / sum-exp / sum p*(z - m) over the vocabulary.
@@ -149,7 +153,7 @@ def lm_head_rows_kernel(
                 coef = tl.load(coef_ptr + row).to(tl.float32)
                 g = g * coef
                 g_h = g_h * coef
-            # Pass 2: the row becomes its own gradient (each slice is read before it is written).
+            # Pass 2: write the gradient (in place is safe: each slice is read before it is written).
             for start in range(0, vocab_size, BLOCK_V):
                 cols = start + offsets
                 in_vocab = cols < vocab_size
@@ -158,4 +162,4 @@ def lm_head_rows_kernel(
                 p = tl.exp(log_p)
                 grad = -g * p - g_h * p * (log_p + entropy)
                 grad = tl.where(cols == target, grad + g, grad) * inv_temperature
-                tl.store(row_ptr + cols, grad.to(logits_ptr.dtype.element_ty), mask=in_vocab)
+                tl.store(grad_row_ptr + cols, grad.to(grad_ptr.dtype.element_ty), mask=in_vocab)

@@ -1,0 +1,289 @@
+"""The methods compared, per op, each built on the same ``BenchInputs``.
+
+ops: ``policy`` (clipped surrogate, forward + backward to hidden and weight), ``logprobs`` (forward
+scoring: target log-prob, entropy, max-prob) and ``ce`` (SFT cross-entropy, forward + backward).
+Peers are imported inside their builders, so a missing peer only costs its own rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from bench.eager import PolicyConfig, eager_cross_entropy, eager_logprobs, eager_policy_loss, policy_surrogate
+from bench.inputs import BenchInputs
+
+OPS = ("policy", "logprobs", "ce")
+
+
+@dataclass
+class Outputs:
+    """What one call produced, for comparison with the float32 truth."""
+
+    loss: float | None = None
+    dh: torch.Tensor | None = None
+    dw: torch.Tensor | None = None
+    logp: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    maxprob: torch.Tensor | None = None
+
+
+@dataclass
+class Runner:
+    """A built method: ``step`` is the timed call, ``reset`` runs before each call outside the timing,
+    ``collect`` turns the result of one call into ``Outputs``."""
+
+    step: Callable[[], Any]
+    collect: Callable[[Any], Outputs]
+    reset: Callable[[], None] = lambda: None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    inputs: BenchInputs
+    kernels: ModuleType
+    policy: PolicyConfig
+    compile_backend: str
+    device: str
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    op: str
+    label: str
+    build: Callable[[BuildContext], Runner] = field(repr=False)
+    needs_cuda: bool = False  # runs peer Triton kernels that may not run on CPU
+    is_floor: bool = False
+
+
+# ---------------------------------------------------------------- shared runners
+
+
+def _training(ctx: BuildContext, loss_fn: Callable[[], torch.Tensor], notes: str = "") -> Runner:
+    hidden, weight = ctx.inputs.hidden, ctx.inputs.weight
+
+    def reset() -> None:
+        hidden.grad = None
+        weight.grad = None
+
+    def step() -> torch.Tensor:
+        loss = loss_fn()
+        loss.backward()
+        return loss.detach()
+
+    def collect(loss: torch.Tensor) -> Outputs:
+        return Outputs(loss=float(loss), dh=hidden.grad, dw=weight.grad)
+
+    return Runner(step=step, collect=collect, reset=reset, notes=notes)
+
+
+def _scoring(fn: Callable[[], tuple[torch.Tensor, ...]], notes: str = "") -> Runner:
+    def step() -> tuple[torch.Tensor, ...]:
+        with torch.no_grad():
+            return fn()
+
+    def collect(out: tuple[torch.Tensor, ...]) -> Outputs:
+        logp, entropy, maxprob = (t.reshape(-1).float() for t in out)
+        return Outputs(logp=logp, entropy=entropy, maxprob=maxprob)
+
+    return Runner(step=step, collect=collect, notes=notes)
+
+
+def _fused(kernels: ModuleType, name: str) -> Callable[..., Any]:
+    fn = getattr(kernels, name, None)
+    if fn is None:
+        raise ImportError(f"fastcomt.kernels has no {name} in this tree")
+    return fn
+
+
+def _compiled(fn: Callable[..., Any], backend: str) -> Callable[..., Any]:
+    # dynamic=True: one compilation serves every shape. With torch's default the second shape
+    # recompiles with dynamic sizes anyway, so only the first shape would differ, and compiling
+    # each (op, head) again would not fit the GPU check's time budget.
+    return torch.compile(fn, backend=backend, dynamic=True)
+
+
+def _floor(ctx: BuildContext, backward: bool) -> Runner:
+    """The GEMMs a fused head cannot avoid, on one preallocated [N, V] bf16 buffer (the fused design
+    writes dlogits over the logits in place): logits = h W^T, then dh = g W and dW = g^T h."""
+    h, w = ctx.inputs.hidden.detach(), ctx.inputs.weight.detach()
+    buf = torch.empty(h.shape[0], w.shape[0], dtype=h.dtype, device=h.device)
+    dh = torch.empty_like(h)
+    dw = torch.empty_like(w)
+
+    def step() -> None:
+        torch.matmul(h, w.T, out=buf)
+        if backward:
+            torch.matmul(buf, w, out=dh)
+            torch.matmul(buf.T, h, out=dw)
+
+    gemms = "3 GEMMs" if backward else "1 GEMM"
+    return Runner(step=step, collect=lambda _: Outputs(), notes=f"{gemms}, torch.matmul into preallocated buffers")
+
+
+# ---------------------------------------------------------------- policy
+
+
+def _policy_args(ctx: BuildContext) -> tuple[torch.Tensor, ...]:
+    x = ctx.inputs
+    return x.bt(x.hidden), x.weight, x.bt(x.targets), x.bt(x.mask), x.advantages, x.bt(x.old_logprobs)
+
+
+def _fastcomt_notes(kernels: ModuleType) -> str:
+    get_config = getattr(kernels, "get_lm_head_config", None)
+    return f"{get_config()}" if get_config is not None else ""
+
+
+def _policy_fastcomt(ctx: BuildContext) -> Runner:
+    fn = _fused(ctx.kernels, "linear_policy_loss")
+    args, cfg = _policy_args(ctx), ctx.policy.as_dict()
+    return _training(ctx, lambda: fn(*args, **cfg)[0], notes=_fastcomt_notes(ctx.kernels))
+
+
+def _policy_eager(ctx: BuildContext) -> Runner:
+    args, cfg = _policy_args(ctx), ctx.policy.as_dict()
+    return _training(ctx, lambda: eager_policy_loss(*args, **cfg))
+
+
+def _policy_compile(ctx: BuildContext) -> Runner:
+    fn = _compiled(eager_policy_loss, ctx.compile_backend)
+    args, cfg = _policy_args(ctx), ctx.policy.as_dict()
+    return _training(ctx, lambda: fn(*args, **cfg), notes=f"backend={ctx.compile_backend}")
+
+
+def _policy_liger(ctx: BuildContext) -> Runner:
+    from liger_kernel.chunked_loss import LigerFusedLinearGRPOLoss
+
+    # Liger compiles its loss math with inductor; the CPU smoke run uses no C++ compiler.
+    compiled = ctx.compile_backend == "inductor"
+    cfg, x = ctx.policy, ctx.inputs
+    loss_module = LigerFusedLinearGRPOLoss(
+        beta=0.0,
+        compiled=compiled,
+        use_ref_model=False,
+        epsilon_low=cfg.eps_low,
+        epsilon_high=cfg.eps_high,
+        loss_type=cfg.loss_type,
+        max_completion_length=x.seq_len,
+    )
+    hidden, weight, targets, mask, advantages, old = _policy_args(ctx)
+    mask_f = mask.float()
+    return _training(
+        ctx,
+        lambda: loss_module(hidden, weight, targets, mask_f, advantages, old_per_token_logps=old)[0],
+        notes=f"compiled={compiled}, chunk_size=1",
+    )
+
+
+def _policy_cce(ctx: BuildContext) -> Runner:
+    from cut_cross_entropy import linear_cross_entropy
+
+    hidden, weight, _, mask, advantages, old = _policy_args(ctx)
+    targets_ce = ctx.inputs.bt(ctx.inputs.targets_ce)
+    cfg = ctx.policy.as_dict()
+
+    def loss_fn() -> torch.Tensor:
+        logp = -linear_cross_entropy(hidden, weight, targets_ce, reduction="none")
+        return policy_surrogate(logp, mask, advantages, old, **cfg)
+
+    return _training(ctx, loss_fn, notes="default filter_eps")
+
+
+# ---------------------------------------------------------------- logprobs (forward scoring)
+
+
+def _logprobs_fastcomt(ctx: BuildContext) -> Runner:
+    fn = _fused(ctx.kernels, "linear_logprobs")
+    x = ctx.inputs
+    h, t, m = x.bt(x.hidden.detach()), x.bt(x.targets), x.bt(x.mask)
+    return _scoring(lambda: fn(h, x.weight.detach(), t, mask=m), notes=_fastcomt_notes(ctx.kernels))
+
+
+def _logprobs_eager(ctx: BuildContext) -> Runner:
+    x = ctx.inputs
+    return _scoring(lambda: eager_logprobs(x.hidden.detach(), x.weight.detach(), x.targets, x.mask))
+
+
+def _logprobs_compile(ctx: BuildContext) -> Runner:
+    fn = _compiled(eager_logprobs, ctx.compile_backend)
+    x = ctx.inputs
+    return _scoring(
+        lambda: fn(x.hidden.detach(), x.weight.detach(), x.targets, x.mask), notes=f"backend={ctx.compile_backend}"
+    )
+
+
+# ---------------------------------------------------------------- cross-entropy
+
+
+def _ce_fastcomt(ctx: BuildContext) -> Runner:
+    fn = _fused(ctx.kernels, "linear_cross_entropy")
+    x = ctx.inputs
+    return _training(ctx, lambda: fn(x.hidden, x.weight, x.targets_ce), notes=_fastcomt_notes(ctx.kernels))
+
+
+def _ce_eager(ctx: BuildContext) -> Runner:
+    x = ctx.inputs
+    return _training(ctx, lambda: eager_cross_entropy(x.hidden, x.weight, x.targets_ce))
+
+
+def _ce_compile(ctx: BuildContext) -> Runner:
+    fn = _compiled(eager_cross_entropy, ctx.compile_backend)
+    x = ctx.inputs
+    return _training(ctx, lambda: fn(x.hidden, x.weight, x.targets_ce), notes=f"backend={ctx.compile_backend}")
+
+
+def _ce_liger(ctx: BuildContext) -> Runner:
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+    loss_module = LigerFusedLinearCrossEntropyLoss()
+    x = ctx.inputs
+    return _training(ctx, lambda: loss_module(x.weight, x.hidden, x.targets_ce), notes="defaults (bf16 dW accumulation)")
+
+
+def _ce_cce(filter_eps: Any) -> Callable[[BuildContext], Runner]:
+    def build(ctx: BuildContext) -> Runner:
+        from cut_cross_entropy import linear_cross_entropy
+
+        x = ctx.inputs
+        kwargs = {} if filter_eps == "default" else {"filter_eps": filter_eps}
+        return _training(
+            ctx,
+            lambda: linear_cross_entropy(x.hidden, x.weight, x.targets_ce, **kwargs),
+            notes=f"filter_eps={'default' if filter_eps == 'default' else filter_eps}",
+        )
+
+    return build
+
+
+METHODS: tuple[Method, ...] = (
+    Method("floor", "policy", "floor: 3 GEMMs", lambda c: _floor(c, backward=True), is_floor=True),
+    Method("fastcomt", "policy", "fastcomt linear_policy_loss", _policy_fastcomt),
+    Method("eager", "policy", "eager torch (bf16 logits, fp32 log-softmax)", _policy_eager),
+    Method("compile", "policy", "torch.compile(eager, dynamic=True)", _policy_compile),
+    Method("liger", "policy", "Liger LigerFusedLinearGRPOLoss", _policy_liger, needs_cuda=True),
+    Method("cce", "policy", "cut-cross-entropy logp + torch surrogate", _policy_cce, needs_cuda=True),
+    Method("floor", "logprobs", "floor: 1 GEMM", lambda c: _floor(c, backward=False), is_floor=True),
+    Method("fastcomt", "logprobs", "fastcomt linear_logprobs", _logprobs_fastcomt),
+    Method("eager", "logprobs", "eager torch (bf16 logits, fp32 log-softmax)", _logprobs_eager),
+    Method("compile", "logprobs", "torch.compile(eager, dynamic=True)", _logprobs_compile),
+    Method("floor", "ce", "floor: 3 GEMMs", lambda c: _floor(c, backward=True), is_floor=True),
+    Method("fastcomt", "ce", "fastcomt linear_cross_entropy", _ce_fastcomt),
+    Method("eager", "ce", "eager torch (bf16 logits, fp32 cross-entropy)", _ce_eager),
+    Method("compile", "ce", "torch.compile(eager, dynamic=True)", _ce_compile),
+    Method("liger", "ce", "Liger LigerFusedLinearCrossEntropyLoss", _ce_liger, needs_cuda=True),
+    Method("cce", "ce", "cut-cross-entropy (default filter)", _ce_cce("default"), needs_cuda=True),
+    Method("cce-nofilter", "ce", "cut-cross-entropy (filter_eps=None)", _ce_cce(None), needs_cuda=True),
+)
+
+METHOD_NAMES = tuple(dict.fromkeys(m.name for m in METHODS))
+
+
+def methods_for(op: str, names: tuple[str, ...] | None = None) -> list[Method]:
+    """The methods of one op, floor first, optionally restricted to ``names``."""
+    return [m for m in METHODS if m.op == op and (names is None or m.name in names)]

@@ -1,8 +1,8 @@
 """The `fastcomt` command: data | sft | rl | eval | demo.
 
-Each subcommand takes `--config FILE` (YAML, documented in configs/) and `key=value` overrides.
-Subcommands whose recipe is not part of this build say so and exit with status 2 rather than
-pretending to run.
+Every subcommand takes `--config FILE` (YAML, documented in configs/README.md) and `key=value`
+overrides (dotted keys reach nested sections); `eval` also takes flags for its common settings.
+Errors in a config name the key and the type that was expected.
 """
 
 from __future__ import annotations
@@ -11,25 +11,37 @@ import argparse
 import importlib
 import sys
 
-# subcommand -> (module, function, help). The function takes (config_path, overrides) and returns
-# an exit status. Modules are imported only when their subcommand runs, so `fastcomt --help` is fast.
+# subcommand -> (module, entry, help). An entry takes (config_path, overrides) and returns an exit
+# status. Modules are imported only when their subcommand runs, so `fastcomt --help` stays fast.
 _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("fastcomt.demo", "main", "run the main job on the embedded default (CPU-sized)"),
+    "data": ("fastcomt.comt.build", "main", "build CoMT (meta-thought) or CoT SFT data from problems"),
+    "sft": ("fastcomt.train.sft", "main", "supervised fine-tuning (CoMT plans or CoT) with the fused linear CE"),
+    "pretrain": ("fastcomt.train.pretrain", "main", "stage 0 of the demo: pre-train a tiny base model on executions"),
+    "rl": ("fastcomt.train.rl", "main", "CCRL (or GRPO with lambda=0) on the fused policy loss"),
+    "demo": ("fastcomt.demo", "main", "the whole pipeline at toy scale on CPU (the embedded default)"),
 }
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastcomt", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="fastcomt", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, _, help_text) in _SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", default=None, help="YAML config file (see configs/)")
-        p.add_argument("overrides", nargs="*", help="config overrides as key=value (dotted keys for nesting)")
+        p.add_argument("--config", default=None, metavar="FILE", help="YAML config file (see configs/README.md)")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys for nesting)")
+    from fastcomt.eval.cli_args import add_eval_arguments
+
+    help_text = "evaluate a model on the benchmarks: accuracy and step calibration"
+    add_eval_arguments(sub.add_parser("eval", help=help_text, description=help_text))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    if args.command == "eval":
+        from fastcomt.eval.cli_args import run_eval_from_args
+
+        return int(run_eval_from_args(args) or 0)
     module_name, func_name, _ = _SUBCOMMANDS[args.command]
     func = getattr(importlib.import_module(module_name), func_name)
     return int(func(args.config, args.overrides) or 0)

@@ -13,52 +13,59 @@ tokens so that ``[N, V]`` logits never exist:
 vocabulary block, dW accumulation dtype) goes through ``LMHeadConfig`` / ``lm_head_config``.
 """
 
-import os
+if __name__ == "fastcomt.kernels":
+    import os
 
-import torch
+    import torch
 
-if not torch.cuda.is_available():
-    # Without a GPU, Triton can only run these kernels in its interpreter, and the switch is read
-    # when a kernel is defined, i.e. at import of lm_head_rows below.
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+    if not torch.cuda.is_available():
+        # Without a GPU, Triton can only run these kernels in its interpreter, and the switch is read
+        # when a kernel is defined, i.e. at import of lm_head_rows below.
+        os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from .config import LMHeadConfig, get_lm_head_config, lm_head_config, set_lm_head_config  # noqa: E402
-from .linear_cross_entropy import linear_cross_entropy  # noqa: E402
-from .linear_logprobs import linear_logprobs  # noqa: E402
-from .linear_policy_loss import linear_policy_loss  # noqa: E402
-from .reference import (  # noqa: E402
-    reference_linear_cross_entropy,
-    reference_linear_logprobs,
-    reference_linear_policy_loss,
-)
+    from .config import LMHeadConfig, get_lm_head_config, lm_head_config, set_lm_head_config  # noqa: E402
+    from .linear_cross_entropy import linear_cross_entropy  # noqa: E402
+    from .linear_logprobs import linear_logprobs  # noqa: E402
+    from .linear_policy_loss import linear_policy_loss  # noqa: E402
+    from .reference import (  # noqa: E402
+        reference_linear_cross_entropy,
+        reference_linear_logprobs,
+        reference_linear_policy_loss,
+    )
 
-__all__ = [
-    "LMHeadConfig",
-    "get_lm_head_config",
-    "linear_cross_entropy",
-    "linear_logprobs",
-    "linear_policy_loss",
-    "lm_head_config",
-    "reference_linear_cross_entropy",
-    "reference_linear_logprobs",
-    "reference_linear_policy_loss",
-    "set_lm_head_config",
-    "CCRLRewards",
-    "ccrl_rewards",
-    "ccrl_rewards_reference",
-]
+    __all__ = [
+        "LMHeadConfig",
+        "get_lm_head_config",
+        "linear_cross_entropy",
+        "linear_logprobs",
+        "linear_policy_loss",
+        "lm_head_config",
+        "reference_linear_cross_entropy",
+        "reference_linear_logprobs",
+        "reference_linear_policy_loss",
+        "set_lm_head_config",
+        "CCRLRewards",
+        "ccrl_rewards",
+        "ccrl_rewards_reference",
+    ]
 
-# name -> submodule of the CCRL reward kernel and its reference
-_REWARD_EXPORTS = {"CCRLRewards": "rewards", "ccrl_rewards": "rewards", "ccrl_rewards_reference": "rewards_reference"}
+    # name -> submodule of the CCRL reward kernel and its reference
+    _REWARD_EXPORTS = {"CCRLRewards": "rewards", "ccrl_rewards": "rewards", "ccrl_rewards_reference": "rewards_reference"}
 
 
-def __getattr__(name: str) -> object:
-    # The reward kernel is resolved on first use, so the LM-head functions import on their own.
-    module_name = _REWARD_EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'fastcomt.kernels' has no attribute {name!r}")
-    import importlib
+    def __getattr__(name: str) -> object:
+        # The reward kernel is resolved on first use, so the LM-head functions import on their own.
+        module_name = _REWARD_EXPORTS.get(name)
+        if module_name is None:
+            raise AttributeError(f"module 'fastcomt.kernels' has no attribute {name!r}")
+        import importlib
 
-    value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
-    globals()[name] = value
-    return value
+        value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
+        globals()[name] = value
+        return value
+else:
+    # Imported as a top-level ``kernels`` (the repo root is on sys.path, as under ``python -m pytest``
+    # or ``bench/run.py``). That name belongs to PyPI's ``kernels`` package, which transformers probes
+    # by importing it; registering our custom ops a second time under that name would corrupt the
+    # ones ``fastcomt.kernels`` already registered. So stay inert, with a version transformers rejects.
+    __version__ = "0.0.0"

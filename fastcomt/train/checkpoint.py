@@ -1,0 +1,177 @@
+"""Atomic training checkpoints with everything needed for an exact resume.
+
+Layout under a run's checkpoint root:
+
+    step_00000120/
+        model/               Hugging Face checkpoint (save_pretrained + tokenizer): loadable as-is
+        optimizer.pt         optimizer state
+        scheduler.pt         LR scheduler state
+        rng.pt               Python, torch CPU and CUDA generator states
+        trainer_state.json   the trainer's position (step, epoch, step in epoch, ...) and any extras
+    latest                   name of the newest complete checkpoint
+
+A checkpoint is written into a temporary directory beside its final name and renamed into place
+only when complete; `latest` is replaced atomically afterwards. A crash at any point leaves the
+previous checkpoint intact, and a half-written directory is never mistaken for a checkpoint.
+Shared by the SFT and RL recipes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "capture_rng_state", "restore_rng_state"]
+
+_STEP_DIR = re.compile(r"^step_(\d{8})$")
+_STATE_FILE = "trainer_state.json"
+
+
+def capture_rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    root: str | os.PathLike[str],
+    step: int,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    tokenizer: Any | None = None,
+    trainer_state: dict[str, Any] | None = None,
+    keep_last: int | None = 2,
+) -> Path:
+    """Write checkpoint `step` atomically; keep the newest `keep_last` (None keeps all). Returns its path."""
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step: expected a non-negative int, got {step!r}")
+    if keep_last is not None and keep_last < 1:
+        raise ValueError(f"keep_last: expected a positive int or None, got {keep_last}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    try:
+        model.save_pretrained(tmp / "model", safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp / "model")
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(capture_rng_state(), tmp / "rng.pt")
+        state = {"step": step, **(trainer_state or {})}
+        with open(tmp / _STATE_FILE, "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+        if final.exists():  # re-saving a step (e.g. after a resume): the new copy wins
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_latest(root, final.name)
+    _fsync_dir(root)
+    if keep_last is not None:
+        for old in _complete_steps(root)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write_latest(root: Path, name: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".latest-", dir=root)
+    with os.fdopen(fd, "w") as f:
+        f.write(name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, root / "latest")
+
+
+def _complete_steps(root: Path) -> list[Path]:
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / _STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_checkpoint(root: str | os.PathLike[str]) -> Path | None:
+    """The newest complete checkpoint under `root`, or None."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    pointer = root / "latest"
+    if pointer.is_file():
+        named = root / pointer.read_text().strip()
+        if (named / _STATE_FILE).is_file():
+            return named
+    steps = _complete_steps(root)
+    return steps[-1] if steps else None
+
+
+def _load_model_weights(model: torch.nn.Module, model_dir: Path) -> None:
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors weights in {model_dir}")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(file))
+    result = model.load_state_dict(state, strict=False)
+    # save_pretrained stores a tied weight once; every other missing or extra key is an error.
+    tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - {name for name, _ in model.named_parameters()}
+    missing = [k for k in result.missing_keys if k not in tied]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"checkpoint {model_dir} does not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    restore_rng: bool = True,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Load weights, optimizer, scheduler and RNG states in place; returns the trainer state."""
+    path = Path(path)
+    if not (path / _STATE_FILE).is_file():
+        raise FileNotFoundError(f"not a complete checkpoint (no {_STATE_FILE}): {path}")
+    _load_model_weights(model, path / "model")
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=map_location, weights_only=True))
+    if scheduler is not None:
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=False))
+    if restore_rng:
+        restore_rng_state(torch.load(path / "rng.pt", map_location="cpu", weights_only=False))
+    with open(path / _STATE_FILE, encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,284 @@
+"""The SFT recipe (CoMT or CoT targets): one training loop, readable top to bottom.
+
+    run_sft(load_config("configs/sft-synthetic-comt.yaml", SFTConfig))
+
+1. records (JSONL from fastcomt.comt) -> chat conversations -> token ids, loss on the response only;
+2. a deterministic plan per epoch: shuffle, pack examples into rows (positions restart, attention
+   stays inside each example), group rows into optimizer steps by a token budget;
+3. model (a tiny Qwen2/Llama from the config, or a checkpoint), AdamW, warm-up + cosine;
+4. resume from the newest checkpoint (weights, optimizer, scheduler, RNG, data position);
+5. per step: for each packed row, hidden states from the base model, then the fused LM-head
+   cross-entropy (no [tokens, vocab] logits), summed and divided by the step's response-token
+   count (so the loss is the same whichever way the tokens were split into rows); clip, step, log;
+   checkpoint atomically every `save_every` steps and at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from fastcomt.comt.build import build_comt_data
+from fastcomt.comt.chat import sft_messages
+from fastcomt.comt.records import ComtRecord, read_records, write_json_atomic
+
+from fastcomt.kernels import linear_cross_entropy
+
+from .models import base_model, build_model, lm_head_weight
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import DataConfig, SFTConfig, config_from_dict, config_to_dict, load_config
+from .packing import Example, PackedRow, collate_row, epoch_plan, make_example
+from .schedule import cosine_scheduler
+from .tokenizer import encode_chat_examples, load_tokenizer, train_tokenizer
+
+__all__ = ["run_sft", "load_training_records", "prepare_tokenizer", "encode_records", "accumulate_step_gradients",
+           "packed_loss_sum", "main"]
+
+
+def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | None = None) -> dict[str, Any]:
+    """Train (or resume) to the end of the configured epochs; returns the run summary.
+
+    stop_after_steps: checkpoint and return once this many optimizer steps are done in total, as a
+    preemption would (used to test exact resume; a later call continues from there).
+    """
+    cfg = config if isinstance(config, SFTConfig) else config_from_dict(SFTConfig, config)
+    for key in ("epochs", "row_tokens", "tokens_per_step"):
+        if getattr(cfg.optim, key) < 1:
+            raise ValueError(f"optim.{key}: expected a positive int, got {getattr(cfg.optim, key)}")
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)  # fmt: skip
+    autocast_dtype = torch.bfloat16 if device.type == "cuda" and cfg.precision == "bf16" else None
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    # 1. Data: records -> tokenizer -> examples (too-long examples are dropped and counted).
+    records = load_training_records(cfg.data)
+    tokenizer = prepare_tokenizer(cfg, records, out_dir / "tokenizer")
+    examples, dropped = encode_records(tokenizer, records, row_tokens=cfg.optim.row_tokens,
+                                       system_prompt=cfg.data.system_prompt)  # fmt: skip
+    if not examples:
+        raise ValueError(f"data.train: no example fits optim.row_tokens={cfg.optim.row_tokens} ({dropped} dropped)")
+    lengths = [ex.num_tokens for ex in examples]
+
+    # 2. The plan of every epoch (deterministic), hence the schedule's length.
+    plans = [
+        epoch_plan(lengths, seed=cfg.seed, epoch=e, row_tokens=cfg.optim.row_tokens,
+                   tokens_per_step=cfg.optim.tokens_per_step, shuffle=cfg.data.shuffle)  # fmt: skip
+        for e in range(cfg.optim.epochs)
+    ]
+    total_steps = sum(len(plan) for plan in plans)
+    if cfg.optim.max_steps is not None:
+        total_steps = min(total_steps, cfg.optim.max_steps)
+
+    # 3. Model, optimizer, schedule.
+    model = build_model(cfg.model, len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                        eos_token_id=tokenizer.eos_token_id, device=device)  # fmt: skip
+    model.train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay, fused=device.type == "cuda",
+    )  # fmt: skip
+    scheduler = cosine_scheduler(optimizer, warmup_steps=cfg.optim.warmup_steps, total_steps=total_steps,
+                                 min_lr_ratio=cfg.optim.min_lr_ratio)  # fmt: skip
+
+    # 4. Resume: the checkpoint holds the position in the plan and the counters.
+    ckpt_root = out_dir / "checkpoints"
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "step_in_epoch": 0, "tokens": 0, "loss_tokens": 0, "train_seconds": 0.0}
+    latest = latest_checkpoint(ckpt_root) if cfg.resume else None
+    if latest is not None:
+        state.update(load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler, map_location=device))
+        if state.get("total_steps", total_steps) != total_steps:
+            raise ValueError(
+                f"output_dir: the checkpoint {latest} was made for a {state['total_steps']}-step run, this config "
+                f"plans {total_steps} steps (data, tokenizer or optim changed); use a new output_dir or resume: false"
+            )
+    metrics_path = out_dir / "metrics.jsonl"
+    _truncate_metrics(metrics_path, after_step=state["step"])
+
+    # 5. The loop.
+    def save(interrupted: bool) -> Path:
+        trainer_state = {k: state[k] for k in ("epoch", "step_in_epoch", "tokens", "loss_tokens", "train_seconds")}
+        trainer_state.update(total_steps=total_steps, interrupted=interrupted, config=config_to_dict(cfg))
+        return save_checkpoint(ckpt_root, state["step"], model=model, optimizer=optimizer, scheduler=scheduler,
+                               tokenizer=tokenizer, trainer_state=trainer_state, keep_last=cfg.keep_last)  # fmt: skip
+
+    last_loss = float("nan")
+    checkpoint = latest
+    saved_at = state["step"] if latest is not None else -1
+    interrupted = False
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not cfg.progress, desc="sft", unit="step")
+    with open(metrics_path, "a", encoding="utf-8") as metrics:
+        while state["step"] < total_steps and not interrupted:
+            plan = plans[state["epoch"]]
+            started = time.perf_counter()
+            rows = [collate_row([examples[i] for i in row]).to(device) for row in plan[state["step_in_epoch"]]]
+            loss_sum, step_loss_tokens = accumulate_step_gradients(model, rows, autocast_dtype)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - started
+
+            step_tokens = sum(row.num_tokens for row in rows)
+            last_loss = loss_sum / max(step_loss_tokens, 1)
+            state["step"] += 1
+            state["step_in_epoch"] += 1
+            if state["step_in_epoch"] == len(plan):
+                state["epoch"], state["step_in_epoch"] = state["epoch"] + 1, 0
+            state["tokens"] += step_tokens
+            state["loss_tokens"] += step_loss_tokens
+            state["train_seconds"] += seconds
+            metrics.write(json.dumps({
+                "step": state["step"], "epoch": state["epoch"], "loss": last_loss, "lr": lr,
+                "grad_norm": float(grad_norm), "tokens": step_tokens, "loss_tokens": step_loss_tokens,
+                "rows": len(rows), "tokens_per_s": step_tokens / seconds, "seconds": seconds,
+            }) + "\n")  # fmt: skip
+            metrics.flush()
+            bar.set_postfix(loss=f"{last_loss:.3f}", tok_s=f"{step_tokens / seconds:.0f}")
+            bar.update(1)
+
+            # A simulated preemption only counts before the natural end of the run.
+            interrupted = stop_after_steps is not None and stop_after_steps <= state["step"] < total_steps
+            if interrupted or (cfg.save_every and state["step"] % cfg.save_every == 0):
+                checkpoint = save(interrupted)
+                saved_at = state["step"]
+    bar.close()
+    if saved_at != state["step"]:
+        checkpoint = save(False)
+
+    summary = {
+        "output_dir": str(out_dir),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "interrupted": interrupted,
+        "steps": state["step"],
+        "total_steps": total_steps,
+        "epochs": cfg.optim.epochs,
+        "examples": len(examples),
+        "dropped_too_long": dropped,
+        "train_tokens": state["tokens"],
+        "loss_tokens": state["loss_tokens"],
+        "train_seconds": round(state["train_seconds"], 3),
+        "tokens_per_second": round(state["tokens"] / state["train_seconds"], 1) if state["train_seconds"] else 0.0,
+        "final_loss": last_loss,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "device": str(device),
+    }
+    write_json_atomic(out_dir / "summary.json", summary)
+    return summary
+
+
+def accumulate_step_gradients(model: torch.nn.Module, rows: Sequence[PackedRow],
+                              autocast_dtype: torch.dtype | None = None) -> tuple[float, int]:  # fmt: skip
+    """Backward of the step's mean loss over all its response tokens, one packed row at a time.
+
+    Each row's summed loss is divided by the whole step's response-token count (known before the
+    first backward), so the gradient is the same however the step's examples were split into rows.
+    Returns (summed loss, response tokens).
+    """
+    step_loss_tokens = sum(row.num_loss_tokens for row in rows)
+    loss_sum = 0.0
+    for row in rows:
+        loss = packed_loss_sum(model, row, autocast_dtype)
+        (loss / max(step_loss_tokens, 1)).backward()
+        loss_sum += loss.item()
+    return loss_sum, step_loss_tokens
+
+
+def packed_loss_sum(model: torch.nn.Module, row: PackedRow, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Summed cross-entropy over the row's response tokens, through the fused LM-head kernel.
+
+    The base model gives hidden states; the LM head is never called, so [tokens, vocab] logits
+    never exist. Without an attention mask and with no cache, transformers reads the restarting
+    position_ids as sequence boundaries (block-diagonal causal attention).
+    """
+    device_type = row.input_ids.device.type
+    with torch.autocast(device_type=device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        hidden = base_model(model)(input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False).last_hidden_state
+    weight = lm_head_weight(model)
+    if autocast_dtype is not None:  # bf16 operands for the kernel's GEMMs; gradients flow back to fp32 params
+        hidden, weight = hidden.to(autocast_dtype), weight.to(autocast_dtype)
+    return linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), weight, row.targets.reshape(-1), reduction="sum")
+
+
+def load_training_records(data: DataConfig) -> list[ComtRecord]:
+    """The records of `data.train`, built first from `data.build` when the file does not exist yet."""
+    path = Path(data.train)
+    if not path.exists():
+        if data.build is None:
+            raise FileNotFoundError(f"data.train: {path} does not exist and data.build is not set")
+        build_comt_data({"output": str(path), **data.build})
+    records = read_records(path)
+    if data.limit is not None:
+        records = records[: data.limit]
+    if not records:
+        raise ValueError(f"data.train: {path} holds no records")
+    return records
+
+
+def prepare_tokenizer(cfg: SFTConfig, records: Sequence[ComtRecord], tokenizer_dir: Path) -> Any:
+    """The checkpoint's tokenizer, the run's saved one (on resume), or a new one trained on the records."""
+    tok = cfg.tokenizer
+    if tok.kind == "pretrained":
+        path = tok.path or cfg.model.path
+        if not path:
+            raise ValueError("tokenizer.path: expected a path (or model.path) for kind 'pretrained'")
+        return load_tokenizer(path)
+    if tokenizer_dir.exists():
+        return load_tokenizer(tokenizer_dir)
+    texts = [f"{r.question}\n{r.target}" for r in records]
+    if cfg.data.system_prompt:
+        texts.append(cfg.data.system_prompt)
+    tokenizer = train_tokenizer(texts, kind=tok.kind, vocab_size=tok.vocab_size, number_max=tok.number_max,
+                                min_frequency=tok.min_frequency)  # fmt: skip
+    # Saved through a temp directory and renamed: a crash never leaves a half tokenizer to resume from.
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-tokenizer-", dir=tokenizer_dir.parent))
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, tokenizer_dir)
+    return tokenizer
+
+
+def encode_records(tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens: int,
+                   system_prompt: str | None = None) -> tuple[list[Example], int]:  # fmt: skip
+    """(examples that fit in a row, number dropped for being longer than `row_tokens`)."""
+    conversations = [sft_messages(r.question, r.target, system=system_prompt) for r in records]
+    encoded = encode_chat_examples(tokenizer, conversations)
+    examples = [make_example(ids, mask) for ids, mask in encoded if len(ids) <= row_tokens]
+    return examples, len(encoded) - len(examples)
+
+
+def _truncate_metrics(path: Path, *, after_step: int) -> None:
+    """Drop metric lines past the resumed step (written before a crash, about to be redone)."""
+    if not path.exists():
+        return
+    keep = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.endswith("\n") and json.loads(line)["step"] <= after_step:
+                keep.append(line)
+    fd, tmp = tempfile.mkstemp(prefix=".metrics-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(keep)
+    os.replace(tmp, path)
+
+
+def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
+    """`fastcomt sft --config FILE [key=value ...]`: train and print the run summary."""
+    if config is None:
+        raise ValueError("config: expected a YAML file (see configs/sft-*.yaml)")
+    summary = run_sft(load_config(config, SFTConfig, list(overrides or ())))
+    print(json.dumps(summary, indent=2))
+    return 0

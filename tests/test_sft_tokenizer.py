@@ -1,0 +1,61 @@
+"""Locally trained tokenizers, the chat template, and response-only loss flags."""
+
+import pytest
+
+from fastcomt.comt.chat import sft_messages
+from fastcomt.train.tokenizer import encode_chat_examples, load_tokenizer, train_tokenizer
+
+TEXTS = [
+    "Ana has 12 apples. She eats 5 of them. How many apples are left?",
+    "apples_left = apples_start - apples_eaten\nThe answer is 7.",
+    "Ben buys 3 pens for 4 dollars each.",
+    "Be brief.",
+]
+
+
+@pytest.fixture(scope="module")
+def word_tok():
+    return train_tokenizer(TEXTS, kind="number_word", number_max=40)
+
+
+def test_one_token_per_number(word_tok):
+    for n in (0, 7, 33, 40):  # 33 and 40 never occur in the corpus
+        assert len(word_tok(f" {n}", add_special_tokens=False)["input_ids"]) == 1
+        assert len(word_tok(f"{n}", add_special_tokens=False)["input_ids"]) == 1
+    assert word_tok(" 41", add_special_tokens=False)["input_ids"] == [word_tok.unk_token_id]  # beyond number_max
+    text = "Ana has 33 apples. She eats 40 of them."
+    assert word_tok.decode(word_tok(text, add_special_tokens=False)["input_ids"]) == text
+    assert word_tok.unk_token_id in word_tok(" zebra", add_special_tokens=False)["input_ids"]
+
+
+def test_bpe_round_trip_and_determinism():
+    tok = train_tokenizer(TEXTS * 3, kind="bpe", vocab_size=300)
+    text = "Ben eats 12 pens; the answer is 7."
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    again = train_tokenizer(TEXTS * 3, kind="bpe", vocab_size=300)
+    assert tok.backend_tokenizer.to_str() == again.backend_tokenizer.to_str()
+
+
+def test_loss_only_on_the_response(word_tok, tmp_path):
+    messages = sft_messages("Ana has 12 apples.", "The answer is 7.", system="Be brief.")
+    [(ids, flags)] = encode_chat_examples(word_tok, [messages])
+    prompt = [i for i, f in zip(ids, flags) if not f]
+    response = [i for i, f in zip(ids, flags) if f]
+    assert flags == sorted(flags)  # prompt first, then response
+    assert word_tok.decode(prompt) == "<|system|>\nBe brief.<|end|>\n<|user|>\nAna has 12 apples.<|end|>\n<|assistant|>\n"
+    assert word_tok.decode(response) == "The answer is 7.<|end|>\n"
+    # The prompt tokens are exactly what generation sees.
+    generation_prompt = word_tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    assert word_tok(generation_prompt, add_special_tokens=False)["input_ids"] == prompt
+    word_tok.save_pretrained(tmp_path / "tok")
+    reloaded = load_tokenizer(tmp_path / "tok")
+    assert encode_chat_examples(reloaded, [messages]) == [(ids, flags)]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="kind"):
+        train_tokenizer(TEXTS, kind="chars")
+    with pytest.raises(ValueError, match="number_max"):
+        train_tokenizer(TEXTS, kind="number_word", number_max=-1)
+    with pytest.raises(ValueError, match="assistant"):
+        encode_chat_examples(train_tokenizer(TEXTS, kind="number_word", number_max=3), [sft_messages("q?")])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on the benchmark machines
 import matplotlib.pyplot as plt  # noqa: E402
+
+from fastcomt.atomic_io import atomic_path  # noqa: E402
 
 _STYLES = ("-", "--", ":", "-.")
 
@@ -49,7 +50,6 @@ def plot_results(rows: list[dict], path: Path, title: str) -> None:
         ax_t.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)

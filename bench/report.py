@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from bench.bootstrap import REPO_ROOT
+from fastcomt.atomic_io import write_text_atomic  # noqa: F401  (re-exported to bench/run.py)
 
 ROW_KEY = ("n", "h", "v", "op", "method", "settings_id")
 
@@ -109,12 +110,6 @@ def read_jsonl(path: Path) -> list[dict]:
                 continue
             latest[row_key(row)] = row
     return list(latest.values())
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _fmt(value: float | None, spec: str) -> str:

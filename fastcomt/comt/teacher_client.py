@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fastcomt.http_retry import MalformedResponseError, RetryPolicy, request_json
+from fastcomt.atomic_io import write_json_atomic
 
 Message = Mapping[str, str]
 _RESERVED_PARAMS = ("model", "messages", "stream", "n")
@@ -165,20 +165,7 @@ class TeacherClient:
         return entry["content"]
 
     def _write_cache(self, key: str, request: dict[str, Any], answer: Any, content: str) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps({"request": request, "content": content, "response": answer}, ensure_ascii=False)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_json_atomic(self._path(key), {"request": request, "content": content, "response": answer}, indent=None)
 
 
 def _hash(request: Mapping[str, Any]) -> str:

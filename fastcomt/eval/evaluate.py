@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastcomt.comt.records import JsonlAppender, iter_jsonl_dicts, write_json_atomic
+from fastcomt.atomic_io import write_json_atomic, write_text_atomic
+from fastcomt.comt.records import JsonlAppender, iter_jsonl_dicts
 from fastcomt.formats import FORMATS, ProblemRollout, check_format, generate, token_char_offsets
 from fastcomt.rollout.engine import RolloutEngine
 from fastcomt.rollout.types import SamplingParams
@@ -319,22 +318,8 @@ def evaluate(
             out / "reliability.png", [c for c, _ in pooled], [z for _, z in pooled], n_bins=n_bins,
             title=f"{fmt} steps",
         )  # fmt: skip
-    _write_text_atomic(out / "report.md", render_report(summary, diagram=diagram.name if diagram else None))
+    write_text_atomic(out / "report.md", render_report(summary, diagram=diagram.name if diagram else None))
     return summary
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _progress(total: int, enabled: bool) -> Any:

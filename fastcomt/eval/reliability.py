@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+
+from fastcomt.atomic_io import atomic_path
 
 from .calibration import ArrayLike, expected_calibration_error, reliability_bins
 
@@ -51,15 +52,8 @@ def write_reliability_diagram(
         hist.set_xlabel("confidence")
         hist.set_ylabel("count")
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, format="png", dpi=120)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
     finally:
         plt.close(fig)
     return path

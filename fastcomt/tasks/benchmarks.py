@@ -32,11 +32,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from ..atomic_io import write_text_atomic
 
 from ._records import RecordFormatError, iter_asdiv_xml, iter_json, iter_jsonl
 from .arith import ArithmeticError_, binary_steps, evaluate
@@ -447,20 +448,12 @@ def _problem_from_dict(rec: Mapping[str, Any]) -> Problem:
 
 def save_problems(problems: Iterable[Problem], path: str | os.PathLike[str]) -> None:
     """Write problems as JSONL atomically (temp file + os.replace), readable by load_problems."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for p in problems:
-                if not isinstance(p, Problem):
-                    raise TypeError(f"problems: expected Problem records, got {type(p).__name__}")
-                f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    lines = []
+    for p in problems:
+        if not isinstance(p, Problem):
+            raise TypeError(f"problems: expected Problem records, got {type(p).__name__}")
+        lines.append(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+    write_text_atomic(path, "".join(lines))
 
 
 def load_problems(path: str | os.PathLike[str], *, lenient: bool = False) -> BenchmarkProblems:

@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from fastcomt.comt.build import build_comt_data
 from fastcomt.comt.chat import sft_messages
-from fastcomt.comt.records import ComtRecord, read_records, write_json_atomic
+from fastcomt.atomic_io import write_json_atomic, write_text_atomic
+from fastcomt.comt.records import ComtRecord, read_records
 
 from fastcomt.kernels import linear_cross_entropy
 
@@ -269,10 +270,7 @@ def _truncate_metrics(path: Path, *, after_step: int) -> None:
         for line in f:
             if line.endswith("\n") and json.loads(line)["step"] <= after_step:
                 keep.append(line)
-    fd, tmp = tempfile.mkstemp(prefix=".metrics-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(keep)
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(keep))
 
 
 def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:

@@ -28,7 +28,8 @@ from typing import Any
 import torch
 
 from fastcomt.comt.build import build_comt_data
-from fastcomt.comt.records import ComtRecord, read_records, write_json_atomic
+from fastcomt.atomic_io import write_json_atomic, write_text_atomic
+from fastcomt.comt.records import ComtRecord, read_records
 
 from .config import SFTConfig, config_from_dict, config_to_dict
 from .sft import encode_records, run_sft
@@ -42,10 +43,7 @@ CPU_OPTIM = {"lr": 2e-3, "warmup_steps": 5, "row_tokens": 512, "tokens_per_step"
 
 
 def _write_records(path: Path, records: list[ComtRecord]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r.to_dict()) + "\n" for r in records))
 
 
 def _token_counts(tokenizer: Any, records: list[ComtRecord], row_tokens: int) -> dict[str, float]:

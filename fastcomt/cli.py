@@ -29,6 +29,11 @@ def _build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", default=None, metavar="FILE", help="YAML config file (see configs/README.md)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys for nesting)")
+        if name == "demo":
+            p.add_argument("--compare", action="store_true",
+                           help="also run the paper's baseline (CoT SFT, then GRPO with lam=0) on the same budget")
+            p.add_argument("--kernels-smoke", action="store_true",
+                           help="only run the fused kernels against their plain-torch references")
     from fastcomt.eval.cli_args import add_eval_arguments
 
     help_text = "evaluate a model on the benchmarks: accuracy and step calibration"
@@ -42,9 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         from fastcomt.eval.cli_args import run_eval_from_args
 
         return int(run_eval_from_args(args) or 0)
+    overrides = list(args.overrides)
+    if args.command == "demo":
+        overrides += ["compare=true"] * args.compare + ["kernels_smoke=true"] * args.kernels_smoke
     module_name, func_name, _ = _SUBCOMMANDS[args.command]
     func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(args.config, args.overrides) or 0)
+    return int(func(args.config, overrides) or 0)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,442 @@
-"""`fastcomt demo`: until the end-to-end CoMT + CCRL demo lands, the demo runs every fused LM-head
-kernel on a small CPU problem (Triton interpreter) against its plain-torch reference and prints
-what it computed."""
+"""`fastcomt demo`: the paper's pipeline at toy scale, on CPU, measured.
+
+0. base model: a tiny Qwen2 built from a config and pre-trained on synthetic execution text
+   (`train.pretrain`): it can carry out an arithmetic plan but has never read a word problem;
+1. CoMT SFT: offline meta-thoughts (plans over variable names, no numbers computed) for synthetic
+   problems; the model is fine-tuned on the plans only (`train.sft`, fused cross-entropy);
+2. CCRL: per problem a plan, then G executions of it, rewarded for the answer plus calibrated
+   step confidence (`train.rl`);
+3. evaluation (greedy) after each stage on held-out synthetic problems of the training families,
+   on one family no stage ever trained on (out of distribution), and on a GSM8K test slice; CCRL's
+   effect on answer accuracy and on step ECE is reported with paired 95% intervals.
+
+`compare=true` (or `--compare`) also runs the paper's baseline on the same budget: CoT SFT on the
+full executions, then GRPO (lam = 0) on CoT rollouts, and prints the paper-style table.
+`kernels_smoke=true` runs the fused-kernel smoke check (fused vs plain torch) instead.
+
+Everything lands under `output_dir` (runs/demo); finished stages are not redone on a rerun.
+What the numbers do and do not show: fastcomt/DEMO.md.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+if not torch.cuda.is_available():
+    # Must be set before the first @triton.jit function is defined (the fused kernels).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+__all__ = ["DemoConfig", "EvalSettings", "main", "run_demo", "demo_splits"]
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
-def main(config: str | None = None, overrides: list[str] | None = None) -> int:
-    if config or overrides:
-        raise ValueError("demo: the kernel smoke takes no --config or overrides yet")
-    import torch
+@dataclass
+class EvalSettings:
+    id_problems: int = 500
+    ood_problems: int = 200
+    gsm8k_problems: int = 50
+    batch_size: int = 128
+    max_new_tokens: int = 64  # execution budget
+    plan_max_new_tokens: int = 96
+    base_problems: int = 100  # the pre-trained base is evaluated on this many ID problems only
+    bootstrap_resamples: int = 1000
 
-    if not torch.cuda.is_available():
-        # Must be set before the first @triton.jit function is defined.
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+@dataclass
+class DemoConfig:
+    """The demo's stages. `pretrain`, `sft` and `rl` hold keys of `train.pretrain.PretrainConfig`,
+    `train.config.SFTConfig` and `train.rl_config.RLConfig` (merged over the demo's own choices)."""
+
+    output_dir: str = "runs/demo"
+    seed: int = 0
+    ood_family: str = "ages"
+    sft_problems: int = 600
+    rl_problems: int = 2000
+    pretrain: dict[str, Any] = field(default_factory=dict)
+    sft: dict[str, Any] = field(default_factory=dict)
+    rl: dict[str, Any] = field(default_factory=dict)
+    baseline_rl: dict[str, Any] = field(default_factory=dict)  # extra keys for the GRPO baseline (compare)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    compare: bool = False
+    kernels_smoke: bool = False
+    progress: bool = True
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+def demo_splits(cfg: DemoConfig) -> dict[str, Any]:
+    """Training families, and held-out problems whose question text no training problem has."""
+    from fastcomt.tasks import SYNTHETIC_FAMILIES, load_benchmark, synthetic_problems
+
+    if cfg.ood_family not in SYNTHETIC_FAMILIES:
+        raise ValueError(f"ood_family: expected one of {SYNTHETIC_FAMILIES}, got {cfg.ood_family!r}")
+    families = [f for f in SYNTHETIC_FAMILIES if f != cfg.ood_family]
+    pre = cfg.pretrain
+    n_docs, pre_seed = int(pre.get("num_documents", 4000)), int(pre.get("seed", cfg.seed))
+    seen = {p.question for p in synthetic_problems(n_docs, seed=pre_seed, families=families)}
+    # the unrelated questions the base model's documents are shown under (train/pretrain.py)
+    seen |= {p.question for p in synthetic_problems(n_docs, seed=pre_seed + 2, families=families)}
+    seen |= {p.question for p in synthetic_problems(cfg.sft_problems, seed=cfg.seed + 100, families=families)}
+    seen |= {p.question for p in synthetic_problems(cfg.rl_problems, seed=cfg.seed + 200, families=families)}
+
+    def held_out(n: int, seed: int, fams: list[str]) -> list:
+        # Small numbers make repeats likely: draw more and drop any question a training set holds.
+        pool = synthetic_problems(3 * n + 50, seed=seed, families=fams)
+        fresh, questions = [], set()
+        for p in pool:
+            if p.question not in seen and p.question not in questions:
+                fresh.append(p)
+                questions.add(p.question)
+        if len(fresh) < n:
+            raise RuntimeError(f"only {len(fresh)} held-out problems of {fams} are new; asked for {n}")
+        return fresh[:n]
+
+    splits = {
+        "families": families,
+        "synthetic": held_out(cfg.eval.id_problems, cfg.seed + 1000, families),
+        "synthetic_ood": held_out(cfg.eval.ood_problems, cfg.seed + 2000, [cfg.ood_family]),
+    }
+    splits["gsm8k"] = list(load_benchmark("gsm8k", split="test"))[: cfg.eval.gsm8k_problems] if cfg.eval.gsm8k_problems else []
+    return splits
+
+
+# --- stages ----------------------------------------------------------------------------------------
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _pretrain(cfg: DemoConfig, families: list[str], out: Path) -> dict[str, Any]:
+    from fastcomt.train.pretrain import run_pretrain
+
+    settings = _merge({
+        "output_dir": str(out / "0_base"), "seed": cfg.seed, "families": families, "progress": cfg.progress,
+    }, cfg.pretrain)  # fmt: skip
+    return run_pretrain(settings)
+
+
+def _sft(cfg: DemoConfig, base: dict[str, Any], families: list[str], out: Path, mode: str) -> dict[str, Any]:
+    from fastcomt.comt.build import build_comt_data
+    from fastcomt.train.sft import run_sft
+
+    run_dir = out / ("1_sft_comt" if mode == "offline" else "1_sft_cot")
+    data = run_dir / "data.jsonl"
+    if not data.exists():
+        build_comt_data({"output": str(data), "source": "synthetic", "mode": mode, "num_problems": cfg.sft_problems,
+                         "seed": cfg.seed + 100, "families": families})  # fmt: skip
+    settings = _merge({
+        "output_dir": str(run_dir / "train"),
+        "data": {"train": str(data)},
+        "model": {"path": base["model_dir"]},
+        "tokenizer": {"kind": "pretrained", "path": base["tokenizer_dir"]},
+        "seed": cfg.seed,
+        "progress": cfg.progress,
+    }, cfg.sft)  # fmt: skip
+    summary_path = run_dir / "train" / "summary.json"
+    if summary_path.is_file():
+        return json.loads(summary_path.read_text())
+    return run_sft(settings)
+
+
+def _rl(cfg: DemoConfig, sft_dir: str, tokenizer_dir: str, families: list[str], out: Path, fmt: str,
+        extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    from fastcomt.train.rl import run_rl
+
+    run_dir = out / ("2_ccrl" if fmt == "comt" else "2_grpo_cot")
+    settings = _merge({
+        "output_dir": str(run_dir),
+        "model": {"path": sft_dir},
+        "tokenizer": tokenizer_dir,
+        "format": fmt,
+        "data": {"source": "synthetic", "num_problems": cfg.rl_problems, "seed": cfg.seed + 200, "families": families},
+        "seed": cfg.seed,
+        "progress": cfg.progress,
+    }, _merge(cfg.rl, extra))  # fmt: skip
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        done = json.loads(summary_path.read_text())
+        if not done.get("interrupted") and done.get("steps") == done.get("total_steps"):
+            return done
+    return run_rl(settings)
+
+
+def _evaluate(model_dir: str, tokenizer_dir: str, splits: dict[str, Any], fmt: str, out_dir: Path, cfg: DemoConfig,
+              limit: int | None = None) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], float]:  # fmt: skip
+    from transformers import AutoModelForCausalLM
+
+    from fastcomt.eval.evaluate import evaluate, load_rows
+    from fastcomt.rollout import TransformersEngine
+    from fastcomt.train.tokenizer import load_tokenizer
+
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    benchmarks = {name: splits[name] for name in ("synthetic", "synthetic_ood", "gsm8k") if splits.get(name)}
+    if limit is not None:
+        benchmarks = {"synthetic": splits["synthetic"][:limit]}
+    with TransformersEngine(model, max_batch_samples=max(cfg.eval.batch_size, 1)) as engine:
+        summary = evaluate(engine, tokenizer, benchmarks, fmt=fmt, out_dir=out_dir, batch_size=cfg.eval.batch_size,
+                           max_new_tokens=cfg.eval.max_new_tokens, plan_max_new_tokens=cfg.eval.plan_max_new_tokens,
+                           seed=cfg.seed, model_name=str(Path(model_dir).resolve()), progress=cfg.progress)  # fmt: skip
+    rows = {name: load_rows(out_dir, name) for name in benchmarks}
+    return summary, rows, time.perf_counter() - started
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _num(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _stage_row(name: str, fmt: str, summary: dict[str, Any] | None, train_tokens: int | None, seconds: float) -> str:
+    if summary is None:
+        return f"| {name} | {fmt} | - | - | - | - | - | - | - | {train_tokens or 0} | {seconds:.0f} |"
+    per = summary["benchmarks"]
+    syn = per.get("synthetic", {})
+    ood = per.get("synthetic_ood", {})
+    gsm = per.get("gsm8k", {})
+    return (f"| {name} | {fmt} | {_pct(syn.get('format_rate'))} | {_pct(syn.get('step_accuracy'))} | "
+            f"{_pct(syn.get('accuracy'))} | {_pct(ood.get('accuracy'))} | {_pct(gsm.get('accuracy'))} | "
+            f"{_num(syn.get('ece'))} | {_num(syn.get('mean_response_tokens'), 1)} | {train_tokens or 0} | {seconds:.0f} |")  # fmt: skip
+
+
+STAGE_HEADER = (
+    "| stage | format | ID format-correct (%) | ID step acc (%) | ID answer acc (%) | OOD answer acc (%) | "
+    "GSM8K acc (%) | ID step ECE | ID response tokens | train tokens | seconds |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def _effect_lines(label: str, acc: dict[str, float], ece: dict[str, float]) -> list[str]:
+    return [
+        f"{label}: answer accuracy {100 * acc['before']:.1f}% -> {100 * acc['after']:.1f}% "
+        f"(paired difference {100 * acc['diff']:+.1f} points, 95% bootstrap CI [{100 * acc['ci_low']:+.1f}, "
+        f"{100 * acc['ci_high']:+.1f}], normal CI [{100 * acc['normal_low']:+.1f}, {100 * acc['normal_high']:+.1f}], "
+        f"n = {acc['n']} problems)",
+        f"{label}: step ECE {ece['before']:.3f} -> {ece['after']:.3f} (difference {ece['diff']:+.3f}, 95% bootstrap CI "
+        f"[{ece['ci_low']:+.3f}, {ece['ci_high']:+.3f}]; {ece['steps_before']} -> {ece['steps_after']} steps)",
+    ]
+
+
+WHAT_IT_SHOWS = """\
+What this demo shows: the CoMT + CCRL pipeline runs end to end on CPU (a base model pre-trained on
+execution text, offline meta-thoughts, plan-only SFT through the fused cross-entropy kernel, CCRL
+rollouts that share each plan's prefix, the fused reward kernel, the clipped policy loss, weight
+sync, checkpoints, evaluation), SFT on plans alone teaches the plan format, and the paired 95%
+intervals on the same held-out problems measure what CCRL changed in answer accuracy and in step
+calibration (ECE of the execution's numeric steps).
+What it does not show: anything about real LLMs or the paper's numbers. The model is tiny, the
+problems are templated, the budget is minutes, and the base model executes few plans correctly, so
+answer accuracy stays near zero and an accuracy interval containing zero means no effect was
+detected. On CPU the CCRL update uses the plain-torch LM head (same function; the fused kernels run
+in Triton's interpreter at ~10 ms per trained token, bench/results/ccrl_step_cpu.md). GSM8K is
+reported to be honest that a toy model scores near zero there; the out-of-distribution family's
+variable names were never trained, so both recipes mostly fail on it."""
+
+
+# --- main ------------------------------------------------------------------------------------------
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Run every stage (skipping finished ones), print the tables, write report.md and results.json."""
+    from fastcomt.atomic_io import write_json_atomic
+    from fastcomt.paired_stats import paired_accuracy, paired_ece
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    lines: list[str] = ["# fastcomt demo", ""]
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    t = time.perf_counter()
+    splits = demo_splits(cfg)
+    families = splits["families"]
+    say(f"Held out: {len(splits['synthetic'])} in-distribution problems ({', '.join(families)}), "
+        f"{len(splits['synthetic_ood'])} of the unseen family '{cfg.ood_family}', {len(splits['gsm8k'])} GSM8K test problems.")  # fmt: skip
+
+    base = _pretrain(cfg, families, out)
+    timings["0 base (pretrain)"] = base["seconds"]
+    say(f"[0] base model: {base['num_parameters']} parameters, vocabulary {base['vocab_size']}, "
+        f"{base['train_tokens']} tokens of execution text, final loss {base['final_loss']:.3f}, {base['seconds']:.0f} s")  # fmt: skip
+    base_eval, _, s = _evaluate(base["model_dir"], base["tokenizer_dir"], splits, "comt", out / "eval" / "0_base", cfg, limit=cfg.eval.base_problems)
+    timings["eval base"] = s
+
+    t = time.perf_counter()
+    sft = _sft(cfg, base, families, out, "offline")
+    timings["1 CoMT SFT"] = time.perf_counter() - t
+    sft_dir = str(Path(sft["checkpoint"]) / "model")
+    say(f"[1] CoMT SFT on plans only: {sft['examples']} examples, {sft['loss_tokens']} plan tokens trained, final loss {sft['final_loss']:.3f}")
+    sft_eval, sft_rows, s = _evaluate(sft_dir, base["tokenizer_dir"], splits, "comt", out / "eval" / "1_sft_comt", cfg)
+    timings["eval CoMT SFT"] = s
+
+    t = time.perf_counter()
+    rl = _rl(cfg, sft_dir, base["tokenizer_dir"], families, out, "comt", {})
+    timings["2 CCRL"] = time.perf_counter() - t
+    say(f"[2] CCRL: {rl['steps']} steps, lam = {rl['lam']}, {rl['generated_tokens']} tokens sampled, {rl['trained_tokens']} trained")
+    rl_eval, rl_rows, s = _evaluate(rl["model_dir"], base["tokenizer_dir"], splits, "comt", out / "eval" / "2_ccrl", cfg)
+    timings["eval CCRL"] = s
+
+    say("")
+    say("Per stage (greedy decoding; ID = held-out problems of the training families):")
+    say(STAGE_HEADER)
+    say(_stage_row(f"0 base (pre-trained, {cfg.eval.base_problems} ID problems)", "comt", base_eval, base["train_tokens"], base["seconds"]))
+    say(_stage_row("1 CoMT SFT (plans only)", "comt", sft_eval, sft["train_tokens"], timings["1 CoMT SFT"]))
+    say(_stage_row("2 CCRL", "comt", rl_eval, rl["trained_tokens"], timings["2 CCRL"]))
+
+    effects = {}
+    say("")
+    say("CCRL's effect, paired on the same held-out problems:")
+    for name, label in (("synthetic", "in-distribution"), ("synthetic_ood", "out-of-distribution")):
+        if sft_rows.get(name):
+            acc = paired_accuracy(sft_rows[name], rl_rows[name], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
+            ece = paired_ece(sft_rows[name], rl_rows[name], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
+            effects[name] = {"accuracy": acc, "ece": ece}
+            for line in _effect_lines(label, acc, ece):
+                say("  " + line)
+
+    results: dict[str, Any] = {
+        "config": _plain(cfg), "timings_s": timings, "base": base, "sft": sft, "rl": rl,
+        "eval": {"base": base_eval, "sft": sft_eval, "ccrl": rl_eval}, "effects": effects,
+    }  # fmt: skip
+    _write_rl_bench(out, rl)
+
+    if cfg.compare:
+        t = time.perf_counter()
+        cot = _sft(cfg, base, families, out, "cot")
+        timings["1 CoT SFT"] = time.perf_counter() - t
+        cot_dir = str(Path(cot["checkpoint"]) / "model")
+        cot_eval, cot_rows, s = _evaluate(cot_dir, base["tokenizer_dir"], splits, "cot", out / "eval" / "1_sft_cot", cfg)
+        timings["eval CoT SFT"] = s
+        t = time.perf_counter()
+        grpo = _rl(cfg, cot_dir, base["tokenizer_dir"], families, out, "cot", _merge({"reward": {"lam": 0.0}}, cfg.baseline_rl))
+        timings["2 GRPO (CoT)"] = time.perf_counter() - t
+        grpo_eval, grpo_rows, s = _evaluate(grpo["model_dir"], base["tokenizer_dir"], splits, "cot", out / "eval" / "2_grpo_cot", cfg)
+        timings["eval GRPO"] = s
+        say("")
+        say("Paper-style comparison (same base model, same SFT problems, same RL steps):")
+        say("| recipe | ID acc (%) | OOD acc (%) | GSM8K acc (%) | ID step ECE | SFT tokens trained | RL tokens trained | mean response tokens | train seconds |")
+        say("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for label, s_sum, r_sum, ev, secs in (
+            ("CoT SFT + GRPO (baseline)", cot, grpo, grpo_eval, timings["1 CoT SFT"] + timings["2 GRPO (CoT)"]),
+            ("CoMT SFT + CCRL", sft, rl, rl_eval, timings["1 CoMT SFT"] + timings["2 CCRL"]),
+        ):
+            per = ev["benchmarks"]
+            say(f"| {label} | {_pct(per['synthetic']['accuracy'])} | {_pct(per.get('synthetic_ood', {}).get('accuracy'))} | "
+                f"{_pct(per.get('gsm8k', {}).get('accuracy'))} | {_num(per['synthetic']['ece'])} | {s_sum['loss_tokens']} | "
+                f"{r_sum['trained_tokens']} | {_num(per['synthetic']['mean_response_tokens'], 1)} | {secs:.0f} |")  # fmt: skip
+        acc = paired_accuracy(grpo_rows["synthetic"], rl_rows["synthetic"], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
+        say(f"  CoMT+CCRL minus CoT+GRPO, in-distribution answer accuracy: {100 * acc['diff']:+.1f} points "
+            f"(95% bootstrap CI [{100 * acc['ci_low']:+.1f}, {100 * acc['ci_high']:+.1f}], n = {acc['n']})")  # fmt: skip
+        results["compare"] = {"cot_sft": cot, "grpo": grpo, "eval": {"cot_sft": cot_eval, "grpo": grpo_eval},
+                              "accuracy_comt_minus_cot": acc}  # fmt: skip
+
+    say("")
+    say("Seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    say("")
+    for line in WHAT_IT_SHOWS.splitlines():
+        say(line)
+    say("")
+    say(f"Reports: {out / 'report.md'}, per-stage evaluation reports and reliability diagrams under {out / 'eval'}")
+    _plot_rl_curve(out / "2_ccrl" / "metrics.jsonl", out / "ccrl_curve.png")
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_json_atomic(out / "results.json", results)
+    return results
+
+
+def _plain(cfg: DemoConfig) -> dict[str, Any]:
+    from fastcomt.train.config import config_to_dict
+
+    return config_to_dict(cfg)
+
+
+def _write_rl_bench(out: Path, rl: dict[str, Any]) -> None:
+    """Mean per-step CCRL costs of this run (the numbers behind bench/results/ccrl_step_cpu.json)."""
+    from fastcomt.atomic_io import write_json_atomic
+    from fastcomt.comt.records import iter_jsonl_dicts
+
+    path = Path(rl["output_dir"]) / "metrics.jsonl"
+    if not path.exists():
+        return
+    rows = list(iter_jsonl_dicts(path))
+    if not rows:
+        return
+    keys = ("seconds", "time_rollout", "time_scoring", "time_update", "time_sync", "tokens_per_s",
+            "rollout_tokens_per_s", "prefix_cache_hit_rate", "generated_tokens", "trained_tokens", "executions")  # fmt: skip
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+    write_json_atomic(out / "ccrl_step.json", {"steps": len(rows), "mean_per_step": mean})
+
+
+def _plot_rl_curve(metrics: Path, target: Path) -> None:
+    """Reward, accuracy and step ECE of the training rollouts per CCRL step."""
+    if not metrics.exists():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fastcomt.comt.records import iter_jsonl_dicts
+
+    rows = list(iter_jsonl_dicts(metrics))
+    if not rows:
+        return
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in ("reward", "accuracy", "ece"):
+        ax.plot(steps, [r[key] if r[key] is not None else float("nan") for r in rows], label=key)
+    ax.set_xlabel("CCRL step")
+    ax.set_title("CCRL training rollouts")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
+
+
+def _load(config: str | None, overrides: Sequence[str]) -> DemoConfig:
+    from fastcomt.train.config import apply_overrides, config_from_dict, load_config
+
+    if config is not None:
+        return load_config(config, DemoConfig, overrides)
+    if DEFAULT_CONFIG.is_file():
+        return load_config(DEFAULT_CONFIG, DemoConfig, overrides)
+    return config_from_dict(DemoConfig, apply_overrides({}, overrides))
+
+
+def main(config: str | None = None, overrides: Sequence[str] | None = None) -> int:
+    """Entry of `fastcomt demo [--config FILE] [--compare] [--kernels-smoke] [key=value ...]`."""
+    cfg = _load(config, list(overrides or ()))
+    if cfg.kernels_smoke:
+        return _kernels_smoke()
+    started = time.perf_counter()
+    run_demo(cfg)
+    print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _kernels_smoke() -> int:
+    """Every fused LM-head kernel on a small CPU problem against its plain-torch reference."""
     from fastcomt.kernels.smoke import run_smoke
 
     rows = run_smoke()
@@ -23,9 +445,5 @@ def main(config: str | None = None, overrides: list[str] | None = None) -> int:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        print("| " + " | ".join(_fmt(row[k]) for k in header) + " |")
+        print("| " + " | ".join(f"{row[k]:.3g}" if isinstance(row[k], float) else str(row[k]) for k in header) + " |")
     return 0
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -19,9 +19,19 @@ if __name__ == "fastcomt.kernels":
     import torch
 
     if not torch.cuda.is_available():
-        # Without a GPU, Triton can only run these kernels in its interpreter, and the switch is read
-        # when a kernel is defined, i.e. at import of lm_head_rows below.
+        # Without a GPU, Triton can only run these kernels in its interpreter. The switch is read when
+        # triton.language is first imported (fastcomt/__init__.py sets it early for that reason) and
+        # when each kernel is defined, i.e. at import of lm_head_rows below.
         os.environ.setdefault("TRITON_INTERPRET", "1")
+        import triton.language.standard as _tl_standard
+        from triton.runtime.jit import JITFunction as _JITFunction
+
+        if os.environ["TRITON_INTERPRET"] == "1" and isinstance(getattr(_tl_standard, "max", None), _JITFunction):
+            raise ImportError(
+                "fastcomt.kernels: this machine has no CUDA device, so the kernels need Triton's interpreter, "
+                "but triton.language was imported before TRITON_INTERPRET=1 was set (by transformers, say); "
+                "set TRITON_INTERPRET=1 in the environment, or import fastcomt before triton and transformers"
+            )
 
     from .config import LMHeadConfig, get_lm_head_config, lm_head_config, set_lm_head_config  # noqa: E402
     from .linear_cross_entropy import linear_cross_entropy  # noqa: E402

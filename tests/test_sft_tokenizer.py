@@ -59,3 +59,27 @@ def test_bad_arguments():
         train_tokenizer(TEXTS, kind="number_word", number_max=-1)
     with pytest.raises(ValueError, match="assistant"):
         encode_chat_examples(train_tokenizer(TEXTS, kind="number_word", number_max=3), [sft_messages("q?")])
+
+
+def test_loading_from_a_model_folder_keeps_our_tokenizer(tmp_path):
+    # A model folder holds config.json too: AutoTokenizer would then pick the model type's tokenizer
+    # class and split our word-level vocabulary into characters.
+    from transformers import Qwen2Config
+
+    from fastcomt.train.tokenizer import load_tokenizer, train_tokenizer
+
+    tok = train_tokenizer(["apples = 12 - 5 = 7", "The answer is 7."], kind="number_word", vocab_size=4096)
+    tok.save_pretrained(tmp_path)
+    Qwen2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=1, intermediate_size=64).save_pretrained(tmp_path)  # fmt: skip
+    loaded = load_tokenizer(tmp_path)
+    text = "apples = 12 - 5 = 7"
+    assert loaded.encode(text, add_special_tokens=False) == tok.encode(text, add_special_tokens=False)
+    assert len(loaded.tokenize(text)) == 7
+
+
+def test_number_word_vocab_too_small_for_words_is_an_error():
+    from fastcomt.train.tokenizer import train_tokenizer
+
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_tokenizer(["a b c"], kind="number_word", vocab_size=2048, number_max=1000)

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from fastcomt.atomic_io import write_text_atomic
+
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "capture_rng_state", "restore_rng_state"]
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -175,3 +177,14 @@ def load_checkpoint(
         restore_rng_state(torch.load(path / "rng.pt", map_location="cpu", weights_only=False))
     with open(path / _STATE_FILE, encoding="utf-8") as f:
         return json.load(f)
+
+
+def truncate_metrics(path: str | os.PathLike[str], *, after_step: int) -> None:
+    """Drop JSON-lines metrics past the resumed step (written before a crash, about to be redone),
+    and a half-written last line, so a resumed run's log reads as if it never stopped."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        keep = [line for line in f if line.endswith("\n") and json.loads(line)["step"] <= after_step]
+    write_text_atomic(path, "".join(keep))

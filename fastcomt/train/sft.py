@@ -29,14 +29,14 @@ from tqdm import tqdm
 
 from fastcomt.comt.build import build_comt_data
 from fastcomt.comt.chat import sft_messages
-from fastcomt.atomic_io import write_json_atomic, write_text_atomic
+from fastcomt.atomic_io import write_json_atomic
 from fastcomt.comt.records import ComtRecord, read_records
 
 from fastcomt.kernels import linear_cross_entropy
 
 from .models import base_model, build_model, lm_head_weight
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from .config import DataConfig, SFTConfig, config_from_dict, config_to_dict, load_config
 from .packing import Example, PackedRow, collate_row, epoch_plan, make_example
 from .schedule import cosine_scheduler
@@ -106,7 +106,7 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
                 f"plans {total_steps} steps (data, tokenizer or optim changed); use a new output_dir or resume: false"
             )
     metrics_path = out_dir / "metrics.jsonl"
-    _truncate_metrics(metrics_path, after_step=state["step"])
+    truncate_metrics(metrics_path, after_step=state["step"])
 
     # 5. The loop.
     def save(interrupted: bool) -> Path:
@@ -259,18 +259,6 @@ def encode_records(tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens:
     encoded = encode_chat_examples(tokenizer, conversations)
     examples = [make_example(ids, mask) for ids, mask in encoded if len(ids) <= row_tokens]
     return examples, len(encoded) - len(examples)
-
-
-def _truncate_metrics(path: Path, *, after_step: int) -> None:
-    """Drop metric lines past the resumed step (written before a crash, about to be redone)."""
-    if not path.exists():
-        return
-    keep = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.endswith("\n") and json.loads(line)["step"] <= after_step:
-                keep.append(line)
-    write_text_atomic(path, "".join(keep))
 
 
 def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:

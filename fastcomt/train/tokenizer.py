@@ -14,6 +14,7 @@ A real checkpoint brings its own tokenizer and chat template (`kind: pretrained`
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -69,7 +70,13 @@ def _number_word_model(texts: Iterable[str], number_max: int, min_frequency: int
         vocab.setdefault(char, len(vocab))
     frequent = sorted((t for t, c in counts.items() if c >= min_frequency and t not in vocab), key=lambda t: (-counts[t], t))
     if vocab_size is not None:
-        frequent = frequent[: max(0, vocab_size - len(vocab))]
+        if vocab_size <= len(vocab):
+            # Otherwise every word would map to <|unk|>: a silent, useless tokenizer.
+            raise ValueError(
+                f"vocab_size: {vocab_size} leaves no room for words after the {len(vocab)} special, number "
+                f"(0..{number_max}, bare and after a space) and byte tokens; use more than {len(vocab)}"
+            )
+        frequent = frequent[: vocab_size - len(vocab)]
     for token in frequent:
         vocab[token] = len(vocab)
     return models.WordLevel(vocab=vocab, unk_token=UNK)
@@ -85,8 +92,9 @@ def train_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """Train a tokenizer on `texts` and wrap it with the chat template and special tokens.
 
-    kind: "number_word" (vocab_size caps the corpus words added after the specials, the numbers and
-    the 256 byte symbols) or "bpe" (vocab_size is the total).
+    kind: "number_word" (one token per corpus word and per integer 0..number_max; vocab_size is the
+    total, so it must exceed the specials, the numbers and the 256 byte symbols, 2264 with
+    number_max=1000) or "bpe" (vocab_size is the total).
     """
     if kind not in ("number_word", "bpe"):
         raise ValueError(f"kind: expected 'number_word' or 'bpe', got {kind!r}")
@@ -117,10 +125,27 @@ def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
     """A saved tokenizer (ours or a real checkpoint's); it must carry a chat template."""
     if not Path(path).exists():
         raise FileNotFoundError(f"tokenizer path not found: {path}")
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer_file = Path(path) / "tokenizer.json"
+    config = Path(path) / "tokenizer_config.json"
+    if tokenizer_file.is_file() and config.is_file() and _saved_as_plain_tokenizer(config):
+        # Ours are saved as plain `tokenizers` files; in a folder that also holds a model's config.json,
+        # AutoTokenizer would pick the model type's tokenizer class (Qwen2Tokenizer) instead and
+        # re-split our word-level vocabulary character by character.
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"tokenizer at {path} has no chat template; SFT needs one to build prompts")
     return tokenizer
+
+
+def _saved_as_plain_tokenizer(tokenizer_config: Path) -> bool:
+    try:
+        settings = json.loads(tokenizer_config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    # transformers 5 writes "TokenizersBackend" for a PreTrainedTokenizerFast; older ones the class name.
+    return settings.get("tokenizer_class") in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def encode_chat_examples(

@@ -1,0 +1,207 @@
+"""Stage 0 of the CPU demo: a tiny base model that already executes arithmetic plans.
+
+The paper starts from a pretrained LLM that knows arithmetic and how to carry out a worked plan.
+No checkpoint can be downloaded here, so this stage makes one: a tiny Qwen2 built from a config,
+trained on synthetic *execution text* with no questions in it, each document
+
+    Variables:            (the quantities, by name)
+    item_count = 2
+    ...
+    Steps:                (what to compute, names only)
+    1. items_cost = item_count * item_price
+    ...
+    Answer: change
+    Execution:
+    items_cost = 2 * 5 = 10          (quantities computed as `name = a op b = c` lines)
+    ...
+    The answer is 30.
+
+rendered as the assistant's turn of a chat whose user turn is the question of an *unrelated*
+problem: the model learns the chat template and to execute whatever plan it is given, but never
+which plan a question calls for. Mapping a question to a plan is what CoMT SFT teaches next, and
+how reliably the model then executes its own plans is what CCRL trains.
+
+The tokenizer (one token per word, one per integer up to `number_max`) is trained here on the
+texts of every family (questions included) and saved with the model: like a real base model's,
+it knows the words of problems the model has never been trained on.
+
+Loss: `loss: torch` (full logits, the default for this stand-in stage on CPU, where the fused
+kernels run in Triton's interpreter at a few milliseconds per token) or `loss: fused`.
+A finished run is not repeated: a rerun returns the saved summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from fastcomt.comt.chat import sft_messages
+from fastcomt.comt.offline import offline_meta_thought
+from fastcomt.atomic_io import write_json_atomic
+from fastcomt.formats import render_response
+from fastcomt.tasks import Problem, synthetic_problems
+
+from .checkpoint import save_checkpoint
+from .config import ModelConfig, OptimConfig, TokenizerConfig, config_from_dict, config_to_dict, load_config
+from .models import build_tiny_model
+from .packing import IGNORE_INDEX, collate_row, epoch_plan, make_example
+from .schedule import cosine_scheduler
+from .sft import packed_loss_sum
+from .tokenizer import encode_chat_examples, train_tokenizer
+
+__all__ = ["PretrainConfig", "execution_document", "tokenizer_texts", "run_pretrain", "main"]
+
+
+@dataclass
+class PretrainConfig:
+    output_dir: str
+    num_documents: int = 4000
+    seed: int = 0
+    families: list[str] | None = None  # the documents' families (None: all)
+    tokenizer_problems: int = 800  # problems of every family whose text trains the tokenizer
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(
+        default_factory=lambda: TokenizerConfig(kind="number_word", number_max=1000, vocab_size=4096)
+    )  # vocab_size caps the whole vocabulary: 2264 specials, numbers and bytes, then the words
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-3, row_tokens=512, tokens_per_step=4096))
+    # How documents are laid out: "unrelated_question": as the assistant turn of a chat whose user
+    # turn is the question of *another* problem (so the model learns the chat template and to
+    # execute the plan in front of it whatever question surrounds it, never which plan a question
+    # needs); "plain": bare documents.
+    layout: Literal["unrelated_question", "plain"] = "unrelated_question"
+    loss: Literal["torch", "fused"] = "torch"
+    progress: bool = True
+
+
+def execution_document(problem: Problem) -> str:
+    """One pretraining document: the problem's plan, the execution marker and its execution."""
+    return render_response("comt", problem.solution or "", offline_meta_thought(problem).render())
+
+
+def tokenizer_texts(problems: Sequence[Problem]) -> list[str]:
+    """Questions and documents: every word a synthetic prompt or response can hold."""
+    return [f"{p.question}\n{execution_document(p)}" for p in problems]
+
+
+def _loss_sum(model: torch.nn.Module, row: Any, loss: str) -> torch.Tensor:
+    if loss == "fused":
+        return packed_loss_sum(model, row)
+    logits = model(input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False).logits
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), row.targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")  # fmt: skip
+
+
+def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Train the base model and its tokenizer; returns the summary (model under `<output_dir>/model`)."""
+    cfg = config if isinstance(config, PretrainConfig) else config_from_dict(PretrainConfig, config)
+    out_dir = Path(cfg.output_dir)
+    summary_path = out_dir / "summary.json"
+    if summary_path.is_file():
+        with open(summary_path, encoding="utf-8") as f:
+            return json.load(f)
+    if cfg.num_documents < 1:
+        raise ValueError(f"num_documents: expected >= 1, got {cfg.num_documents}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    started = time.perf_counter()
+
+    docs = [execution_document(p) for p in synthetic_problems(cfg.num_documents, seed=cfg.seed, families=cfg.families)]
+    # Every family's text (held-out ones too) trains the tokenizer; seed + 1: none of these
+    # problems is a training document.
+    vocab_problems = synthetic_problems(cfg.tokenizer_problems, seed=cfg.seed + 1)
+    tokenizer = train_tokenizer(tokenizer_texts(vocab_problems) + docs, kind=cfg.tokenizer.kind,
+                                vocab_size=cfg.tokenizer.vocab_size, number_max=cfg.tokenizer.number_max,
+                                min_frequency=cfg.tokenizer.min_frequency)  # fmt: skip
+    eos = tokenizer.eos_token_id
+    if cfg.layout == "unrelated_question":
+        # Same layout as SFT examples (the prompt is not trained, the answer ends with the
+        # end-of-turn); the questions come from a separate draw (seed + 2), so none is paired
+        # with its own plan.
+        others = synthetic_problems(len(docs), seed=cfg.seed + 2, families=cfg.families)
+        random.Random(cfg.seed).shuffle(others)
+        encoded = encode_chat_examples(tokenizer, [sft_messages(q.question, d) for q, d in zip(others, docs)])
+    else:
+        encoded = [(ids + [eos], [True] * (len(ids) + 1)) for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]]
+    examples = [make_example(ids, flags) for ids, flags in encoded if len(ids) <= cfg.optim.row_tokens]
+    if not examples:
+        raise ValueError(f"optim.row_tokens={cfg.optim.row_tokens}: no document fits in a row")
+    lengths = [ex.num_tokens for ex in examples]
+    plans = [epoch_plan(lengths, seed=cfg.seed, epoch=e, row_tokens=cfg.optim.row_tokens,
+                        tokens_per_step=cfg.optim.tokens_per_step) for e in range(cfg.optim.epochs)]  # fmt: skip
+    total_steps = sum(len(p) for p in plans)
+    if cfg.optim.max_steps is not None:
+        total_steps = min(total_steps, cfg.optim.max_steps)
+
+    model = build_tiny_model(cfg.model, len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
+                                  eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)  # fmt: skip
+    scheduler = cosine_scheduler(optimizer, warmup_steps=cfg.optim.warmup_steps, total_steps=total_steps,
+                                 min_lr_ratio=cfg.optim.min_lr_ratio)  # fmt: skip
+    step, tokens, last_loss = 0, 0, float("nan")
+    bar = tqdm(total=total_steps, disable=not cfg.progress, desc="pretrain", unit="step")
+    for plan in plans:
+        for step_rows in plan:
+            if step >= total_steps:
+                break
+            rows = [collate_row([examples[i] for i in row]) for row in step_rows]
+            n_loss = sum(row.num_loss_tokens for row in rows)
+            loss_sum = 0.0
+            for row in rows:
+                loss = _loss_sum(model, row, cfg.loss)
+                (loss / max(n_loss, 1)).backward()
+                loss_sum += float(loss.detach())
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens += sum(row.num_tokens for row in rows)
+            last_loss = loss_sum / max(n_loss, 1)
+            bar.set_postfix(loss=f"{last_loss:.3f}")
+            bar.update(1)
+    bar.close()
+
+    checkpoint = save_checkpoint(out_dir / "checkpoints", step, model=model, tokenizer=tokenizer,
+                                 trainer_state={"config": config_to_dict(cfg)}, keep_last=1)  # fmt: skip
+    # The tokenizer also goes to a folder of its own: loaded from a model folder, AutoTokenizer
+    # follows the model's config.json to the model family's tokenizer class instead of ours.
+    tokenizer_dir = out_dir / "tokenizer"
+    if not tokenizer_dir.exists():
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-tokenizer-", dir=out_dir))
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, tokenizer_dir)
+    seconds = time.perf_counter() - started
+    summary = {
+        "model_dir": str(checkpoint / "model"),
+        "tokenizer_dir": str(tokenizer_dir),
+        "steps": step,
+        "documents": len(examples),
+        "train_tokens": tokens,
+        "final_loss": last_loss,
+        "seconds": round(seconds, 2),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+    }
+    write_json_atomic(summary_path, summary)
+    return summary
+
+
+def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
+    """`fastcomt pretrain --config FILE [key=value ...]` (if wired): train and print the summary."""
+    if config is None:
+        raise ValueError("config: expected a YAML file describing the pretraining run")
+    print(json.dumps(run_pretrain(load_config(config, PretrainConfig, list(overrides or ()))), indent=2))
+    return 0

@@ -1,0 +1,442 @@
+"""The CCRL recipe (Confidence-Calibrated RL): one training loop, readable top to bottom.
+
+    run_rl(load_config("configs/rl-synthetic-ccrl.yaml", RLConfig))
+
+Per step:
+1. sample `problems_per_step` problems (a pure function of seed and step, so a resumed run draws
+   the same ones);
+2. rollout: per problem M plans, per plan G executions continuing the shared [prompt + plan +
+   marker] prefix (`formats.generate_comt`; `format: cot` samples G executions of the prompt);
+3. scoring: grade answers and numeric steps on tokens, then the reward kernel: step confidence from
+   the rollout log-probs, R = 1[answer] + lam * mean_k r_k, group advantages (lam = 0: plain GRPO on
+   the outcome, the paper's baseline, same code path);
+4. update: old log-probs recomputed with `linear_logprobs` (or the engine's reused), optional k3 KL
+   to the starting policy, `linear_policy_loss` over micro-batches sized by a padded-token budget
+   (gradients accumulated, the loss normalised over the whole batch), clip, AdamW step;
+5. push the new weights to the engine (its prefix cache is flushed, its version bumped);
+6. log one JSON line (metrics.jsonl) and the progress bar; checkpoint atomically every
+   `save_every` steps and at the end (weights, optimizer, scheduler, RNG, step): a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from fastcomt.atomic_io import write_json_atomic
+from fastcomt.eval.calibration import expected_calibration_error, overconfident_error_rate
+from fastcomt.formats import generate_comt, generate_cot
+from fastcomt.rollout.engine import RolloutEngine
+from fastcomt.rollout.types import SamplingParams
+from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
+from .config import config_from_dict, config_to_dict, load_config
+from .models import base_model, build_model, lm_head_weight
+from .rl_batch import CountingEngine, PolicyBatch, ScoredBatch, build_policy_batch, micro_batches, score_rollouts
+from .rl_config import PolicyLossConfig, RLConfig, check_rl_config
+from .schedule import cosine_scheduler
+from .tokenizer import load_tokenizer
+
+__all__ = ["run_rl", "rl_step_problems", "load_problem_pool", "policy_update", "push_weights", "main"]
+
+
+def run_rl(
+    config: RLConfig | Mapping[str, Any],
+    *,
+    stop_after_steps: int | None = None,
+    engine: RolloutEngine | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) to `config.steps`; returns the run summary (also summary.json).
+
+    stop_after_steps: checkpoint and return once this many steps are done in total, as a
+    preemption would (tests use it for exact resume). engine: a rollout engine to use instead of
+    building one (it must hold the same weights as `model.path`; it is not closed here).
+    """
+    cfg = config if isinstance(config, RLConfig) else config_from_dict(RLConfig, config)
+    check_rl_config(cfg)
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)  # fmt: skip
+    autocast_dtype = torch.bfloat16 if device.type == "cuda" and cfg.precision == "bf16" else None
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    # 1. Tokenizer, policy, optional frozen reference, optimizer and schedule.
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.path)
+    model = build_model(cfg.model, len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                        eos_token_id=tokenizer.eos_token_id, device=device)  # fmt: skip
+    model.train()
+    reference = None
+    if cfg.loss.beta > 0:
+        # The KL anchor is the starting checkpoint, never the resumed weights.
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay, fused=device.type == "cuda",
+    )  # fmt: skip
+    total_updates = cfg.steps * cfg.loss.updates_per_batch
+    scheduler = cosine_scheduler(optimizer, warmup_steps=cfg.optim.warmup_steps, total_steps=total_updates,
+                                 min_lr_ratio=cfg.optim.min_lr_ratio)  # fmt: skip
+
+    # 2. Resume from the newest checkpoint (weights, optimizer, scheduler, RNG, counters).
+    ckpt_root = out_dir / "checkpoints"
+    state: dict[str, Any] = {"step": 0, "generated_tokens": 0, "trained_tokens": 0, "train_seconds": 0.0}
+    latest = latest_checkpoint(ckpt_root) if cfg.resume else None
+    if latest is not None:
+        loaded = load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler, map_location=device)
+        state.update({k: loaded[k] for k in state if k in loaded})
+    metrics_path = out_dir / "metrics.jsonl"
+    truncate_metrics(metrics_path, after_step=state["step"])
+
+    # 3. The rollout engine holds its own copy of the weights, at version = steps done.
+    own_engine = engine is None
+    if engine is None:
+        engine = _build_engine(cfg, model, device, version=state["step"])
+    elif state["step"]:
+        push_weights(engine, model, state["step"])
+    counting = CountingEngine(engine)
+    pool = load_problem_pool(cfg)
+    sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                              max_new_tokens=cfg.rollout.max_new_tokens)  # fmt: skip
+    plan_sampling = None
+    if cfg.rollout.plan_temperature is not None or cfg.rollout.plans_per_problem > 1:
+        plan_t = cfg.rollout.temperature if cfg.rollout.plan_temperature is None else cfg.rollout.plan_temperature
+        plan_sampling = SamplingParams(temperature=plan_t, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                                       max_new_tokens=cfg.rollout.plan_max_new_tokens)  # fmt: skip
+    else:
+        plan_sampling = SamplingParams(temperature=0.0, max_new_tokens=cfg.rollout.plan_max_new_tokens)
+
+    def save(interrupted: bool) -> Path:
+        trainer_state = {k: state[k] for k in ("generated_tokens", "trained_tokens", "train_seconds")}
+        trainer_state.update(total_steps=cfg.steps, interrupted=interrupted, config=config_to_dict(cfg))
+        return save_checkpoint(ckpt_root, state["step"], model=model, optimizer=optimizer, scheduler=scheduler,
+                               tokenizer=tokenizer, trainer_state=trainer_state, keep_last=cfg.keep_last)  # fmt: skip
+
+    # 4. The loop.
+    checkpoint = latest
+    saved_at = state["step"] if latest is not None else -1
+    interrupted = False
+    last: dict[str, Any] = {}
+    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not cfg.progress, desc=f"rl ({cfg.format})", unit="step")
+    try:
+        with open(metrics_path, "a", encoding="utf-8") as metrics_file:
+            while state["step"] < cfg.steps and not interrupted:
+                step = state["step"]
+                started = time.perf_counter()
+                problems = rl_step_problems(pool, cfg.rollout.problems_per_step, seed=cfg.seed, step=step)
+
+                # rollout: M plans x G executions per problem, prefixes shared
+                counting.reset()
+                rollout_seed = _step_seed(cfg.seed, step)
+                if cfg.format == "comt":
+                    rollouts = generate_comt(counting, tokenizer, problems, sampling, cfg.rollout.plans_per_problem,
+                                             cfg.rollout.executions_per_plan, plan_sampling=plan_sampling,
+                                             seed=rollout_seed, system=cfg.data.system_prompt)  # fmt: skip
+                else:
+                    rollouts = generate_cot(counting, tokenizer, problems, sampling, cfg.rollout.executions_per_plan,
+                                            seed=rollout_seed, system=cfg.data.system_prompt)  # fmt: skip
+                totals = counting.reset()
+                t_rollout = time.perf_counter()
+
+                # scoring: grades, calibrated rewards and advantages (reward kernel)
+                scored = score_rollouts(rollouts, tokenizer, cfg.reward, device=device)
+                batch = build_policy_batch(scored, pad_id=_pad_id(tokenizer), train_plans=cfg.loss.train_plans)
+                t_scoring = time.perf_counter()
+
+                # update
+                update = policy_update(model, batch, cfg.loss, optimizer=optimizer, scheduler=scheduler,
+                                       temperature=cfg.rollout.temperature, grad_clip=cfg.optim.grad_clip,
+                                       reference=reference, device=device, autocast_dtype=autocast_dtype)  # fmt: skip
+                t_update = time.perf_counter()
+
+                # weight sync: the engine samples the next step with the new weights
+                push_weights(counting, model, step + 1)
+                t_sync = time.perf_counter()
+
+                state["step"] += 1
+                seconds = t_sync - started
+                state["generated_tokens"] += totals["generated_tokens"]
+                state["trained_tokens"] += update["trained_tokens"]
+                state["train_seconds"] += seconds
+                last = _step_metrics(state["step"], scored, update, totals, cfg,
+                                     times=(t_rollout - started, t_scoring - t_rollout, t_update - t_scoring,
+                                            t_sync - t_update, seconds),
+                                     weight_version=counting.weight_version)  # fmt: skip
+                metrics_file.write(json.dumps(last) + "\n")
+                metrics_file.flush()
+                bar.set_postfix(reward=f"{last['reward']:.3f}", acc=f"{last['accuracy']:.2f}",
+                                ece=_fmt(last["ece"]), tok_s=f"{last['tokens_per_s']:.0f}")  # fmt: skip
+                bar.update(1)
+
+                interrupted = stop_after_steps is not None and stop_after_steps <= state["step"] < cfg.steps
+                if interrupted or (cfg.save_every and state["step"] % cfg.save_every == 0):
+                    checkpoint = save(interrupted)
+                    saved_at = state["step"]
+        bar.close()
+        if saved_at != state["step"]:
+            checkpoint = save(False)
+    finally:
+        if own_engine:
+            engine.close()
+
+    summary = {
+        "output_dir": str(out_dir),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "model_dir": str(Path(checkpoint) / "model") if checkpoint else None,
+        "interrupted": interrupted,
+        "steps": state["step"],
+        "total_steps": cfg.steps,
+        "format": cfg.format,
+        "lam": cfg.reward.lam,
+        "generated_tokens": state["generated_tokens"],
+        "trained_tokens": state["trained_tokens"],
+        "train_seconds": round(state["train_seconds"], 3),
+        "last_step": last,
+        "device": str(device),
+    }
+    write_json_atomic(out_dir / "summary.json", summary)
+    return summary
+
+
+# --- the pieces of a step ------------------------------------------------------------------------
+
+
+def load_problem_pool(cfg: RLConfig) -> list[Problem]:
+    """The prompts RL samples from, in a fixed order."""
+    data = cfg.data
+    if data.source == "synthetic":
+        pool = synthetic_problems(data.num_problems, seed=data.seed, families=data.families)
+    else:
+        pool = list(load_benchmark(data.source, split=data.split))
+    if data.limit is not None:
+        pool = pool[: data.limit]
+    if not pool:
+        raise ValueError(f"data: the problem pool of {data.source!r} is empty")
+    return pool
+
+
+def rl_step_problems(pool: Sequence[Problem], count: int, *, seed: int, step: int) -> list[Problem]:
+    """The problems of one step: a seeded draw without replacement (with it when the pool is small)."""
+    rng = random.Random(f"{seed}:rl-step:{step}")
+    if count <= len(pool):
+        return [pool[i] for i in rng.sample(range(len(pool)), count)]
+    return [pool[rng.randrange(len(pool))] for _ in range(count)]
+
+
+def _step_seed(seed: int, step: int) -> int:
+    # formats.sample_seed hashes (seed, problem id, stage, index): a per-step seed makes a problem
+    # drawn again at a later step get fresh samples.
+    return (seed * 1_000_003 + step) % (1 << 62)
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = tokenizer.pad_token_id
+    return int(pad if pad is not None else tokenizer.eos_token_id)
+
+
+def _build_engine(cfg: RLConfig, model: torch.nn.Module, device: torch.device, *, version: int) -> RolloutEngine:
+    if cfg.rollout.engine == "sglang":
+        from fastcomt.rollout import SGLangEngine
+
+        engine = SGLangEngine(cfg.model.path, weight_version=0)
+        if version:
+            push_weights(engine, model, version)
+        return engine
+    from fastcomt.rollout import TransformersEngine
+
+    engine_model = copy.deepcopy(model).eval().requires_grad_(False)
+    if device.type == "cuda" and cfg.precision == "bf16":
+        engine_model = engine_model.to(torch.bfloat16)
+    return TransformersEngine(engine_model, weight_version=version, max_batch_samples=cfg.rollout.max_batch_samples)
+
+
+@torch.no_grad()
+def push_weights(engine: RolloutEngine, model: torch.nn.Module, version: int) -> None:
+    """Install the policy's weights in the engine as `version`, then drop its cached prefixes."""
+    engine.update_weights([(name, p.detach()) for name, p in model.named_parameters()], version)
+    engine.flush_cache()
+
+
+def _hidden(model: torch.nn.Module, rows: PolicyBatch, autocast_dtype: torch.dtype | None) -> torch.Tensor:
+    """[b, L-1, H] hidden states whose position t predicts targets[:, t] (the LM head is not run)."""
+    device_type = rows.input_ids.device.type
+    ctx = torch.autocast(device_type=device_type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+    with ctx:
+        hidden = base_model(model)(input_ids=rows.input_ids, attention_mask=rows.attention_mask, use_cache=False).last_hidden_state
+    hidden = hidden[:, :-1]
+    return hidden.to(autocast_dtype) if autocast_dtype else hidden
+
+
+def _lm_head_ops(loss: PolicyLossConfig) -> tuple[Any, Any]:
+    if loss.lm_head == "fused":
+        from fastcomt.kernels import linear_logprobs, linear_policy_loss
+    else:
+        from fastcomt.kernels import reference_linear_logprobs as linear_logprobs
+        from fastcomt.kernels import reference_linear_policy_loss as linear_policy_loss
+    return linear_logprobs, linear_policy_loss
+
+
+@torch.no_grad()
+def _score_tokens(model: torch.nn.Module, batch: PolicyBatch, groups: list[list[int]], temperature: float,
+                  logprobs_fn: Any, autocast_dtype: torch.dtype | None) -> torch.Tensor:  # fmt: skip
+    """Log-probs of the trained tokens under `model` ([B, L-1], 0 elsewhere), no grad."""
+    out = torch.zeros_like(batch.rollout_logprobs)
+    for index in groups:
+        rows = batch.rows(index)
+        hidden = _hidden(model, rows, autocast_dtype)
+        weight = lm_head_weight(model)
+        weight = weight.to(hidden.dtype) if autocast_dtype else weight
+        logp, _, _ = logprobs_fn(hidden, weight, rows.targets, temperature=temperature, mask=rows.loss_mask)
+        out[index, : logp.shape[1]] = logp.float().cpu()
+    return out
+
+
+def policy_update(
+    model: torch.nn.Module,
+    batch: PolicyBatch,
+    loss_cfg: PolicyLossConfig,
+    *,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    temperature: float,
+    grad_clip: float,
+    reference: torch.nn.Module | None = None,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """`updates_per_batch` optimizer steps on one rollout batch; returns averaged loss metrics.
+
+    The batch loss is the configured aggregation over *all* rows: each micro-batch's loss is scaled
+    by its share (tokens for bnpo/dapo, sequences for grpo/dr_grpo), so the gradient does not depend
+    on how rows were split into micro-batches.
+    """
+    logprobs_fn, loss_fn = _lm_head_ops(loss_cfg)
+    batch = PolicyBatch(*(t.to(device) if isinstance(t, torch.Tensor) else t for t in (
+        batch.input_ids, batch.attention_mask, batch.targets, batch.loss_mask, batch.advantages,
+        batch.rollout_logprobs, batch.lengths, batch.completion_tokens)))  # fmt: skip
+    groups = micro_batches(batch.lengths, loss_cfg.micro_batch_tokens)
+    was_training = model.training
+    model.eval()  # no dropout while scoring; the tiny models have none, real checkpoints might
+    if loss_cfg.old_logprobs == "recompute":
+        old = _score_tokens(model, batch, groups, temperature, logprobs_fn, autocast_dtype).to(device)
+        behaviour = batch.rollout_logprobs
+    else:
+        old, behaviour = batch.rollout_logprobs, None
+    ref = None
+    if loss_cfg.beta > 0:
+        if reference is None:
+            raise ValueError("reference: expected the frozen starting policy when loss.beta > 0")
+        ref = _score_tokens(reference, batch, groups, temperature, logprobs_fn, autocast_dtype).to(device)
+    model.train(was_training)
+
+    total_tokens = int(batch.loss_mask.sum())
+    total_rows = len(batch.lengths)
+    max_tokens = batch.targets.shape[1]  # dr_grpo: one constant normaliser for every micro-batch
+    sums: dict[str, float] = {}
+    grad_norms: list[float] = []
+    lrs: list[float] = []
+    for _ in range(loss_cfg.updates_per_batch):
+        optimizer.zero_grad(set_to_none=True)
+        for index in groups:
+            rows = batch.rows(index)
+            n_tok = int(rows.loss_mask.sum())
+            if n_tok == 0:
+                continue
+            width = rows.targets.shape[1]
+            hidden = _hidden(model, rows, autocast_dtype)
+            weight = lm_head_weight(model)
+            weight = weight.to(hidden.dtype) if autocast_dtype else weight
+            loss, metrics = loss_fn(
+                hidden, weight, rows.targets, rows.loss_mask, rows.advantages, old[index, :width],
+                ref_logprobs=None if ref is None else ref[index, :width],
+                behaviour_logprobs=None if behaviour is None else behaviour[index, :width],
+                loss_type=loss_cfg.loss_type, eps_low=loss_cfg.eps_low, eps_high=loss_cfg.eps_high,
+                beta=loss_cfg.beta, tis_cap=loss_cfg.tis_cap if behaviour is not None else None,
+                entropy_coef=loss_cfg.entropy_coef, temperature=temperature,
+                max_tokens=max_tokens if loss_cfg.loss_type == "dr_grpo" else None,
+            )  # fmt: skip
+            share = n_tok / max(total_tokens, 1) if loss_cfg.loss_type in ("bnpo", "dapo") else len(index) / total_rows
+            (loss * share).backward()
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * share
+            for key, value in metrics.items():  # token means, re-weighted to a batch token mean
+                sums[key] = sums.get(key, 0.0) + float(value) * n_tok
+        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)))
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+    epochs = loss_cfg.updates_per_batch
+    out = {key: value / epochs / (1 if key == "loss" else max(total_tokens, 1)) for key, value in sums.items()}
+    out.update(grad_norm=sum(grad_norms) / epochs, lr=lrs[0], trained_tokens=total_tokens,
+               row_tokens=sum(batch.lengths), micro_batches=len(groups))  # fmt: skip
+    return out
+
+
+def _step_metrics(step: int, scored: ScoredBatch, update: Mapping[str, float], totals: Mapping[str, int],
+                  cfg: RLConfig, *, times: tuple[float, ...], weight_version: int) -> dict[str, Any]:  # fmt: skip
+    rollout_s, scoring_s, update_s, sync_s, seconds = times
+    rewards = scored.rewards.rewards.detach().float().cpu()
+    execs = scored.executions
+    conf, correct = scored.step_confidence, scored.step_correct
+    ece = expected_calibration_error(conf, correct, cfg.n_bins) if conf else None
+    overconf = overconfident_error_rate(conf, correct, cfg.tau) if conf else None
+    processed = totals["generated_tokens"] + update["row_tokens"]
+    return {
+        "step": step,
+        "reward": float(rewards.mean()),
+        "reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+        "accuracy": sum(e.graded.answer_correct for e in execs) / len(execs),
+        "finished": sum(e.finish_reason == "stop" for e in execs) / len(execs),
+        "steps_per_execution": sum(len(e.graded.steps) for e in execs) / len(execs),
+        "step_accuracy": sum(correct) / len(correct) if correct else None,
+        "step_confidence": sum(conf) / len(conf) if conf else None,
+        "ece": ece,
+        "overconfident_error_rate": overconf,
+        "loss": update.get("loss", 0.0),
+        "clip_frac_low": update.get("clip_frac_low", 0.0),
+        "clip_frac_high": update.get("clip_frac_high", 0.0),
+        "kl": update.get("kl", 0.0),
+        "entropy": update.get("entropy", 0.0),
+        "ratio": update.get("ratio", 1.0),
+        "grad_norm": update["grad_norm"],
+        "lr": update["lr"],
+        "executions": len(execs),
+        "generated_tokens": totals["generated_tokens"],
+        "trained_tokens": update["trained_tokens"],
+        "micro_batches": update["micro_batches"],
+        "prefix_cache_hit_rate": totals["cached_tokens"] / totals["prefix_tokens"] if totals["prefix_tokens"] else 0.0,
+        "tokens_per_s": processed / seconds if seconds > 0 else 0.0,
+        "rollout_tokens_per_s": totals["generated_tokens"] / rollout_s if rollout_s > 0 else 0.0,
+        "time_rollout": rollout_s,
+        "time_scoring": scoring_s,
+        "time_update": update_s,
+        "time_sync": sync_s,
+        "seconds": seconds,
+        "weight_version": weight_version,
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
+    """`fastcomt rl --config FILE [key=value ...]`: train and print the run summary."""
+    if config is None:
+        raise ValueError("config: expected a YAML file (see configs/rl-*.yaml)")
+    summary = run_rl(load_config(config, RLConfig, list(overrides or ())))
+    print(json.dumps(summary, indent=2))
+    return 0

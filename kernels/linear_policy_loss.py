@@ -8,7 +8,7 @@ from .config import LMHeadConfig, resolve_launch
 from .fused_lm_head import NO_TIS_CAP, fused_lm_head_op
 from .lm_head_rows import EPILOGUE_POLICY, STAT_ENTROPY, STAT_LOGP
 from .policy_metrics import policy_metrics
-from .validation import check_linear_inputs, check_mask, check_policy_options, check_token_values
+from .validation import check_policy_inputs
 
 
 def linear_policy_loss(
@@ -46,33 +46,17 @@ def linear_policy_loss(
     Returns the scalar loss (autograd to hidden and weight; weight gradients only when it requires
     grad) and detached fp32 metrics: clip_frac_low, clip_frac_high, kl, entropy, ratio.
     """
-    layout = check_linear_inputs(hidden, weight, targets)
-    device = hidden.device
-    if mask is None:
-        raise ValueError("mask must be a tensor shaped like targets (the completion tokens to train on), got None")
-    active = check_mask(mask, layout, device)
-    adv = check_token_values(advantages, "advantages", layout, device, allow_per_sequence=True)
-    if adv is None:
-        raise ValueError("advantages must be a tensor of shape [B] or [B, T], got None")
-    old = check_token_values(old_logprobs, "old_logprobs", layout, device)
-    ref = check_token_values(ref_logprobs, "ref_logprobs", layout, device)
-    behaviour = check_token_values(behaviour_logprobs, "behaviour_logprobs", layout, device)
-    opts = check_policy_options(
-        layout,
-        loss_type=loss_type,
-        eps_low=eps_low,
-        eps_high=eps_high,
-        beta=beta,
-        tis_cap=tis_cap,
-        entropy_coef=entropy_coef,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        has_ref=ref is not None,
-    )
+    checked = check_policy_inputs(
+        hidden, weight, targets, mask, advantages, old_logprobs, ref_logprobs, behaviour_logprobs,
+        loss_type=loss_type, eps_low=eps_low, eps_high=eps_high, beta=beta, tis_cap=tis_cap,
+        entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens,
+    )  # fmt: skip
+    layout, active, adv, opts = checked.layout, checked.active, checked.advantages, checked.options
+    old, ref, behaviour = checked.old, checked.ref, checked.behaviour
     grad_on = torch.is_grad_enabled()
     need_dh = grad_on and hidden.requires_grad
     need_dw = grad_on and weight.requires_grad
-    launch = resolve_launch(config, layout.vocab_size, hidden.dtype, device)
+    launch = resolve_launch(config, layout.vocab_size, hidden.dtype, hidden.device)
 
     num_seqs = layout.num_sequences
     coef = None

@@ -16,10 +16,9 @@ from .validation import (
     REDUCTIONS,
     check_linear_inputs,
     check_mask,
-    check_policy_options,
+    check_policy_inputs,
     check_positive,
     check_targets_in_range,
-    check_token_values,
 )
 
 
@@ -106,29 +105,13 @@ def reference_linear_policy_loss(
     max_tokens: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Token-level clipped surrogate with full logits (see ``fastcomt.kernels.linear_policy_loss``)."""
-    layout = check_linear_inputs(hidden, weight, targets)
-    device = hidden.device
-    if mask is None:
-        raise ValueError("mask must be a tensor shaped like targets (the completion tokens to train on), got None")
-    active = check_mask(mask, layout, device)
-    adv = check_token_values(advantages, "advantages", layout, device, allow_per_sequence=True)
-    if adv is None:
-        raise ValueError("advantages must be a tensor of shape [B] or [B, T], got None")
-    old = check_token_values(old_logprobs, "old_logprobs", layout, device)
-    ref = check_token_values(ref_logprobs, "ref_logprobs", layout, device)
-    behaviour = check_token_values(behaviour_logprobs, "behaviour_logprobs", layout, device)
-    opts = check_policy_options(
-        layout,
-        loss_type=loss_type,
-        eps_low=eps_low,
-        eps_high=eps_high,
-        beta=beta,
-        tis_cap=tis_cap,
-        entropy_coef=entropy_coef,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        has_ref=ref is not None,
-    )
+    checked = check_policy_inputs(
+        hidden, weight, targets, mask, advantages, old_logprobs, ref_logprobs, behaviour_logprobs,
+        loss_type=loss_type, eps_low=eps_low, eps_high=eps_high, beta=beta, tis_cap=tis_cap,
+        entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens,
+    )  # fmt: skip
+    layout, active, adv, opts = checked.layout, checked.active, checked.advantages, checked.options
+    old, ref, behaviour = checked.old, checked.ref, checked.behaviour
     check_targets_in_range(targets.reshape(-1), active, layout.vocab_size)
 
     log_probs = _log_softmax_rows(hidden, weight, opts.temperature)
@@ -175,7 +158,7 @@ def reference_linear_policy_loss(
         metrics = {
             "clip_frac_low": (((ratio < 1 - opts.eps_low) & (adv < 0)).to(dtype) * m).sum() / count,
             "clip_frac_high": (((ratio > 1 + opts.eps_high) & (adv > 0)).to(dtype) * m).sum() / count,
-            "kl": (kl * m).sum() / count if kl is not None else torch.zeros((), dtype=dtype, device=device),
+            "kl": (kl * m).sum() / count if kl is not None else torch.zeros((), dtype=dtype, device=hidden.device),
             "entropy": (entropy * m).sum() / count,
             "ratio": (ratio * m).sum() / count,
         }

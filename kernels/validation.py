@@ -184,3 +184,44 @@ def check_policy_options(
     elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
         raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
     return PolicyOptions(loss_type, eps_low, eps_high, beta, tis_cap, float(entropy_coef), temperature, max_tokens)
+
+
+@dataclass(frozen=True)
+class PolicyInputs:
+    """The checked inputs of a policy loss: flat per-token values (None where not given)."""
+
+    layout: TokenLayout
+    active: torch.Tensor
+    advantages: torch.Tensor
+    old: torch.Tensor | None
+    ref: torch.Tensor | None
+    behaviour: torch.Tensor | None
+    options: PolicyOptions
+
+
+def check_policy_inputs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor | None,
+    advantages: torch.Tensor | None,
+    old_logprobs: torch.Tensor | None,
+    ref_logprobs: torch.Tensor | None,
+    behaviour_logprobs: torch.Tensor | None,
+    **options: object,
+) -> PolicyInputs:
+    """All argument checks shared by the fused policy loss and its reference (``options`` are the
+    keyword options of ``check_policy_options``)."""
+    layout = check_linear_inputs(hidden, weight, targets)
+    device = hidden.device
+    if mask is None:
+        raise ValueError("mask must be a tensor shaped like targets (the completion tokens to train on), got None")
+    active = check_mask(mask, layout, device)
+    adv = check_token_values(advantages, "advantages", layout, device, allow_per_sequence=True)
+    if adv is None:
+        raise ValueError("advantages must be a tensor of shape [B] or [B, T], got None")
+    old = check_token_values(old_logprobs, "old_logprobs", layout, device)
+    ref = check_token_values(ref_logprobs, "ref_logprobs", layout, device)
+    behaviour = check_token_values(behaviour_logprobs, "behaviour_logprobs", layout, device)
+    opts = check_policy_options(layout, has_ref=ref is not None, **options)  # type: ignore[arg-type]
+    return PolicyInputs(layout, active, adv, old, ref, behaviour, opts)

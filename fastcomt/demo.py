@@ -1,7 +1,8 @@
 """`fastcomt demo`: the paper's pipeline at toy scale, on CPU, measured.
 
 0. base model: a tiny Qwen2 built from a config and pre-trained on synthetic execution text
-   (`train.pretrain`): it can carry out an arithmetic plan but has never read a word problem;
+   (`train.pretrain`), half of it under its own question and half under an unrelated one: it can
+   carry out an arithmetic plan, and has learned that the question can matter;
 1. CoMT SFT: offline meta-thoughts (plans over variable names, no numbers computed) for synthetic
    problems; the model is fine-tuned on the plans only (`train.sft`, fused cross-entropy);
 2. CCRL: per problem a plan, then G executions of it, rewarded for the answer plus calibrated
@@ -241,16 +242,17 @@ WHAT_IT_SHOWS = """\
 What this demo shows: the CoMT + CCRL pipeline runs end to end on CPU (a base model pre-trained on
 execution text, offline meta-thoughts, plan-only SFT through the fused cross-entropy kernel, CCRL
 rollouts that share each plan's prefix, the fused reward kernel, the clipped policy loss, weight
-sync, checkpoints, evaluation), SFT on plans alone teaches the plan format, and the paired 95%
+sync, checkpoints, evaluation), what each stage changes on held-out problems, and the paired 95%
 intervals on the same held-out problems measure what CCRL changed in answer accuracy and in step
 calibration (ECE of the execution's numeric steps).
 What it does not show: anything about real LLMs or the paper's numbers. The model is tiny, the
-problems are templated, the budget is minutes, and the base model executes few plans correctly, so
-answer accuracy stays near zero and an accuracy interval containing zero means no effect was
-detected. On CPU the CCRL update uses the plain-torch LM head (same function; the fused kernels run
-in Triton's interpreter at ~10 ms per trained token, bench/results/ccrl_step_cpu.md). GSM8K is
-reported to be honest that a toy model scores near zero there; the out-of-distribution family's
-variable names were never trained, so both recipes mostly fail on it."""
+problems are templated, the budget is minutes, and the base model executes few plans correctly
+(about 1 in 3 even with the gold plan), so answer accuracy stays near 15% and an
+accuracy interval containing zero means no effect was detected. On CPU the CCRL update uses the
+plain-torch LM head (same function; the fused kernels run in Triton's interpreter at ~10 ms per
+trained token, bench/results/ccrl_step_cpu.md). GSM8K is reported to be honest that a toy model
+scores near zero there; the out-of-distribution family's variable names were never trained, so
+both recipes mostly fail on it."""
 
 
 # --- main ------------------------------------------------------------------------------------------

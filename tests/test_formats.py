@@ -134,13 +134,13 @@ def test_marker_and_stop_ids(tokenizer):
 
 
 def test_marker_needs_a_tokenizer_that_spells_it():
-    narrow = train_tokenizer(["one two three"], kind="number_word", number_max=10, vocab_size=64)
+    narrow = train_tokenizer(["one two three"], kind="number_word", number_max=10, vocab_size=300)
     with pytest.raises(ValueError, match="execution marker"):
         F.marker_ids(narrow)
 
 
 def test_tokenizer_without_chat_template_is_refused(tokenizer):
-    bare = train_tokenizer(["hello world"], kind="number_word", number_max=10, vocab_size=64)
+    bare = train_tokenizer(["hello world"], kind="number_word", number_max=10, vocab_size=300)
     bare.chat_template = None
     with pytest.raises(ValueError, match="chat template"):
         F.prompt_ids(bare, QUESTION)

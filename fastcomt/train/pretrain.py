@@ -17,9 +17,13 @@ trained on synthetic *execution text* with no questions in it, each document
     The answer is 30.
 
 rendered as the assistant's turn of a chat whose user turn is the question of an *unrelated*
-problem: the model learns the chat template and to execute whatever plan it is given, but never
-which plan a question calls for. Mapping a question to a plan is what CoMT SFT teaches next, and
-how reliably the model then executes its own plans is what CCRL trains.
+problem (or, for `own_question_fraction` of the documents, its own question): the model learns
+the chat template and to execute whatever plan it is given. Under unrelated questions only, it
+also learns that the question never matters, which a few hundred plan-only SFT examples cannot
+undo (the demo's SFT model then wrote one plan for nearly every question); the demo shows half
+of the documents under their own question, as a real base model has read worked problems.
+Mapping a new question to its plan is what CoMT SFT teaches next (no held-out question occurs
+here), and how reliably the model then executes its own plans is what CCRL trains.
 
 The tokenizer (one token per word, one per integer up to `number_max`) is trained here on the
 texts of every family (questions included) and saved with the model: like a real base model's,
@@ -60,7 +64,7 @@ from .schedule import cosine_scheduler
 from .sft import packed_loss_sum
 from .tokenizer import encode_chat_examples, train_tokenizer
 
-__all__ = ["PretrainConfig", "execution_document", "tokenizer_texts", "run_pretrain", "main"]
+__all__ = ["PretrainConfig", "execution_document", "tokenizer_texts", "document_questions", "run_pretrain", "main"]
 
 
 @dataclass
@@ -80,6 +84,11 @@ class PretrainConfig:
     # execute the plan in front of it whatever question surrounds it, never which plan a question
     # needs); "plain": bare documents.
     layout: Literal["unrelated_question", "plain"] = "unrelated_question"
+    # With layout "unrelated_question": the fraction of documents shown under their *own* question
+    # instead. Without any, the model learns that the question never matters and plan-only SFT on
+    # a few hundred problems cannot undo it (it keeps writing one plan, or plans with the wrong
+    # numbers, for every question); a pretrained LLM has likewise read worked problems before.
+    own_question_fraction: float = 0.0
     loss: Literal["torch", "fused"] = "torch"
     progress: bool = True
 
@@ -92,6 +101,18 @@ def execution_document(problem: Problem) -> str:
 def tokenizer_texts(problems: Sequence[Problem]) -> list[str]:
     """Questions and documents: every word a synthetic prompt or response can hold."""
     return [f"{p.question}\n{execution_document(p)}" for p in problems]
+
+
+def document_questions(documents: Sequence[Problem], others: Sequence[Problem], own_fraction: float, *,
+                       seed: int = 0) -> list[str]:  # fmt: skip
+    """The user turn of each document: its own question with probability `own_fraction`, else the
+    question of the problem at the same index of `others` (seeded, so the layout is reproducible)."""
+    if len(documents) != len(others):
+        raise ValueError(f"others: expected {len(documents)} problems (one per document), got {len(others)}")
+    if isinstance(own_fraction, bool) or not isinstance(own_fraction, (int, float)) or not 0.0 <= own_fraction <= 1.0:
+        raise ValueError(f"own_question_fraction: expected a number in [0, 1], got {own_fraction!r}")
+    rng = random.Random(seed)
+    return [own.question if rng.random() < own_fraction else other.question for own, other in zip(documents, others)]
 
 
 def _loss_sum(model: torch.nn.Module, row: Any, loss: str) -> torch.Tensor:
@@ -110,6 +131,7 @@ def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
     if summary_path.is_file():
         with open(summary_path, encoding="utf-8") as f:
             return json.load(f)
+    document_questions([], [], cfg.own_question_fraction)  # validates the fraction before any work
     if cfg.num_documents < 1:
         raise ValueError(f"num_documents: expected >= 1, got {cfg.num_documents}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +139,8 @@ def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
 
-    docs = [execution_document(p) for p in synthetic_problems(cfg.num_documents, seed=cfg.seed, families=cfg.families)]
+    doc_problems = synthetic_problems(cfg.num_documents, seed=cfg.seed, families=cfg.families)
+    docs = [execution_document(p) for p in doc_problems]
     # Every family's text (held-out ones too) trains the tokenizer; seed + 1: none of these
     # problems is a training document.
     vocab_problems = synthetic_problems(cfg.tokenizer_problems, seed=cfg.seed + 1)
@@ -131,7 +154,8 @@ def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
         # with its own plan.
         others = synthetic_problems(len(docs), seed=cfg.seed + 2, families=cfg.families)
         random.Random(cfg.seed).shuffle(others)
-        encoded = encode_chat_examples(tokenizer, [sft_messages(q.question, d) for q, d in zip(others, docs)])
+        questions = document_questions(doc_problems, others, cfg.own_question_fraction, seed=cfg.seed)
+        encoded = encode_chat_examples(tokenizer, [sft_messages(q, d) for q, d in zip(questions, docs)])
     else:
         encoded = [(ids + [eos], [True] * (len(ids) + 1)) for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]]
     examples = [make_example(ids, flags) for ids, flags in encoded if len(ids) <= cfg.optim.row_tokens]

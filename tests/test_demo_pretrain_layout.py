@@ -1,0 +1,61 @@
+"""Stage 0's document layout: which question each pre-training document is shown under.
+
+Regression for the demo's near-zero accuracy: with every document under an *unrelated* question,
+the base model learned that the question never matters, and plan-only SFT then wrote the same
+plan (or the right plan with wrong numbers) for every question. `own_question_fraction` shows a
+share of the documents under their own question.
+"""
+
+import pytest
+
+from fastcomt.tasks import synthetic_problems
+from fastcomt.train.pretrain import document_questions, run_pretrain
+
+
+def _pairs(n=400):
+    docs = synthetic_problems(n, seed=0)
+    others = synthetic_problems(n, seed=2)
+    return docs, others
+
+
+def test_fraction_zero_keeps_every_document_under_the_other_question():
+    docs, others = _pairs()
+    assert document_questions(docs, others, 0.0, seed=3) == [p.question for p in others]
+
+
+def test_fraction_one_puts_every_document_under_its_own_question():
+    docs, others = _pairs()
+    assert document_questions(docs, others, 1.0, seed=3) == [p.question for p in docs]
+
+
+def test_half_the_documents_get_their_own_question_reproducibly():
+    docs, others = _pairs(2000)
+    questions = document_questions(docs, others, 0.5, seed=7)
+    own = [q == d.question for q, d in zip(questions, docs)]
+    # each document gets exactly one of its two candidates
+    assert all(q in (d.question, o.question) for q, d, o in zip(questions, docs, others))
+    # binomial(2000, 0.5): sd 22 documents; +-100 is more than 4 sd (a draw repeated by chance
+    # in `others` can only add own matches, and is rare among templated questions)
+    assert 900 <= sum(own) <= 1100
+    assert document_questions(docs, others, 0.5, seed=7) == questions
+    assert document_questions(docs, others, 0.5, seed=8) != questions
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5, True, "0.5", float("nan")])
+def test_bad_fraction_is_rejected(fraction):
+    docs, others = _pairs(4)
+    with pytest.raises(ValueError, match="own_question_fraction"):
+        document_questions(docs, others, fraction)
+
+
+def test_mismatched_lengths_are_rejected():
+    docs, others = _pairs(4)
+    with pytest.raises(ValueError, match="others"):
+        document_questions(docs, others[:3], 0.5)
+
+
+def test_run_pretrain_rejects_a_bad_fraction_before_writing(tmp_path):
+    out = tmp_path / "base"
+    with pytest.raises(ValueError, match="own_question_fraction"):
+        run_pretrain({"output_dir": str(out), "num_documents": 4, "own_question_fraction": 2.0})
+    assert not out.exists()

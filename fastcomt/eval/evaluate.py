@@ -331,32 +331,34 @@ def _progress(total: int, enabled: bool) -> Any:
 # --- command line ------------------------------------------------------------------------------
 
 
-def _torch_dtype(name: str, device: str) -> Any:
+def _torch_dtype(name: str, device: Any) -> Any:
     import torch
 
     if name == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def build_engine(config: EvalConfig) -> tuple[RolloutEngine, PreTrainedTokenizerBase]:
     """The engine and tokenizer a config names (model and tokenizer read from local directories)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from fastcomt.train.models import resolve_device
+    from fastcomt.train.tokenizer import load_tokenizer
 
     if not config.model:
         raise ValueError("model: expected a Hugging Face model directory (saved with save_pretrained)")
     if not Path(config.model).is_dir():
         raise FileNotFoundError(f"model: directory not found: {config.model}")
     tokenizer_path = config.tokenizer or config.model
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"tokenizer at {tokenizer_path}: expected a chat template (prompts are chat turns)")
+    # load_tokenizer, not AutoTokenizer: in a model folder, AutoTokenizer would swap our word-level
+    # tokenizer for the model type's class; it also requires the chat template prompts are built with.
+    tokenizer = load_tokenizer(tokenizer_path)
     if config.engine == "sglang":
         from fastcomt.rollout import SGLangEngine
 
         return SGLangEngine(config.model), tokenizer
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    device = resolve_device(config.device)
     model = AutoModelForCausalLM.from_pretrained(config.model, dtype=_torch_dtype(config.dtype, device)).to(device)
     from fastcomt.rollout import TransformersEngine
 

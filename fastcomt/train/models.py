@@ -21,6 +21,13 @@ __all__ = ["ModelConfig", "build_model", "build_tiny_model", "load_pretrained_mo
 _FAMILIES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
 
 
+def resolve_device(name: str) -> torch.device:
+    """"auto" is the GPU when there is one, else the CPU; anything else is taken as a torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def default_attn_implementation(device: torch.device | str) -> str:
     """Varlen flash-attention when it is installed and we are on a GPU; SDPA otherwise.
 

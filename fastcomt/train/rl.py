@@ -42,7 +42,7 @@ from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from .config import config_from_dict, config_to_dict, load_config
-from .models import base_model, build_model, lm_head_weight
+from .models import base_model, build_model, lm_head_weight, resolve_device
 from .rl_batch import CountingEngine, PolicyBatch, ScoredBatch, build_policy_batch, micro_batches, score_rollouts
 from .rl_config import PolicyLossConfig, RLConfig, check_rl_config
 from .schedule import cosine_scheduler
@@ -67,8 +67,7 @@ def run_rl(
     check_rl_config(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)  # fmt: skip
+    device = resolve_device(cfg.device)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" and cfg.precision == "bf16" else None
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)

@@ -34,7 +34,7 @@ from fastcomt.comt.records import ComtRecord, read_records
 
 from fastcomt.kernels import linear_cross_entropy
 
-from .models import base_model, build_model, lm_head_weight
+from .models import base_model, build_model, lm_head_weight, resolve_device
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from .config import DataConfig, SFTConfig, config_from_dict, config_to_dict, load_config
@@ -58,8 +58,7 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
             raise ValueError(f"optim.{key}: expected a positive int, got {getattr(cfg.optim, key)}")
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)  # fmt: skip
+    device = resolve_device(cfg.device)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" and cfg.precision == "bf16" else None
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)

@@ -2,6 +2,7 @@
 
 Every subcommand takes `--config FILE` (YAML, documented in configs/README.md) and `key=value`
 overrides (dotted keys reach nested sections); `eval` also takes flags for its common settings.
+`fastcomt <command> --help` lists every key of the command's config with its type, default and meaning.
 Errors in a config name the key and the type that was expected.
 """
 
@@ -10,39 +11,128 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-# subcommand -> (module, entry, help). An entry takes (config_path, overrides) and returns an exit
-# status. Modules are imported only when their subcommand runs, so `fastcomt --help` stays fast.
-_SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "data": ("fastcomt.comt.build", "main", "build CoMT (meta-thought) or CoT SFT data from problems"),
-    "sft": ("fastcomt.train.sft", "main", "supervised fine-tuning (CoMT plans or CoT) with the fused linear CE"),
-    "pretrain": ("fastcomt.train.pretrain", "main", "stage 0 of the demo: pre-train a tiny base model on executions"),
-    "rl": ("fastcomt.train.rl", "main", "CCRL (or GRPO with lambda=0) on the fused policy loss"),
-    "demo": ("fastcomt.demo", "main", "the whole pipeline at toy scale on CPU (the embedded default)"),
+
+@dataclass(frozen=True)
+class _Command:
+    """A config-driven subcommand: its entry, its config dataclass and what its --help says."""
+
+    module: str
+    entry: str  # takes (config_path, overrides), returns an exit status
+    help: str
+    config: str  # "module:Class", imported only to print this command's --help
+    example: str
+    note: str = ""
+
+
+# Modules are imported only when their subcommand runs (or prints its help), so `fastcomt --help`
+# stays fast: some import torch and transformers, several seconds on a CPU machine.
+_COMMANDS: dict[str, _Command] = {
+    "data": _Command(
+        module="fastcomt.comt.build", entry="main", help="build CoMT (meta-thought) or CoT SFT data from problems",
+        config="fastcomt.comt.build:ComtDataConfig", example="fastcomt data --config configs/sft-synthetic-comt.yaml",
+        note="FILE is a data-build config (the keys below at its top level) or an SFT config, whose data.build\n"
+             "section (these keys; `output` defaults to data.train) is built; overrides then use data.build. keys.",
+    ),
+    "sft": _Command(
+        module="fastcomt.train.sft", entry="main",
+        help="supervised fine-tuning (CoMT plans or CoT) with the fused linear CE",
+        config="fastcomt.train.config:SFTConfig",
+        example="fastcomt sft --config configs/sft-synthetic-comt.yaml optim.epochs=1",
+    ),
+    "pretrain": _Command(
+        module="fastcomt.train.pretrain", entry="main",
+        help="stage 0 of the demo: pre-train a tiny base model on executions",
+        config="fastcomt.train.pretrain:PretrainConfig",
+        example="fastcomt pretrain --config base.yaml num_documents=2000 optim.lr=1e-3",
+        note="FILE is required (there is no shipped one): a YAML mapping of the keys below, at least output_dir;\n"
+             "configs/demo.yaml's `pretrain` section is an example.",
+    ),
+    "rl": _Command(
+        module="fastcomt.train.rl", entry="main", help="CCRL (or GRPO with lambda=0) on the fused policy loss",
+        config="fastcomt.train.rl_config:RLConfig",
+        example="fastcomt rl --config configs/rl-synthetic-ccrl.yaml rollout.executions_per_plan=16 steps=50",
+    ),
+    "demo": _Command(
+        module="fastcomt.demo", entry="main", help="the whole pipeline at toy scale on CPU (the embedded default)",
+        config="fastcomt.demo:DemoConfig", example="fastcomt demo --compare rl.steps=10 sft.optim.lr=3e-4",
+        note="Without --config the demo reads configs/demo.yaml, which sets some keys below away from these\n"
+             "defaults. pretrain, sft, rl and baseline_rl take the keys of `fastcomt pretrain --help`,\n"
+             "`fastcomt sft --help` and `fastcomt rl --help`, merged over the demo's own choices.",
+    ),
 }
 
+_OVERRIDES = ("Keys are set in the YAML file or as KEY=VALUE arguments after it: dotted keys reach nested\n"
+              "sections (optim.lr=3e-4), values are parsed as YAML (3 is an int, null is None, [a, b] a list).")
+_EVAL_HELP = "evaluate a model on the benchmarks: accuracy and step calibration"
 
-def _build_parser() -> argparse.ArgumentParser:
+
+class _LazyEpilogParser(argparse.ArgumentParser):
+    """An ArgumentParser whose epilog is built only when its help is printed (it imports a config
+    module, which may import torch)."""
+
+    def __init__(self, *args, epilog_factory: Callable[[], str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._epilog_factory = epilog_factory
+
+    def format_help(self) -> str:
+        if self._epilog_factory is not None and self.epilog is None:
+            self.epilog = self._epilog_factory()
+        return super().format_help()
+
+
+def config_epilog(name: str) -> str:
+    """The help epilog of config-driven subcommand `name`: how overrides work, an example, every key."""
+    from fastcomt.config_help import format_config_keys
+
+    command = _COMMANDS[name]
+    module_name, class_name = command.config.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    parts = [_OVERRIDES, f"example:\n  {command.example}"]
+    if command.note:
+        parts.append(command.note)
+    parts.append(f"keys of {class_name} (type; default, then meaning):\n{format_config_keys(cls)}")
+    return "\n\n".join(parts)
+
+
+def _selected_command(argv: Sequence[str]) -> str | None:
+    # The top level takes no option but -h, so its first other word names the subcommand.
+    for word in argv:
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def _build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; the eval flags are added only when `argv` selects eval (they import its package)."""
     parser = argparse.ArgumentParser(prog="fastcomt", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, _, help_text) in _SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", default=None, metavar="FILE", help="YAML config file (see configs/README.md)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_LazyEpilogParser)
+    for name, command in _COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog_factory=lambda name=name: config_epilog(name))  # fmt: skip
+        p.add_argument("--config", default=None, metavar="FILE", help="YAML config file (keys below)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys for nesting)")
         if name == "demo":
             p.add_argument("--compare", action="store_true",
-                           help="also run the paper's baseline (CoT SFT, then GRPO with lam=0) on the same budget")
+                           help="also run the paper's baseline (CoT SFT, then GRPO with lam=0) and GRPO from the CoMT SFT "
+                                "model (the calibration term's ablation) on the same budget")
             p.add_argument("--kernels-smoke", action="store_true",
                            help="only run the fused kernels against their plain-torch references")
-    from fastcomt.eval.cli_args import add_eval_arguments
+    eval_parser = sub.add_parser("eval", help=_EVAL_HELP, description=_EVAL_HELP,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    if _selected_command(argv) == "eval":
+        from fastcomt.eval.cli_args import add_eval_arguments
 
-    help_text = "evaluate a model on the benchmarks: accuracy and step calibration"
-    add_eval_arguments(sub.add_parser("eval", help=help_text, description=help_text))
+        add_eval_arguments(eval_parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _build_parser(argv).parse_args(argv)
     if args.command == "eval":
         from fastcomt.eval.cli_args import run_eval_from_args
 
@@ -50,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides)
     if args.command == "demo":
         overrides += ["compare=true"] * args.compare + ["kernels_smoke=true"] * args.kernels_smoke
-    module_name, func_name, _ = _SUBCOMMANDS[args.command]
-    func = getattr(importlib.import_module(module_name), func_name)
+    command = _COMMANDS[args.command]
+    func = getattr(importlib.import_module(command.module), command.entry)
     return int(func(args.config, overrides) or 0)
 
 

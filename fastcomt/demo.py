@@ -1,10 +1,12 @@
 """`fastcomt demo`: the paper's pipeline at toy scale, on CPU, measured.
 
-0. base model: a tiny Qwen2 built from a config and pre-trained on synthetic execution text
-   (`train.pretrain`), half of it under its own question and half under an unrelated one: it can
-   carry out an arithmetic plan, and has learned that the question can matter;
+0. base model: a tiny Qwen2 built from a config and pre-trained (`train.pretrain`) on worked
+   solutions under their own question and on plans with their executions under unrelated
+   questions: it can solve a problem step by step and carry out a plan, but has never written a
+   plan for a question;
 1. CoMT SFT: offline meta-thoughts (plans over variable names, no numbers computed) for synthetic
-   problems; the model is fine-tuned on the plans only (`train.sft`, fused cross-entropy);
+   problems; the loss covers the plans (each ending with the execution marker), with execution
+   documents rehearsed alongside (`train.sft`, `train.replay`);
 2. CCRL: per problem a plan, then G executions of it, rewarded for the answer plus calibrated
    step confidence (`train.rl`);
 3. evaluation (greedy) after each stage on held-out synthetic problems of the training families,
@@ -12,7 +14,8 @@
    effect on answer accuracy and on step ECE is reported with paired 95% intervals.
 
 `compare=true` (or `--compare`) also runs the paper's baseline on the same budget: CoT SFT on the
-full executions, then GRPO (lam = 0) on CoT rollouts, and prints the paper-style table.
+full executions, then GRPO (lam = 0) on CoT rollouts; and the ablation that isolates the
+calibration term: GRPO (lam = 0) from the same CoMT SFT model. It prints the paper-style table.
 `kernels_smoke=true` runs the fused-kernel smoke check (fused vs plain torch) instead.
 
 Everything lands under `output_dir` (runs/demo); finished stages are not redone on a rerun.
@@ -35,21 +38,21 @@ if not torch.cuda.is_available():
     # Must be set before the first @triton.jit function is defined (the fused kernels).
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-__all__ = ["DemoConfig", "EvalSettings", "main", "run_demo", "demo_splits"]
+__all__ = ["DemoConfig", "EvalSettings", "main", "run_demo", "demo_splits", "plan_exact_rate"]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 @dataclass
 class EvalSettings:
-    id_problems: int = 500
-    ood_problems: int = 200
-    gsm8k_problems: int = 50
-    batch_size: int = 128
-    max_new_tokens: int = 64  # execution budget
-    plan_max_new_tokens: int = 96
+    id_problems: int = 500  # held-out problems of the training families (questions no training set holds)
+    ood_problems: int = 200  # held-out problems of `ood_family` (out of distribution)
+    gsm8k_problems: int = 50  # first N GSM8K test problems; 0: skip GSM8K
+    batch_size: int = 128  # problems per engine call
+    max_new_tokens: int = 64  # greedy execution budget in tokens
+    plan_max_new_tokens: int = 96  # greedy plan budget in tokens
     base_problems: int = 100  # the pre-trained base is evaluated on this many ID problems only
-    bootstrap_resamples: int = 1000
+    bootstrap_resamples: int = 1000  # paired bootstrap replicates for the 95% intervals
 
 
 @dataclass
@@ -57,19 +60,26 @@ class DemoConfig:
     """The demo's stages. `pretrain`, `sft` and `rl` hold keys of `train.pretrain.PretrainConfig`,
     `train.config.SFTConfig` and `train.rl_config.RLConfig` (merged over the demo's own choices)."""
 
-    output_dir: str = "runs/demo"
-    seed: int = 0
-    ood_family: str = "ages"
-    sft_problems: int = 600
-    rl_problems: int = 2000
+    output_dir: str = "runs/demo"  # every stage's folder, report.md, results.json, plots
+    seed: int = 0  # seeds of every stage and data split
+    ood_family: str = "ages"  # synthetic family left out of every training stage (the out-of-distribution column)
+    sft_problems: int = 600  # synthetic problems whose offline meta-thoughts are the SFT data
+    rl_problems: int = 2000  # synthetic problems in the RL prompt pool
+    # stage 0 (base model): PretrainConfig keys merged over the demo's; see `fastcomt pretrain --help`
     pretrain: dict[str, Any] = field(default_factory=dict)
+    # stage 1: SFTConfig keys merged over the demo's (which sets data, model and tokenizer paths);
+    # see `fastcomt sft --help`
     sft: dict[str, Any] = field(default_factory=dict)
+    # stage 2: RLConfig keys merged over the demo's (which sets paths, data and format); see `fastcomt rl --help`
     rl: dict[str, Any] = field(default_factory=dict)
-    baseline_rl: dict[str, Any] = field(default_factory=dict)  # extra keys for the GRPO baseline (compare)
-    eval: EvalSettings = field(default_factory=EvalSettings)
+    # extra RLConfig keys for the two GRPO runs of `compare` (reward.lam is 0); see `fastcomt rl --help`
+    baseline_rl: dict[str, Any] = field(default_factory=dict)
+    eval: EvalSettings = field(default_factory=EvalSettings)  # greedy evaluation after each stage
+    # also run the paper's baseline (CoT SFT, then GRPO with lam 0) and GRPO from the CoMT SFT model
+    # (the calibration term's ablation) on the same budget (--compare)
     compare: bool = False
-    kernels_smoke: bool = False
-    progress: bool = True
+    kernels_smoke: bool = False  # only run the fused kernels against their plain-torch references (--kernels-smoke)
+    progress: bool = True  # progress bars
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -89,6 +99,12 @@ def demo_splits(cfg: DemoConfig) -> dict[str, Any]:
     seen |= {p.question for p in synthetic_problems(n_docs, seed=pre_seed + 2, families=families)}
     seen |= {p.question for p in synthetic_problems(cfg.sft_problems, seed=cfg.seed + 100, families=families)}
     seen |= {p.question for p in synthetic_problems(cfg.rl_problems, seed=cfg.seed + 200, families=families)}
+    from fastcomt.train.config import ReplayConfig, config_from_dict
+    from fastcomt.train.replay import replay_problems
+
+    replay = config_from_dict(ReplayConfig, _replay_settings(cfg, families))
+    for problems in replay_problems(replay):  # the rehearsed documents and the questions they sit under
+        seen |= {p.question for p in problems}
 
     def held_out(n: int, seed: int, fams: list[str]) -> list:
         # Small numbers make repeats likely: draw more and drop any question a training set holds.
@@ -121,6 +137,11 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _replay_settings(cfg: DemoConfig, families: list[str]) -> dict[str, Any]:
+    """SFT's rehearsed execution documents (train/replay.py): a draw of their own (seed + 300)."""
+    return _merge({"documents": 0, "seed": cfg.seed + 300, "families": families}, cfg.sft.get("replay", {}))
+
+
 def _pretrain(cfg: DemoConfig, families: list[str], out: Path) -> dict[str, Any]:
     from fastcomt.train.pretrain import run_pretrain
 
@@ -146,7 +167,7 @@ def _sft(cfg: DemoConfig, base: dict[str, Any], families: list[str], out: Path, 
         "tokenizer": {"kind": "pretrained", "path": base["tokenizer_dir"]},
         "seed": cfg.seed,
         "progress": cfg.progress,
-    }, cfg.sft)  # fmt: skip
+    }, _merge(cfg.sft, {"replay": _replay_settings(cfg, families)}))  # fmt: skip
     summary_path = run_dir / "train" / "summary.json"
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
@@ -154,10 +175,10 @@ def _sft(cfg: DemoConfig, base: dict[str, Any], families: list[str], out: Path, 
 
 
 def _rl(cfg: DemoConfig, sft_dir: str, tokenizer_dir: str, families: list[str], out: Path, fmt: str,
-        extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        extra: dict[str, Any], name: str) -> dict[str, Any]:  # fmt: skip
     from fastcomt.train.rl import run_rl
 
-    run_dir = out / ("2_ccrl" if fmt == "comt" else "2_grpo_cot")
+    run_dir = out / name
     settings = _merge({
         "output_dir": str(run_dir),
         "model": {"path": sft_dir},
@@ -208,22 +229,37 @@ def _num(v: float | None, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def _stage_row(name: str, fmt: str, summary: dict[str, Any] | None, train_tokens: int | None, seconds: float) -> str:
+def plan_exact_rate(rows: Sequence[dict[str, Any]], problems: Sequence[Any]) -> float | None:
+    """Share of evaluated CoMT responses whose plan is, line for line, the problem's offline
+    meta-thought (the plan SFT trains on): None when no row has a plan (CoT)."""
+    from fastcomt.comt.offline import offline_meta_thought
+
+    gold = {p.id: offline_meta_thought(p).render().strip() for p in problems}
+    planned = [r for r in rows if r.get("plan") is not None and r["id"] in gold]
+    if not planned:
+        return None
+    return sum(r["plan"].strip() == gold[r["id"]] for r in planned) / len(planned)
+
+
+def _stage_row(name: str, fmt: str, summary: dict[str, Any] | None, train_tokens: int | None, seconds: float | None,
+               plan_exact: float | None = None) -> str:  # fmt: skip
+    """One table row; train_tokens / seconds None: the row trained nothing of its own ("-")."""
+    cost = f"{'-' if train_tokens is None else train_tokens} | {'-' if seconds is None else f'{seconds:.0f}'}"
     if summary is None:
-        return f"| {name} | {fmt} | - | - | - | - | - | - | - | {train_tokens or 0} | {seconds:.0f} |"
+        return f"| {name} | {fmt} | - | - | - | - | - | - | - | - | {cost} |"
     per = summary["benchmarks"]
     syn = per.get("synthetic", {})
     ood = per.get("synthetic_ood", {})
     gsm = per.get("gsm8k", {})
-    return (f"| {name} | {fmt} | {_pct(syn.get('format_rate'))} | {_pct(syn.get('step_accuracy'))} | "
+    return (f"| {name} | {fmt} | {_pct(syn.get('format_rate'))} | {_pct(plan_exact)} | {_pct(syn.get('step_accuracy'))} | "
             f"{_pct(syn.get('accuracy'))} | {_pct(ood.get('accuracy'))} | {_pct(gsm.get('accuracy'))} | "
-            f"{_num(syn.get('ece'))} | {_num(syn.get('mean_response_tokens'), 1)} | {train_tokens or 0} | {seconds:.0f} |")  # fmt: skip
+            f"{_num(syn.get('ece'))} | {_num(syn.get('mean_response_tokens'), 1)} | {cost} |")  # fmt: skip
 
 
 STAGE_HEADER = (
-    "| stage | format | ID format-correct (%) | ID step acc (%) | ID answer acc (%) | OOD answer acc (%) | "
+    "| stage | format | ID format-correct (%) | ID gold plan (%) | ID step acc (%) | ID answer acc (%) | OOD answer acc (%) | "
     "GSM8K acc (%) | ID step ECE | ID response tokens | train tokens | seconds |\n"
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -240,19 +276,21 @@ def _effect_lines(label: str, acc: dict[str, float], ece: dict[str, float]) -> l
 
 WHAT_IT_SHOWS = """\
 What this demo shows: the CoMT + CCRL pipeline runs end to end on CPU (a base model pre-trained on
-execution text, offline meta-thoughts, plan-only SFT through the fused cross-entropy kernel, CCRL
-rollouts that share each plan's prefix, the fused reward kernel, the clipped policy loss, weight
-sync, checkpoints, evaluation), what each stage changes on held-out problems, and the paired 95%
-intervals on the same held-out problems measure what CCRL changed in answer accuracy and in step
-calibration (ECE of the execution's numeric steps).
+worked solutions and on plan executions, offline meta-thoughts, CoMT SFT whose loss covers the
+plans, CCRL rollouts that share each plan's prefix, the fused reward kernel, the clipped policy
+loss, weight sync, checkpoints, evaluation) and measures what each stage changes on held-out
+problems: the base model has never written a plan for a question (CoMT format-correct and gold-plan
+rates near zero) until SFT teaches it; paired 95% intervals on the same held-out problems measure
+what CCRL changed in answer accuracy and in step calibration (ECE of the execution's numeric steps).
 What it does not show: anything about real LLMs or the paper's numbers. The model is tiny, the
-problems are templated, the budget is minutes, and the base model executes few plans correctly
-(about 1 in 3 even with the gold plan), so answer accuracy stays near 15% and an
-accuracy interval containing zero means no effect was detected. On CPU the CCRL update uses the
-plain-torch LM head (same function; the fused kernels run in Triton's interpreter at ~10 ms per
-trained token, bench/results/ccrl_step_cpu.md). GSM8K is reported to be honest that a toy model
-scores near zero there; the out-of-distribution family's variable names were never trained, so
-both recipes mostly fail on it."""
+problems are templated and the budget is minutes. SFT rehearses execution documents (replay) so
+that a 0.4M-parameter model does not forget how to execute while it learns to plan, which a real
+LLM would not need; the base model's arithmetic is the bottleneck (a right plan is still executed
+wrongly about half of the time). An accuracy interval that contains zero means no effect was
+detected. On CPU the SFT and CCRL updates use the plain-torch LM head (same functions; the fused
+kernels run in Triton's interpreter at ~10 ms per trained token, bench/results/ccrl_step_cpu.md).
+GSM8K is reported to be honest that a toy model scores near zero there; the out-of-distribution
+family's variable names were never trained, so its plans are wrong and both recipes mostly fail."""
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -272,7 +310,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         print(text, flush=True)
         lines.append(text)
 
-    t = time.perf_counter()
     splits = demo_splits(cfg)
     families = splits["families"]
     say(f"Held out: {len(splits['synthetic'])} in-distribution problems ({', '.join(families)}), "
@@ -282,20 +319,24 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     timings["0 base (pretrain)"] = base["seconds"]
     say(f"[0] base model: {base['num_parameters']} parameters, vocabulary {base['vocab_size']}, "
         f"{base['train_tokens']} tokens of execution text, final loss {base['final_loss']:.3f}, {base['seconds']:.0f} s")  # fmt: skip
-    base_eval, _, s = _evaluate(base["model_dir"], base["tokenizer_dir"], splits, "comt", out / "eval" / "0_base", cfg, limit=cfg.eval.base_problems)
-    timings["eval base"] = s
+    base_eval, base_rows, s = _evaluate(base["model_dir"], base["tokenizer_dir"], splits, "comt", out / "eval" / "0_base", cfg, limit=cfg.eval.base_problems)
+    # The base model in CoT format too: how well it solves the problems without writing a plan.
+    base_cot_eval, _, s_cot = _evaluate(base["model_dir"], base["tokenizer_dir"], splits, "cot", out / "eval" / "0_base_cot", cfg,
+                                        limit=cfg.eval.base_problems)  # fmt: skip
+    timings["eval base"] = s + s_cot
 
-    t = time.perf_counter()
     sft = _sft(cfg, base, families, out, "offline")
-    timings["1 CoMT SFT"] = time.perf_counter() - t
+    timings["1 CoMT SFT"] = sft["train_seconds"]  # the run's own training time: the same on a rerun
     sft_dir = str(Path(sft["checkpoint"]) / "model")
-    say(f"[1] CoMT SFT on plans only: {sft['examples']} examples, {sft['loss_tokens']} plan tokens trained, final loss {sft['final_loss']:.3f}")
+    replayed = sft.get("replayed_examples", 0)
+    say(f"[1] CoMT SFT: {sft['examples'] - replayed} plans (loss on the plan and the execution marker)"
+        + (f" and {replayed} rehearsed execution documents" if replayed else "")
+        + f", {sft['loss_tokens']} tokens trained, final loss {sft['final_loss']:.3f}")  # fmt: skip
     sft_eval, sft_rows, s = _evaluate(sft_dir, base["tokenizer_dir"], splits, "comt", out / "eval" / "1_sft_comt", cfg)
     timings["eval CoMT SFT"] = s
 
-    t = time.perf_counter()
-    rl = _rl(cfg, sft_dir, base["tokenizer_dir"], families, out, "comt", {})
-    timings["2 CCRL"] = time.perf_counter() - t
+    rl = _rl(cfg, sft_dir, base["tokenizer_dir"], families, out, "comt", {}, "2_ccrl")
+    timings["2 CCRL"] = rl["train_seconds"]  # the run's own training time: the same on a rerun
     say(f"[2] CCRL: {rl['steps']} steps, lam = {rl['lam']}, {rl['generated_tokens']} tokens sampled, {rl['trained_tokens']} trained")
     rl_eval, rl_rows, s = _evaluate(rl["model_dir"], base["tokenizer_dir"], splits, "comt", out / "eval" / "2_ccrl", cfg)
     timings["eval CCRL"] = s
@@ -303,9 +344,24 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     say("")
     say("Per stage (greedy decoding; ID = held-out problems of the training families):")
     say(STAGE_HEADER)
-    say(_stage_row(f"0 base (pre-trained, {cfg.eval.base_problems} ID problems)", "comt", base_eval, base["train_tokens"], base["seconds"]))
-    say(_stage_row("1 CoMT SFT (plans only)", "comt", sft_eval, sft["train_tokens"], timings["1 CoMT SFT"]))
-    say(_stage_row("2 CCRL", "comt", rl_eval, rl["trained_tokens"], timings["2 CCRL"]))
+    exact = {name: plan_exact_rate(rows.get("synthetic", []), splits["synthetic"])
+             for name, rows in (("base", base_rows), ("sft", sft_rows), ("ccrl", rl_rows))}  # fmt: skip
+    say(_stage_row(f"0 base (pre-trained, {cfg.eval.base_problems} ID problems)", "comt", base_eval, base["train_tokens"],
+                   base["seconds"], exact["base"]))  # fmt: skip
+    say(_stage_row(f"0 base (pre-trained, {cfg.eval.base_problems} ID problems)", "cot", base_cot_eval, None, None))
+    say(_stage_row("1 CoMT SFT", "comt", sft_eval, sft["train_tokens"], timings["1 CoMT SFT"], exact["sft"]))
+    say(_stage_row("2 CCRL", "comt", rl_eval, rl["trained_tokens"], timings["2 CCRL"], exact["ccrl"]))
+
+    sft_effect: dict[str, Any] = {}
+    if base_rows.get("synthetic"):
+        # What SFT changed, on the problems the base model was evaluated on (its first base_problems).
+        acc = paired_accuracy(base_rows["synthetic"], sft_rows["synthetic"], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
+        ece = paired_ece(base_rows["synthetic"], sft_rows["synthetic"], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
+        sft_effect = {"accuracy": acc, "ece": ece}
+        say("")
+        say("CoMT SFT's effect (base model -> CoMT SFT, both in CoMT format), paired on the same held-out problems:")
+        for line in _effect_lines("in-distribution", acc, ece):
+            say("  " + line)
 
     effects = {}
     say("")
@@ -320,28 +376,36 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     results: dict[str, Any] = {
         "config": _plain(cfg), "timings_s": timings, "base": base, "sft": sft, "rl": rl,
-        "eval": {"base": base_eval, "sft": sft_eval, "ccrl": rl_eval}, "effects": effects,
+        "eval": {"base": base_eval, "base_cot": base_cot_eval, "sft": sft_eval, "ccrl": rl_eval},
+        "plan_exact": exact, "sft_effect": sft_effect, "effects": effects,
     }  # fmt: skip
     _write_rl_bench(out, rl)
 
     if cfg.compare:
-        t = time.perf_counter()
         cot = _sft(cfg, base, families, out, "cot")
-        timings["1 CoT SFT"] = time.perf_counter() - t
+        timings["1 CoT SFT"] = cot["train_seconds"]  # the run's own training time: the same on a rerun
         cot_dir = str(Path(cot["checkpoint"]) / "model")
         cot_eval, cot_rows, s = _evaluate(cot_dir, base["tokenizer_dir"], splits, "cot", out / "eval" / "1_sft_cot", cfg)
         timings["eval CoT SFT"] = s
-        t = time.perf_counter()
-        grpo = _rl(cfg, cot_dir, base["tokenizer_dir"], families, out, "cot", _merge({"reward": {"lam": 0.0}}, cfg.baseline_rl))
-        timings["2 GRPO (CoT)"] = time.perf_counter() - t
+        no_calibration = _merge({"reward": {"lam": 0.0}}, cfg.baseline_rl)
+        grpo = _rl(cfg, cot_dir, base["tokenizer_dir"], families, out, "cot", no_calibration, "2_grpo_cot")
+        timings["2 GRPO (CoT)"] = grpo["train_seconds"]  # the run's own training time: the same on a rerun
         grpo_eval, grpo_rows, s = _evaluate(grpo["model_dir"], base["tokenizer_dir"], splits, "cot", out / "eval" / "2_grpo_cot", cfg)
         timings["eval GRPO"] = s
+        # The ablation that isolates the calibration term: the same CoMT SFT model, the same RL
+        # recipe with lam = 0 (plain GRPO on the outcome).
+        comt_grpo = _rl(cfg, sft_dir, base["tokenizer_dir"], families, out, "comt", no_calibration, "2_grpo_comt")
+        timings["2 GRPO (CoMT)"] = comt_grpo["train_seconds"]
+        comt_grpo_eval, comt_grpo_rows, s = _evaluate(comt_grpo["model_dir"], base["tokenizer_dir"], splits, "comt",
+                                                      out / "eval" / "2_grpo_comt", cfg)  # fmt: skip
+        timings["eval GRPO (CoMT)"] = s
         say("")
-        say("Paper-style comparison (same base model, same SFT problems, same RL steps):")
+        say("Paper-style comparison (same base model, same SFT problems and rehearsal, same RL steps):")
         say("| recipe | ID acc (%) | OOD acc (%) | GSM8K acc (%) | ID step ECE | SFT tokens trained | RL tokens trained | mean response tokens | train seconds |")
         say("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for label, s_sum, r_sum, ev, secs in (
             ("CoT SFT + GRPO (baseline)", cot, grpo, grpo_eval, timings["1 CoT SFT"] + timings["2 GRPO (CoT)"]),
+            ("CoMT SFT + GRPO (lam 0, ablation)", sft, comt_grpo, comt_grpo_eval, timings["1 CoMT SFT"] + timings["2 GRPO (CoMT)"]),
             ("CoMT SFT + CCRL", sft, rl, rl_eval, timings["1 CoMT SFT"] + timings["2 CCRL"]),
         ):
             per = ev["benchmarks"]
@@ -351,8 +415,26 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         acc = paired_accuracy(grpo_rows["synthetic"], rl_rows["synthetic"], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
         say(f"  CoMT+CCRL minus CoT+GRPO, in-distribution answer accuracy: {100 * acc['diff']:+.1f} points "
             f"(95% bootstrap CI [{100 * acc['ci_low']:+.1f}, {100 * acc['ci_high']:+.1f}], n = {acc['n']})")  # fmt: skip
-        results["compare"] = {"cot_sft": cot, "grpo": grpo, "eval": {"cot_sft": cot_eval, "grpo": grpo_eval},
-                              "accuracy_comt_minus_cot": acc}  # fmt: skip
+        # The baseline's RL stage measured like CCRL's: GRPO's paired effect over its own SFT model.
+        grpo_acc = paired_accuracy(cot_rows["synthetic"], grpo_rows["synthetic"], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
+        grpo_ece = paired_ece(cot_rows["synthetic"], grpo_rows["synthetic"], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
+        for line in _effect_lines("GRPO's effect over CoT SFT, in-distribution", grpo_acc, grpo_ece):
+            say("  " + line)
+        # CCRL minus its lam = 0 ablation, on the same problems: what the calibration term did.
+        term = {}
+        for name, label in (("synthetic", "in-distribution"), ("synthetic_ood", "out-of-distribution")):
+            if comt_grpo_rows.get(name):
+                term[name] = {
+                    "accuracy": paired_accuracy(comt_grpo_rows[name], rl_rows[name], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed),
+                    "ece": paired_ece(comt_grpo_rows[name], rl_rows[name], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed),
+                }  # fmt: skip
+                for line in _effect_lines(f"CCRL (lam {rl['lam']}) against GRPO (lam 0) on the CoMT SFT model, {label}",
+                                          term[name]["accuracy"], term[name]["ece"]):  # fmt: skip
+                    say("  " + line)
+        results["compare"] = {"cot_sft": cot, "grpo": grpo, "comt_grpo": comt_grpo,
+                              "eval": {"cot_sft": cot_eval, "grpo": grpo_eval, "comt_grpo": comt_grpo_eval},
+                              "accuracy_comt_minus_cot": acc, "grpo_effect": {"accuracy": grpo_acc, "ece": grpo_ece},
+                              "calibration_term_effect": term}  # fmt: skip
 
     say("")
     say("Seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))

@@ -59,3 +59,39 @@ def test_run_pretrain_rejects_a_bad_fraction_before_writing(tmp_path):
     with pytest.raises(ValueError, match="own_question_fraction"):
         run_pretrain({"output_dir": str(out), "num_documents": 4, "own_question_fraction": 2.0})
     assert not out.exists()
+
+
+def test_own_question_documents_can_hold_the_worked_execution_only(tmp_path):
+    # own_question_response: cot -> a document under its own question is its execution (no plan);
+    # the others keep plan + execution under an unrelated question.
+    from fastcomt.train.pretrain import own_question_flags
+    from fastcomt.train.tokenizer import load_tokenizer
+
+    cfg = {"output_dir": str(tmp_path / "base"), "num_documents": 24, "tokenizer_problems": 16, "own_question_fraction": 0.5,
+           "own_question_response": "cot", "progress": False,
+           "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32},
+           "optim": {"max_steps": 1, "row_tokens": 512, "tokens_per_step": 512}}  # fmt: skip
+    captured = []
+    import fastcomt.train.pretrain as pretrain
+
+    original = pretrain.encode_chat_examples
+
+    def capture(tokenizer, conversations):
+        captured.extend(conversations)
+        return original(tokenizer, conversations)
+
+    pretrain.encode_chat_examples = capture
+    try:
+        summary = run_pretrain(cfg)
+    finally:
+        pretrain.encode_chat_examples = original
+    assert load_tokenizer(summary["tokenizer_dir"]) is not None
+    docs = synthetic_problems(24, seed=0)
+    flags = own_question_flags(24, 0.5, seed=0)
+    assert 0 < sum(flags) < 24
+    for doc, is_own, conversation in zip(docs, flags, captured):
+        user, assistant = conversation[-2]["content"], conversation[-1]["content"]
+        if is_own:
+            assert user == doc.question and assistant == doc.solution.strip() and "Steps:" not in assistant
+        else:
+            assert "Steps:" in assistant and "Execution:" in assistant

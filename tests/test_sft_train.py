@@ -129,3 +129,33 @@ def test_step_gradient_does_not_depend_on_how_rows_are_packed():
 def test_missing_data_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.train"):
         sft.run_sft(_config(tmp_path / "none.jsonl", tmp_path / "run"))
+
+
+def test_torch_loss_gives_the_fused_loss_and_gradients():
+    # `loss: torch` (full logits, the CPU path) and `loss: fused` (the kernel) train the same thing.
+    model = build_tiny_model(TINY, 40)
+    gen = torch.Generator().manual_seed(2)
+    examples = [make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= 3 for i in range(n)]) for n in (6, 10)]
+    row = collate_row(examples)
+    results = {}
+    for loss in ("fused", "torch"):
+        model.zero_grad()
+        value = sft.row_loss_sum(model, row, loss)
+        value.backward()
+        results[loss] = (value.detach(), [p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(results["torch"][0], results["fused"][0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(results["torch"][1], results["fused"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="loss: expected 'fused' or 'torch'"):
+        sft.row_loss_sum(model, row, "liger")
+
+
+def test_run_with_torch_loss_trains(records_path, tmp_path):
+    summary = sft.run_sft({**_config(records_path, tmp_path / "run"), "loss": "torch"})
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert summary["steps"] == len(losses) >= 3 and losses[-1] < losses[0]
+
+
+def test_config_rejects_an_unknown_loss(records_path, tmp_path):
+    with pytest.raises(ValueError, match="loss"):
+        sft.run_sft({**_config(records_path, tmp_path / "run"), "loss": "liger"})

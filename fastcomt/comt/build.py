@@ -35,26 +35,28 @@ __all__ = ["TeacherSettings", "FilterConfig", "ComtDataConfig", "build_comt_data
 class TeacherSettings:
     """Where the teacher is and how to sample it (passed to TeacherClient and its requests)."""
 
-    base_url: str = "http://localhost:8000/v1"
-    model: str = ""
-    cache_dir: str = ".cache/teacher"
-    max_concurrency: int = 8
-    timeout: float = 60.0
-    max_retries: int = 5
-    temperature: float = 0.0
-    max_tokens: int = 512
-    include_solution: bool = True
+    base_url: str = "http://localhost:8000/v1"  # OpenAI-compatible server root, or its API root ending in /v1
+    model: str = ""  # model name sent with each request
+    cache_dir: str = ".cache/teacher"  # replies kept on disk: a rerun answers finished requests from here
+    max_concurrency: int = 8  # requests in flight at once
+    timeout: float = 60.0  # seconds per request before it counts as failed (and is retried)
+    max_retries: int = 5  # retries of a request on connection errors, timeouts, 429 and 5xx (exponential backoff)
+    temperature: float = 0.0  # teacher sampling temperature; 0: greedy
+    max_tokens: int = 512  # longest reply in tokens
+    include_solution: bool = True  # show the teacher the worked solution next to the problem
     batch_size: int = 64  # replies per durable write: a crash loses at most one batch of requests
 
 
 @dataclass
 class FilterConfig:
+    # numbers a meta-thought may state although the question does not (units, "twice", percents);
+    # any other number fails the leak filter
     allowed_constants: list[float] = field(default_factory=lambda: list(DEFAULT_ALLOWED_CONSTANTS))
-    min_steps: int = 1
-    max_steps: int = 16
-    min_chars: int = 10
-    max_chars: int = 2000
-    answer_rel_tol: float = 1e-6
+    min_steps: int = 1  # fewest plan steps a kept record may have
+    max_steps: int = 16  # most plan steps a kept record may have
+    min_chars: int = 10  # shortest meta-thought text kept, in characters
+    max_chars: int = 2000  # longest meta-thought text kept, in characters
+    answer_rel_tol: float = 1e-6  # consistency filter: relative tolerance against a decimal gold answer
 
     def settings(self) -> FilterSettings:
         return FilterSettings(
@@ -71,16 +73,18 @@ class FilterConfig:
 class ComtDataConfig:
     """One data set to build. `limit` keeps the first N problems; synthetic uses num_problems/seed/families."""
 
-    output: str
-    source: str = "synthetic"
-    split: str = "train"
+    output: str  # JSONL of kept records; <stem>.rejected.jsonl and <stem>.report.json go next to it
+    source: str = "synthetic"  # synthetic, or a benchmark name for tasks.load_benchmark (e.g. gsm8k)
+    split: str = "train"  # benchmark split
+    # offline: abstract the annotated solutions (no model); teacher: an OpenAI-compatible teacher writes
+    # the meta-thought; cot: the benchmark's own worked solution (the CoT-SFT baseline)
     mode: Literal["offline", "teacher", "cot"] = "offline"
-    limit: int | None = None
-    num_problems: int = 1000
-    seed: int = 0
-    families: list[str] | None = None
-    teacher: TeacherSettings = field(default_factory=TeacherSettings)
-    filters: FilterConfig = field(default_factory=FilterConfig)
+    limit: int | None = None  # keep the first N problems; null: all
+    num_problems: int = 1000  # synthetic: problems generated
+    seed: int = 0  # synthetic: generator seed
+    families: list[str] | None = None  # synthetic: problem families; null: all
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)  # mode teacher: where the teacher is
+    filters: FilterConfig = field(default_factory=FilterConfig)  # checks a meta-thought must pass to be kept
 
 
 class CompletionClient(Protocol):

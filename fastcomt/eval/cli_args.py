@@ -8,7 +8,12 @@ Precedence: EvalConfig defaults < `--config FILE` < `key=value` overrides < flag
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import textwrap
+import typing
 from typing import Any
+
+from fastcomt.config_help import default_text, type_text
 
 __all__ = ["add_eval_arguments", "eval_config_from_args", "run_eval_from_args"]
 
@@ -39,27 +44,72 @@ def _benchmark_list(text: str) -> list[str]:
     return names
 
 
+# EvalConfig keys without a flag (set them as key=value), with their meaning for `fastcomt eval --help`.
+_KEY_ONLY_HELP = {
+    "confidence": "step confidence from its tokens' log-probs: mean (geometric mean of the probabilities), "
+                  "min (the least likely token), first (the first token)",
+    "n_bins": "bins of the step-confidence ECE and the reliability diagram",
+    "tau": "a wrong step at or above this confidence counts as an overconfident error",
+    "max_batch_samples": "transformers engine: samples decoded together",
+    "progress": "progress bar",
+}
+
+
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the eval flags (and `--config`, positional `key=value` overrides) to `parser`."""
-    parser.add_argument("--config", default=None, help="YAML file with EvalConfig fields")
-    parser.add_argument("--model", default=None, help="Hugging Face model directory (model + tokenizer)")
+    """Add the eval flags (and `--config`, positional `key=value` overrides) to `parser`; its epilog
+    lists the EvalConfig keys that have no flag. Defaults shown are EvalConfig's."""
+    from .evaluate import EvalConfig
+
+    d = EvalConfig()
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="YAML file with EvalConfig keys (the flags and the keys listed below)")  # fmt: skip
+    parser.add_argument("--model", default=None, help="Hugging Face model directory (model + tokenizer); required")
     parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's)")
     parser.add_argument("--benchmarks", type=_benchmark_list, default=None,
-                        help="comma-separated: gsm8k,svamp,asdiv,mawps,tabmwp,gsm_hard,gsm_symbolic,synthetic")  # fmt: skip
-    parser.add_argument("--split", default=None, help="benchmark split (default test)")
-    parser.add_argument("--format", choices=("comt", "cot"), default=None, help="response format (default comt)")
-    parser.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
-    parser.add_argument("--out", default=None, help="output directory (rows, summary.json, report.md)")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, default=None, help="problems per engine call")
-    parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None)
-    parser.add_argument("--plan-max-new-tokens", dest="plan_max_new_tokens", type=int, default=None)
-    parser.add_argument("--system-prompt", dest="system_prompt", default=None)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--engine", choices=("transformers", "sglang"), default=None)
-    parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default=None)
-    parser.add_argument("overrides", nargs="*", help="EvalConfig overrides as key=value")
+                        help="comma-separated: gsm8k,svamp,asdiv,mawps,tabmwp,gsm_hard,gsm_symbolic,synthetic "
+                             f"(default: {','.join(d.benchmarks)})")  # fmt: skip
+    parser.add_argument("--split", default=None, help=f"benchmark split (default {d.split})")
+    parser.add_argument("--format", choices=("comt", "cot"), default=None,
+                        help=f"response format: comt (plan, then execution) or cot (default {d.format})")  # fmt: skip
+    parser.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark (default: all)")
+    parser.add_argument("--out", default=None,
+                        help=f"output directory: rows, summary.json, report.md (default {d.out_dir})")  # fmt: skip
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=None,
+                        help=f"problems per engine call (default {d.batch_size})")  # fmt: skip
+    parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
+                        help="generation budget of an execution (CoT: of the response), in tokens "
+                             f"(default {d.max_new_tokens})")  # fmt: skip
+    parser.add_argument("--plan-max-new-tokens", dest="plan_max_new_tokens", type=int, default=None,
+                        help="generation budget of a CoMT plan, in tokens (default: --max-new-tokens)")  # fmt: skip
+    parser.add_argument("--system-prompt", dest="system_prompt", default=None,
+                        help="system message before each question (default: none)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=None, help=f"generation seed (default {d.seed})")
+    parser.add_argument("--engine", choices=("transformers", "sglang"), default=None,
+                        help="transformers: in-process, any device; sglang: in-process SGLang, GPU "
+                             f"(default {d.engine})")  # fmt: skip
+    parser.add_argument("--device", default=None, help=f"auto, cpu, cuda, cuda:1 ... (default {d.device}: "
+                                                        "cuda when available, else cpu)")  # fmt: skip
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default=None,
+                        help=f"weights' dtype; auto: bfloat16 on a GPU, float32 on CPU (default {d.dtype})",
+                        )  # fmt: skip
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="EvalConfig overrides (values parsed as YAML); precedence: defaults < --config < "
+                             "KEY=VALUE < flags")  # fmt: skip
+    parser.epilog = _key_only_epilog(EvalConfig)
     return parser
+
+
+def _key_only_epilog(config_cls: type) -> str:
+    hints = typing.get_type_hints(config_cls)
+    defaults = config_cls()
+    lines = ["keys without a flag (set them in --config FILE or as KEY=VALUE):"]
+    for f in dataclasses.fields(config_cls):
+        if f.name in _FLAG_FIELDS.values():
+            continue
+        lines.append(f"  {f.name}: {type_text(hints[f.name])}; default {default_text(getattr(defaults, f.name))}")
+        lines += textwrap.wrap(_KEY_ONLY_HELP.get(f.name, ""), width=100, initial_indent=" " * 6,
+                               subsequent_indent=" " * 6)  # fmt: skip
+    return "\n".join(lines)
 
 
 def eval_config_from_args(args: argparse.Namespace) -> Any:

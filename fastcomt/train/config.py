@@ -29,6 +29,7 @@ __all__ = [
     "TokenizerConfig",
     "DataConfig",
     "OptimConfig",
+    "ReplayConfig",
     "SFTConfig",
 ]
 
@@ -191,19 +192,19 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 class ModelConfig:
     """`path` set: load that checkpoint; otherwise build a fresh `family` model of the given shape."""
 
-    family: Literal["qwen2", "llama"] = "qwen2"
-    path: str | None = None
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 176
-    max_position_embeddings: int = 2048
-    rope_theta: float = 10000.0
-    tie_word_embeddings: bool = False
-    attn_implementation: str | None = None  # None: flash_attention_2 on GPU when installed, else sdpa
-    gradient_checkpointing: bool = False
-    init_seed: int = 0
+    family: Literal["qwen2", "llama"] = "qwen2"  # architecture of a freshly built model (ignored with `path`)
+    path: str | None = None  # checkpoint folder to load (save_pretrained layout); null: build a fresh model
+    hidden_size: int = 64  # fresh model: width of the residual stream
+    num_layers: int = 2  # fresh model: decoder layers
+    num_heads: int = 4  # fresh model: attention (query) heads
+    num_kv_heads: int = 2  # fresh model: key/value heads (grouped-query attention; divides num_heads)
+    intermediate_size: int = 176  # fresh model: width of the MLP's hidden layer
+    max_position_embeddings: int = 2048  # fresh model: longest sequence in tokens (RoPE table size)
+    rope_theta: float = 10000.0  # fresh model: RoPE base frequency
+    tie_word_embeddings: bool = False  # fresh model: share the input embedding and LM-head weights
+    attn_implementation: str | None = None  # null: flash_attention_2 on GPU when installed, else sdpa
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more compute
+    init_seed: int = 0  # seed of a fresh model's random initialisation
 
 
 @dataclass
@@ -211,11 +212,13 @@ class TokenizerConfig:
     """`pretrained` uses the tokenizer at `path` (default: model.path); the others are trained on the
     training data at the start of a run and saved in the run directory (reused on resume)."""
 
+    # number_word: one token per corpus word and per integer 0..number_max (best for tiny models);
+    # bpe: byte-level BPE trained on the data; pretrained: load the tokenizer at `path`
     kind: Literal["number_word", "bpe", "pretrained"] = "bpe"
-    path: str | None = None
-    vocab_size: int = 2048
-    number_max: int = 1000
-    min_frequency: int = 1
+    path: str | None = None  # kind pretrained: tokenizer folder; null: model.path
+    vocab_size: int = 2048  # total vocabulary (specials, numbers and 256 bytes included) of a trained tokenizer
+    number_max: int = 1000  # number_word: integers 0..number_max get their own tokens
+    min_frequency: int = 1  # trained tokenizers: words (bpe: merges) seen fewer times are left out
 
 
 @dataclass
@@ -223,11 +226,17 @@ class DataConfig:
     """`train`: a JSONL of records (fastcomt.comt). With `build` set and the file missing, the file is
     built first from that data-build config (its `output` defaults to `train`)."""
 
-    train: str
+    train: str  # JSONL of training records (fastcomt.comt), e.g. from `fastcomt data`
+    # a data-build config (keys: `fastcomt data --help`) that builds `train` first when it is missing
     build: dict[str, Any] | None = None
-    system_prompt: str | None = None
-    limit: int | None = None
-    shuffle: bool = True
+    system_prompt: str | None = None  # system message before each question; null: none
+    limit: int | None = None  # use only the first N records; null: all
+    shuffle: bool = True  # shuffle the examples each epoch (seeded by `seed`) before packing
+    # How a meta-thought example ends: "marker", the plan then the execution marker (the tokens
+    # every execution of that plan continues in rollouts and evaluation), no end of turn; or
+    # "end_of_turn", the plan then the chat template's end of turn. CoT examples always end with
+    # the end of turn.
+    plan_end: Literal["marker", "end_of_turn"] = "marker"
 
 
 @dataclass
@@ -235,31 +244,47 @@ class OptimConfig:
     """AdamW with warm-up + cosine; one optimizer step per `tokens_per_step` tokens (gradient
     accumulation over packed rows of up to `row_tokens` tokens)."""
 
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0
-    row_tokens: int = 1024
-    tokens_per_step: int = 4096
-    epochs: int = 1
-    max_steps: int | None = None
+    lr: float = 1e-3  # peak learning rate (AdamW), reached after the warm-up
+    min_lr_ratio: float = 0.1  # cosine floor at the end of the schedule, as a fraction of lr (1.0: constant)
+    warmup_steps: int = 10  # optimizer steps of linear warm-up
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.95  # AdamW second-moment decay
+    eps: float = 1e-8  # AdamW denominator guard
+    grad_clip: float = 1.0  # clip the gradient's global L2 norm to this before each step
+    row_tokens: int = 1024  # packed row length in tokens; longer examples are dropped (counted in the summary)
+    tokens_per_step: int = 4096  # tokens per optimizer step: rows are accumulated up to this budget
+    epochs: int = 1  # passes over the training data
+    max_steps: int | None = None  # stop after this many optimizer steps; null: all epochs
+
+
+@dataclass
+class ReplayConfig:
+    """Execution documents rehearsed during SFT, so a tiny base model keeps executing plans while it
+    learns to write them (train/replay.py); off by default."""
+
+    documents: int = 0  # execution documents mixed into the SFT examples; 0: no replay
+    # synthetic draw of the documents; seed + 1 draws the unrelated questions they sit under
+    seed: int = 0
+    families: list[str] | None = None  # synthetic families of the documents; null: all
 
 
 @dataclass
 class SFTConfig:
-    output_dir: str
+    output_dir: str  # run folder: checkpoints/, metrics.jsonl, summary.json, tokenizer/
     data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    seed: int = 0
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    seed: int = 0  # data order, packing and dropout
     device: str = "auto"  # auto: cuda when available, else cpu
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast on GPU; CPU always runs fp32
+    # fused: hidden states into the fused linear cross-entropy kernel (no [tokens, vocab] logits);
+    # torch: the model's own LM head and F.cross_entropy over full logits (same loss; faster on a
+    # CPU, where the kernel runs in Triton's interpreter at a few milliseconds per token).
+    loss: Literal["fused", "torch"] = "fused"
     save_every: int = 0  # optimizer steps between checkpoints; 0: only at the end
-    keep_last: int = 2
-    resume: bool = True
-    progress: bool = True
+    keep_last: int = 2  # checkpoints kept on disk (older ones are deleted)
+    resume: bool = True  # continue from output_dir/checkpoints/latest when present
+    progress: bool = True  # tqdm bar with loss and tokens/s

@@ -20,10 +20,13 @@ rendered as the assistant's turn of a chat whose user turn is the question of an
 problem (or, for `own_question_fraction` of the documents, its own question): the model learns
 the chat template and to execute whatever plan it is given. Under unrelated questions only, it
 also learns that the question never matters, which a few hundred plan-only SFT examples cannot
-undo (the demo's SFT model then wrote one plan for nearly every question); the demo shows half
-of the documents under their own question, as a real base model has read worked problems.
-Mapping a new question to its plan is what CoMT SFT teaches next (no held-out question occurs
-here), and how reliably the model then executes its own plans is what CCRL trains.
+undo (the demo's SFT model then wrote one plan for nearly every question). So the demo shows
+half of the documents under their own question, as a real base model has read worked problems,
+and with `own_question_response: cot` those hold the worked execution only, without a plan: the
+base model solves questions step by step and executes plans put in front of it, but has never
+written a plan for a question. Mapping a new question to its plan is what CoMT SFT teaches next
+(no held-out question occurs here), and how reliably the model then executes its own plans is
+what CCRL trains.
 
 The tokenizer (one token per word, one per integer up to `number_max`) is trained here on the
 texts of every family (questions included) and saved with the model: like a real base model's,
@@ -47,7 +50,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from fastcomt.comt.chat import sft_messages
@@ -59,20 +61,21 @@ from fastcomt.tasks import Problem, synthetic_problems
 from .checkpoint import save_checkpoint
 from .config import ModelConfig, OptimConfig, TokenizerConfig, config_from_dict, config_to_dict, load_config
 from .models import build_tiny_model
-from .packing import IGNORE_INDEX, collate_row, epoch_plan, make_example
+from .packing import collate_row, epoch_plan, make_example
 from .schedule import cosine_scheduler
-from .sft import packed_loss_sum
+from .sft import row_loss_sum
 from .tokenizer import encode_chat_examples, train_tokenizer
 
-__all__ = ["PretrainConfig", "execution_document", "tokenizer_texts", "document_questions", "run_pretrain", "main"]
+__all__ = ["PretrainConfig", "execution_document", "tokenizer_texts", "own_question_flags", "document_questions",
+           "run_pretrain", "main"]
 
 
 @dataclass
 class PretrainConfig:
-    output_dir: str
-    num_documents: int = 4000
-    seed: int = 0
-    families: list[str] | None = None  # the documents' families (None: all)
+    output_dir: str  # run folder: checkpoints/, tokenizer/, summary.json
+    num_documents: int = 4000  # execution documents (plan, marker, execution), each laid out as `layout` says
+    seed: int = 0  # document problems, their questions and data order (the tokenizer's problems: seed + 1)
+    families: list[str] | None = None  # the documents' families (null: all)
     tokenizer_problems: int = 800  # problems of every family whose text trains the tokenizer
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(
@@ -89,8 +92,14 @@ class PretrainConfig:
     # a few hundred problems cannot undo it (it keeps writing one plan, or plans with the wrong
     # numbers, for every question); a pretrained LLM has likewise read worked problems before.
     own_question_fraction: float = 0.0
-    loss: Literal["torch", "fused"] = "torch"
-    progress: bool = True
+    # What a document under its own question holds: "comt", its plan and execution like every other
+    # document; "cot", its worked execution only (no plan). With "cot" the base model has read
+    # worked solutions of questions and executed plans, but never written a plan for a question:
+    # mapping a question to its plan is left for CoMT SFT to teach, as in the paper, where the
+    # base LLM can solve problems step by step and has never seen a meta-thought.
+    own_question_response: Literal["comt", "cot"] = "comt"
+    loss: Literal["torch", "fused"] = "torch"  # torch: full-logits cross-entropy; fused: linear_cross_entropy kernel
+    progress: bool = True  # progress bar
 
 
 def execution_document(problem: Problem) -> str:
@@ -103,24 +112,23 @@ def tokenizer_texts(problems: Sequence[Problem]) -> list[str]:
     return [f"{p.question}\n{execution_document(p)}" for p in problems]
 
 
-def document_questions(documents: Sequence[Problem], others: Sequence[Problem], own_fraction: float, *,
-                       seed: int = 0) -> list[str]:  # fmt: skip
-    """The user turn of each document: its own question with probability `own_fraction`, else the
-    question of the problem at the same index of `others` (seeded, so the layout is reproducible)."""
-    if len(documents) != len(others):
-        raise ValueError(f"others: expected {len(documents)} problems (one per document), got {len(others)}")
+def own_question_flags(n: int, own_fraction: float, *, seed: int = 0) -> list[bool]:
+    """Which of `n` documents are shown under their own question (each with probability
+    `own_fraction`, seeded, so the layout is reproducible)."""
     if isinstance(own_fraction, bool) or not isinstance(own_fraction, (int, float)) or not 0.0 <= own_fraction <= 1.0:
         raise ValueError(f"own_question_fraction: expected a number in [0, 1], got {own_fraction!r}")
     rng = random.Random(seed)
-    return [own.question if rng.random() < own_fraction else other.question for own, other in zip(documents, others)]
+    return [rng.random() < own_fraction for _ in range(n)]
 
 
-def _loss_sum(model: torch.nn.Module, row: Any, loss: str) -> torch.Tensor:
-    if loss == "fused":
-        return packed_loss_sum(model, row)
-    logits = model(input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False).logits
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), row.targets.reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum")  # fmt: skip
+def document_questions(documents: Sequence[Problem], others: Sequence[Problem], own_fraction: float, *,
+                       seed: int = 0) -> list[str]:  # fmt: skip
+    """The user turn of each document: its own question with probability `own_fraction`, else the
+    question of the problem at the same index of `others` (see `own_question_flags`)."""
+    if len(documents) != len(others):
+        raise ValueError(f"others: expected {len(documents)} problems (one per document), got {len(others)}")
+    flags = own_question_flags(len(documents), own_fraction, seed=seed)
+    return [own.question if is_own else other.question for own, other, is_own in zip(documents, others, flags)]
 
 
 def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -131,7 +139,7 @@ def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
     if summary_path.is_file():
         with open(summary_path, encoding="utf-8") as f:
             return json.load(f)
-    document_questions([], [], cfg.own_question_fraction)  # validates the fraction before any work
+    own_question_flags(0, cfg.own_question_fraction)  # validates the fraction before any work
     if cfg.num_documents < 1:
         raise ValueError(f"num_documents: expected >= 1, got {cfg.num_documents}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,8 +162,13 @@ def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
         # with its own plan.
         others = synthetic_problems(len(docs), seed=cfg.seed + 2, families=cfg.families)
         random.Random(cfg.seed).shuffle(others)
-        questions = document_questions(doc_problems, others, cfg.own_question_fraction, seed=cfg.seed)
-        encoded = encode_chat_examples(tokenizer, [sft_messages(q, d) for q, d in zip(questions, docs)])
+        own = own_question_flags(len(docs), cfg.own_question_fraction, seed=cfg.seed)
+        questions = [p.question if is_own else o.question for p, o, is_own in zip(doc_problems, others, own)]
+        responses = [
+            render_response("cot", p.solution or "") if is_own and cfg.own_question_response == "cot" else d
+            for p, d, is_own in zip(doc_problems, docs, own)
+        ]
+        encoded = encode_chat_examples(tokenizer, [sft_messages(q, r) for q, r in zip(questions, responses)])
     else:
         encoded = [(ids + [eos], [True] * (len(ids) + 1)) for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]]
     examples = [make_example(ids, flags) for ids, flags in encoded if len(ids) <= cfg.optim.row_tokens]
@@ -184,7 +197,7 @@ def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
             n_loss = sum(row.num_loss_tokens for row in rows)
             loss_sum = 0.0
             for row in rows:
-                loss = _loss_sum(model, row, cfg.loss)
+                loss = row_loss_sum(model, row, cfg.loss)
                 (loss / max(n_loss, 1)).backward()
                 loss_sum += float(loss.detach())
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)

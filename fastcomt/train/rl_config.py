@@ -19,13 +19,13 @@ class RLDataConfig:
     """The prompt pool. `synthetic`: `num_problems` generated problems (seed, families); otherwise a
     benchmark name for `tasks.load_benchmark` (its `split`), cut to `limit`."""
 
-    source: str = "synthetic"
-    split: str = "train"
-    num_problems: int = 2000
-    seed: int = 0
-    families: list[str] | None = None
-    limit: int | None = None
-    system_prompt: str | None = None
+    source: str = "synthetic"  # synthetic, or a benchmark name for tasks.load_benchmark (e.g. gsm8k)
+    split: str = "train"  # benchmark split
+    num_problems: int = 2000  # synthetic: size of the generated pool
+    seed: int = 0  # synthetic: generator seed
+    families: list[str] | None = None  # synthetic: problem families; null: all
+    limit: int | None = None  # keep the first N problems of the pool; null: all
+    system_prompt: str | None = None  # system message before each question; null: none
 
 
 @dataclass
@@ -33,16 +33,17 @@ class RolloutConfig:
     """Per step: `problems_per_step` problems, M = `plans_per_problem` plans each, G =
     `executions_per_plan` executions per plan (sharing the [prompt + plan + marker] prefix)."""
 
+    # transformers: in-process Hugging Face generate (any device); sglang: in-process SGLang (GPU)
     engine: Literal["transformers", "sglang"] = "transformers"
-    problems_per_step: int = 8
-    plans_per_problem: int = 1
-    executions_per_plan: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    plan_temperature: float | None = None  # None: greedy plans when M == 1, else `temperature`
-    max_new_tokens: int = 256  # execution budget
-    plan_max_new_tokens: int = 256
+    problems_per_step: int = 8  # problems drawn per RL step
+    plans_per_problem: int = 1  # M; with M > 1 plans are sampled and get plan-level advantages
+    executions_per_plan: int = 8  # G: executions per plan (format cot: samples per problem)
+    temperature: float = 1.0  # execution sampling temperature; the loss uses the same one
+    top_p: float = 1.0  # nucleus sampling cut-off; 1.0: off
+    top_k: int = -1  # sample from the k most likely tokens only; -1: off
+    plan_temperature: float | None = None  # null: greedy plans when M == 1, else `temperature`
+    max_new_tokens: int = 256  # execution budget in tokens
+    plan_max_new_tokens: int = 256  # plan budget in tokens
     max_batch_samples: int = 256  # transformers engine: samples decoded together
 
 
@@ -50,11 +51,13 @@ class RolloutConfig:
 class RewardConfig:
     """R = 1[answer correct] + lam * mean_k r_k (DESIGN.md, "CCRL reward"); lam = 0 is plain GRPO."""
 
-    lam: float = 0.5
+    lam: float = 0.5  # weight of the step-calibration reward; 0: plain GRPO on the outcome (same code path)
+    # step confidence from the rollout log-probs of its tokens: geomean (exp of the mean), min, first
     confidence: Literal["geomean", "min", "first"] = "geomean"
-    step_reward: Literal["brier", "signed"] = "brier"
+    step_reward: Literal["brier", "signed"] = "brier"  # r_k: brier 1 - (c - z)^2; signed (2z - 1) * c
+    # grpo: (R - mean) / (std + eps) per plan group; dr_grpo: R - mean
     advantage: Literal["grpo", "dr_grpo"] = "grpo"
-    eps: float = 1e-6
+    eps: float = 1e-6  # advantage denominator guard
 
 
 @dataclass
@@ -68,16 +71,22 @@ class PolicyLossConfig:
     full-logits reference of the same functions).
     """
 
+    # aggregation of the clipped surrogate: grpo (per sequence), bnpo / dapo (per token), dr_grpo (constant)
     loss_type: Literal["grpo", "bnpo", "dapo", "dr_grpo"] = "dapo"
-    eps_low: float = 0.2
-    eps_high: float = 0.28
+    eps_low: float = 0.2  # lower clip range of the probability ratio (1 - eps_low)
+    eps_high: float = 0.28  # upper clip range (1 + eps_high; clip-higher when above eps_low)
     beta: float = 0.0  # k3 KL to the reference (the starting policy); > 0 loads a frozen copy
+    # cap of the truncated importance weight min(exp(old - behaviour), cap) with old_logprobs
+    # recompute; null: no cap
     tis_cap: float | None = 2.0
-    entropy_coef: float = 0.0
+    entropy_coef: float = 0.0  # weight of the entropy bonus
+    # recompute: the trainer's log-probs before the update are the old ones, the engine's the behaviour
+    # ones (TIS); rollout: the engine's log-probs are the old ones (one pass less, exact when they agree)
     old_logprobs: Literal["recompute", "rollout"] = "recompute"
     train_plans: bool = False  # also train the plan tokens, with the plan-level advantages
     micro_batch_tokens: int = 8192  # padded tokens per forward/backward (gradient accumulation)
     updates_per_batch: int = 1  # optimizer steps over each rollout batch (PPO epochs)
+    # fused: Triton kernels (CPU: interpreter, ~ms per token); torch: plain full-logits reference
     lm_head: Literal["fused", "torch"] = "fused"
 
 
@@ -85,23 +94,28 @@ class PolicyLossConfig:
 class RLConfig:
     """One CCRL (or GRPO, lam = 0) run from a checkpoint (`model.path`, normally the SFT output)."""
 
-    output_dir: str
-    model: ModelConfig
-    tokenizer: str | None = None  # default: model.path
+    output_dir: str  # run folder: checkpoints/, metrics.jsonl (one JSON line per step), summary.json
+    model: ModelConfig  # model.path (required) is the checkpoint to start from, normally the SFT output
+    # a folder holding only the tokenizer (e.g. the SFT run's tokenizer/); null: model.path
+    tokenizer: str | None = None
+    # comt: per problem M plans, then G executions of each plan sharing the [prompt + plan + marker]
+    # prefix; cot: G executions of the prompt
     format: Literal["comt", "cot"] = "comt"
-    steps: int = 100
+    steps: int = 100  # RL steps (one rollout batch each)
     data: RLDataConfig = field(default_factory=RLDataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+    # AdamW, warm-up + cosine over steps x updates_per_batch optimizer steps (default: constant lr 1e-6);
+    # row_tokens, tokens_per_step, epochs and max_steps are unused by RL
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6, warmup_steps=0, min_lr_ratio=1.0))
-    seed: int = 0
+    seed: int = 0  # problem draws and sampling seeds per step (resume draws the same)
     device: str = "auto"  # auto: cuda when available, else cpu
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast on GPU; CPU always runs fp32
     save_every: int = 0  # steps between checkpoints; 0: only at the end
-    keep_last: int = 2
-    resume: bool = True
-    progress: bool = True
+    keep_last: int = 2  # checkpoints kept on disk (older ones are deleted)
+    resume: bool = True  # continue from output_dir/checkpoints/latest (weights, optimizer, RNG, step)
+    progress: bool = True  # tqdm bar: reward, accuracy, step ECE, tokens/s
     n_bins: int = 10  # ECE bins of the logged step calibration
     tau: float = 0.9  # confidence at or above which a wrong step counts as an overconfident error
 

@@ -8,7 +8,8 @@
 3. model (a tiny Qwen2/Llama from the config, or a checkpoint), AdamW, warm-up + cosine;
 4. resume from the newest checkpoint (weights, optimizer, scheduler, RNG, data position);
 5. per step: for each packed row, hidden states from the base model, then the fused LM-head
-   cross-entropy (no [tokens, vocab] logits), summed and divided by the step's response-token
+   cross-entropy (no [tokens, vocab] logits; `loss: torch` uses the model's own head and
+   F.cross_entropy instead, e.g. on a CPU), summed and divided by the step's response-token
    count (so the loss is the same whichever way the tokens were split into rows); clip, step, log;
    checkpoint atomically every `save_every` steps and at the end.
 """
@@ -25,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from fastcomt.comt.build import build_comt_data
 from fastcomt.comt.chat import sft_messages
 from fastcomt.atomic_io import write_json_atomic
 from fastcomt.comt.records import ComtRecord, read_records
+from fastcomt.formats import EXECUTION_MARKER, marker_ids, prompt_ids, text_ids
 
 from fastcomt.kernels import linear_cross_entropy
 
@@ -38,12 +41,13 @@ from .models import base_model, build_model, lm_head_weight, resolve_device
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from .config import DataConfig, SFTConfig, config_from_dict, config_to_dict, load_config
-from .packing import Example, PackedRow, collate_row, epoch_plan, make_example
+from .packing import IGNORE_INDEX, Example, PackedRow, collate_row, epoch_plan, make_example
+from .replay import replay_examples, replay_texts
 from .schedule import cosine_scheduler
 from .tokenizer import encode_chat_examples, load_tokenizer, train_tokenizer
 
 __all__ = ["run_sft", "load_training_records", "prepare_tokenizer", "encode_records", "accumulate_step_gradients",
-           "packed_loss_sum", "main"]
+           "packed_loss_sum", "full_logits_loss_sum", "row_loss_sum", "main"]
 
 
 def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | None = None) -> dict[str, Any]:
@@ -67,7 +71,13 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
     records = load_training_records(cfg.data)
     tokenizer = prepare_tokenizer(cfg, records, out_dir / "tokenizer")
     examples, dropped = encode_records(tokenizer, records, row_tokens=cfg.optim.row_tokens,
-                                       system_prompt=cfg.data.system_prompt)  # fmt: skip
+                                       system_prompt=cfg.data.system_prompt, plan_end=cfg.data.plan_end)  # fmt: skip
+    replayed: list[Example] = []
+    if cfg.replay.documents:
+        # Rehearsal of the base model's own kind of document (train/replay.py), mixed into every epoch.
+        replayed, replay_dropped = replay_examples(tokenizer, cfg.replay, row_tokens=cfg.optim.row_tokens,
+                                                   system_prompt=cfg.data.system_prompt)  # fmt: skip
+        examples, dropped = examples + replayed, dropped + replay_dropped
     if not examples:
         raise ValueError(f"data.train: no example fits optim.row_tokens={cfg.optim.row_tokens} ({dropped} dropped)")
     lengths = [ex.num_tokens for ex in examples]
@@ -124,7 +134,7 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
             plan = plans[state["epoch"]]
             started = time.perf_counter()
             rows = [collate_row([examples[i] for i in row]).to(device) for row in plan[state["step_in_epoch"]]]
-            loss_sum, step_loss_tokens = accumulate_step_gradients(model, rows, autocast_dtype)
+            loss_sum, step_loss_tokens = accumulate_step_gradients(model, rows, autocast_dtype, loss=cfg.loss)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -167,6 +177,7 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
         "total_steps": total_steps,
         "epochs": cfg.optim.epochs,
         "examples": len(examples),
+        "replayed_examples": len(replayed),  # of `examples`: rehearsed execution documents (replay)
         "dropped_too_long": dropped,
         "train_tokens": state["tokens"],
         "loss_tokens": state["loss_tokens"],
@@ -181,8 +192,8 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
     return summary
 
 
-def accumulate_step_gradients(model: torch.nn.Module, rows: Sequence[PackedRow],
-                              autocast_dtype: torch.dtype | None = None) -> tuple[float, int]:  # fmt: skip
+def accumulate_step_gradients(model: torch.nn.Module, rows: Sequence[PackedRow], autocast_dtype: torch.dtype | None = None,
+                              *, loss: str = "fused") -> tuple[float, int]:  # fmt: skip
     """Backward of the step's mean loss over all its response tokens, one packed row at a time.
 
     Each row's summed loss is divided by the whole step's response-token count (known before the
@@ -192,9 +203,9 @@ def accumulate_step_gradients(model: torch.nn.Module, rows: Sequence[PackedRow],
     step_loss_tokens = sum(row.num_loss_tokens for row in rows)
     loss_sum = 0.0
     for row in rows:
-        loss = packed_loss_sum(model, row, autocast_dtype)
-        (loss / max(step_loss_tokens, 1)).backward()
-        loss_sum += loss.item()
+        row_loss = row_loss_sum(model, row, loss, autocast_dtype)
+        (row_loss / max(step_loss_tokens, 1)).backward()
+        loss_sum += row_loss.item()
     return loss_sum, step_loss_tokens
 
 
@@ -212,6 +223,26 @@ def packed_loss_sum(model: torch.nn.Module, row: PackedRow, autocast_dtype: torc
     if autocast_dtype is not None:  # bf16 operands for the kernel's GEMMs; gradients flow back to fp32 params
         hidden, weight = hidden.to(autocast_dtype), weight.to(autocast_dtype)
     return linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), weight, row.targets.reshape(-1), reduction="sum")
+
+
+def full_logits_loss_sum(model: torch.nn.Module, row: PackedRow, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The same summed cross-entropy through the model's own LM head: [tokens, vocab] logits in
+    memory, upcast to fp32 for the softmax. The plain-torch path (`loss: torch`)."""
+    device_type = row.input_ids.device.type
+    with torch.autocast(device_type=device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        logits = model(input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False).logits
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), row.targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")  # fmt: skip
+
+
+def row_loss_sum(model: torch.nn.Module, row: PackedRow, loss: str = "fused",
+                 autocast_dtype: torch.dtype | None = None) -> torch.Tensor:  # fmt: skip
+    """Summed cross-entropy of one packed row: `loss` "fused" (the kernel) or "torch" (full logits)."""
+    if loss == "fused":
+        return packed_loss_sum(model, row, autocast_dtype)
+    if loss == "torch":
+        return full_logits_loss_sum(model, row, autocast_dtype)
+    raise ValueError(f"loss: expected 'fused' or 'torch', got {loss!r}")
 
 
 def load_training_records(data: DataConfig) -> list[ComtRecord]:
@@ -239,7 +270,8 @@ def prepare_tokenizer(cfg: SFTConfig, records: Sequence[ComtRecord], tokenizer_d
         return load_tokenizer(path)
     if tokenizer_dir.exists():
         return load_tokenizer(tokenizer_dir)
-    texts = [f"{r.question}\n{r.target}" for r in records]
+    # The marker (plan_end "marker") and any replayed document must be spellable too.
+    texts = [f"{r.question}\n{r.target}" for r in records] + [EXECUTION_MARKER] + replay_texts(cfg.replay)
     if cfg.data.system_prompt:
         texts.append(cfg.data.system_prompt)
     tokenizer = train_tokenizer(texts, kind=tok.kind, vocab_size=tok.vocab_size, number_max=tok.number_max,
@@ -251,13 +283,35 @@ def prepare_tokenizer(cfg: SFTConfig, records: Sequence[ComtRecord], tokenizer_d
     return tokenizer
 
 
-def encode_records(tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens: int,
-                   system_prompt: str | None = None) -> tuple[list[Example], int]:  # fmt: skip
-    """(examples that fit in a row, number dropped for being longer than `row_tokens`)."""
-    conversations = [sft_messages(r.question, r.target, system=system_prompt) for r in records]
-    encoded = encode_chat_examples(tokenizer, conversations)
-    examples = [make_example(ids, mask) for ids, mask in encoded if len(ids) <= row_tokens]
-    return examples, len(encoded) - len(examples)
+def encode_records(tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens: int, system_prompt: str | None = None,
+                   plan_end: str = "marker") -> tuple[list[Example], int]:  # fmt: skip
+    """(examples that fit in a row, number dropped for being longer than `row_tokens`).
+
+    CoT records, and meta-thoughts with `plan_end="end_of_turn"`: the chat conversation, loss on
+    the response and its end of turn. Meta-thoughts with `plan_end="marker"`: prompt, plan and the
+    execution marker, concatenated part by part exactly as rollouts build `[prompt + plan + marker]`,
+    loss on the plan and the marker: the model learns to write the plan and hand over to the
+    execution, not to end its turn after planning.
+    """
+    if plan_end not in ("marker", "end_of_turn"):
+        raise ValueError(f"data.plan_end: expected 'marker' or 'end_of_turn', got {plan_end!r}")
+    chat = [r for r in records if not (plan_end == "marker" and r.kind == "meta_thought")]
+    conversations = [sft_messages(r.question, r.target, system=system_prompt) for r in chat]
+    encoded = iter(encode_chat_examples(tokenizer, conversations) if conversations else [])
+    marker = marker_ids(tokenizer) if len(chat) < len(records) else []
+    examples, dropped = [], 0
+    for record in records:  # record order is kept: the epoch plan's shuffle is seeded over it
+        if plan_end == "marker" and record.kind == "meta_thought":
+            context = prompt_ids(tokenizer, record.question, system=system_prompt)
+            trained = text_ids(tokenizer, record.target.strip()) + marker
+            ids, flags = context + trained, [False] * len(context) + [True] * len(trained)
+        else:
+            ids, flags = next(encoded)
+        if len(ids) <= row_tokens:
+            examples.append(make_example(ids, flags))
+        else:
+            dropped += 1
+    return examples, dropped
 
 
 def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:

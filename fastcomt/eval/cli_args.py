@@ -13,7 +13,7 @@ import textwrap
 import typing
 from typing import Any
 
-from fastcomt.config_help import default_text, type_text
+from fastcomt.config_help import default_text, field_comments, type_text
 
 __all__ = ["add_eval_arguments", "eval_config_from_args", "run_eval_from_args"]
 
@@ -42,17 +42,6 @@ def _benchmark_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated benchmark names, got {text!r}")
     return names
-
-
-# EvalConfig keys without a flag (set them as key=value), with their meaning for `fastcomt eval --help`.
-_KEY_ONLY_HELP = {
-    "confidence": "step confidence from its tokens' log-probs: mean (geometric mean of the probabilities), "
-                  "min (the least likely token), first (the first token)",
-    "n_bins": "bins of the step-confidence ECE and the reliability diagram",
-    "tau": "a wrong step at or above this confidence counts as an overconfident error",
-    "max_batch_samples": "transformers engine: samples decoded together",
-    "progress": "progress bar",
-}
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -101,13 +90,14 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 def _key_only_epilog(config_cls: type) -> str:
     hints = typing.get_type_hints(config_cls)
+    comments = field_comments(config_cls)  # the meaning written beside each field
     defaults = config_cls()
     lines = ["keys without a flag (set them in --config FILE or as KEY=VALUE):"]
     for f in dataclasses.fields(config_cls):
         if f.name in _FLAG_FIELDS.values():
             continue
         lines.append(f"  {f.name}: {type_text(hints[f.name])}; default {default_text(getattr(defaults, f.name))}")
-        lines += textwrap.wrap(_KEY_ONLY_HELP.get(f.name, ""), width=100, initial_indent=" " * 6,
+        lines += textwrap.wrap(comments.get(f.name, ""), width=100, initial_indent=" " * 6,
                                subsequent_indent=" " * 6)  # fmt: skip
     return "\n".join(lines)
 

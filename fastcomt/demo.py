@@ -263,6 +263,15 @@ STAGE_HEADER = (
 )
 
 
+def _paired_effect(cfg: DemoConfig, before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Answer accuracy and step ECE of the same problems before and after a stage, with paired
+    bootstrap 95% intervals (fastcomt/paired_stats.py)."""
+    from fastcomt.paired_stats import paired_accuracy, paired_ece
+
+    kwargs = {"resamples": cfg.eval.bootstrap_resamples, "seed": cfg.seed}
+    return {"accuracy": paired_accuracy(before, after, **kwargs), "ece": paired_ece(before, after, **kwargs)}
+
+
 def _effect_lines(label: str, acc: dict[str, float], ece: dict[str, float]) -> list[str]:
     return [
         f"{label}: answer accuracy {100 * acc['before']:.1f}% -> {100 * acc['after']:.1f}% "
@@ -299,8 +308,6 @@ family's variable names were never trained, so its plans are wrong and both reci
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage (skipping finished ones), print the tables, write report.md and results.json."""
     from fastcomt.atomic_io import write_json_atomic
-    from fastcomt.paired_stats import paired_accuracy, paired_ece
-
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -355,12 +362,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     sft_effect: dict[str, Any] = {}
     if base_rows.get("synthetic"):
         # What SFT changed, on the problems the base model was evaluated on (its first base_problems).
-        acc = paired_accuracy(base_rows["synthetic"], sft_rows["synthetic"], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
-        ece = paired_ece(base_rows["synthetic"], sft_rows["synthetic"], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
-        sft_effect = {"accuracy": acc, "ece": ece}
+        sft_effect = _paired_effect(cfg, base_rows["synthetic"], sft_rows["synthetic"])
         say("")
         say("CoMT SFT's effect (base model -> CoMT SFT, both in CoMT format), paired on the same held-out problems:")
-        for line in _effect_lines("in-distribution", acc, ece):
+        for line in _effect_lines("in-distribution", sft_effect["accuracy"], sft_effect["ece"]):
             say("  " + line)
 
     effects = {}
@@ -368,10 +373,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     say("CCRL's effect, paired on the same held-out problems:")
     for name, label in (("synthetic", "in-distribution"), ("synthetic_ood", "out-of-distribution")):
         if sft_rows.get(name):
-            acc = paired_accuracy(sft_rows[name], rl_rows[name], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
-            ece = paired_ece(sft_rows[name], rl_rows[name], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
-            effects[name] = {"accuracy": acc, "ece": ece}
-            for line in _effect_lines(label, acc, ece):
+            effects[name] = _paired_effect(cfg, sft_rows[name], rl_rows[name])
+            for line in _effect_lines(label, effects[name]["accuracy"], effects[name]["ece"]):
                 say("  " + line)
 
     results: dict[str, Any] = {
@@ -382,59 +385,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     _write_rl_bench(out, rl)
 
     if cfg.compare:
-        cot = _sft(cfg, base, families, out, "cot")
-        timings["1 CoT SFT"] = cot["train_seconds"]  # the run's own training time: the same on a rerun
-        cot_dir = str(Path(cot["checkpoint"]) / "model")
-        cot_eval, cot_rows, s = _evaluate(cot_dir, base["tokenizer_dir"], splits, "cot", out / "eval" / "1_sft_cot", cfg)
-        timings["eval CoT SFT"] = s
-        no_calibration = _merge({"reward": {"lam": 0.0}}, cfg.baseline_rl)
-        grpo = _rl(cfg, cot_dir, base["tokenizer_dir"], families, out, "cot", no_calibration, "2_grpo_cot")
-        timings["2 GRPO (CoT)"] = grpo["train_seconds"]  # the run's own training time: the same on a rerun
-        grpo_eval, grpo_rows, s = _evaluate(grpo["model_dir"], base["tokenizer_dir"], splits, "cot", out / "eval" / "2_grpo_cot", cfg)
-        timings["eval GRPO"] = s
-        # The ablation that isolates the calibration term: the same CoMT SFT model, the same RL
-        # recipe with lam = 0 (plain GRPO on the outcome).
-        comt_grpo = _rl(cfg, sft_dir, base["tokenizer_dir"], families, out, "comt", no_calibration, "2_grpo_comt")
-        timings["2 GRPO (CoMT)"] = comt_grpo["train_seconds"]
-        comt_grpo_eval, comt_grpo_rows, s = _evaluate(comt_grpo["model_dir"], base["tokenizer_dir"], splits, "comt",
-                                                      out / "eval" / "2_grpo_comt", cfg)  # fmt: skip
-        timings["eval GRPO (CoMT)"] = s
-        say("")
-        say("Paper-style comparison (same base model, same SFT problems and rehearsal, same RL steps):")
-        say("| recipe | ID acc (%) | OOD acc (%) | GSM8K acc (%) | ID step ECE | SFT tokens trained | RL tokens trained | mean response tokens | train seconds |")
-        say("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for label, s_sum, r_sum, ev, secs in (
-            ("CoT SFT + GRPO (baseline)", cot, grpo, grpo_eval, timings["1 CoT SFT"] + timings["2 GRPO (CoT)"]),
-            ("CoMT SFT + GRPO (lam 0, ablation)", sft, comt_grpo, comt_grpo_eval, timings["1 CoMT SFT"] + timings["2 GRPO (CoMT)"]),
-            ("CoMT SFT + CCRL", sft, rl, rl_eval, timings["1 CoMT SFT"] + timings["2 CCRL"]),
-        ):
-            per = ev["benchmarks"]
-            say(f"| {label} | {_pct(per['synthetic']['accuracy'])} | {_pct(per.get('synthetic_ood', {}).get('accuracy'))} | "
-                f"{_pct(per.get('gsm8k', {}).get('accuracy'))} | {_num(per['synthetic']['ece'])} | {s_sum['loss_tokens']} | "
-                f"{r_sum['trained_tokens']} | {_num(per['synthetic']['mean_response_tokens'], 1)} | {secs:.0f} |")  # fmt: skip
-        acc = paired_accuracy(grpo_rows["synthetic"], rl_rows["synthetic"], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
-        say(f"  CoMT+CCRL minus CoT+GRPO, in-distribution answer accuracy: {100 * acc['diff']:+.1f} points "
-            f"(95% bootstrap CI [{100 * acc['ci_low']:+.1f}, {100 * acc['ci_high']:+.1f}], n = {acc['n']})")  # fmt: skip
-        # The baseline's RL stage measured like CCRL's: GRPO's paired effect over its own SFT model.
-        grpo_acc = paired_accuracy(cot_rows["synthetic"], grpo_rows["synthetic"], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
-        grpo_ece = paired_ece(cot_rows["synthetic"], grpo_rows["synthetic"], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed)
-        for line in _effect_lines("GRPO's effect over CoT SFT, in-distribution", grpo_acc, grpo_ece):
-            say("  " + line)
-        # CCRL minus its lam = 0 ablation, on the same problems: what the calibration term did.
-        term = {}
-        for name, label in (("synthetic", "in-distribution"), ("synthetic_ood", "out-of-distribution")):
-            if comt_grpo_rows.get(name):
-                term[name] = {
-                    "accuracy": paired_accuracy(comt_grpo_rows[name], rl_rows[name], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed),
-                    "ece": paired_ece(comt_grpo_rows[name], rl_rows[name], resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed),
-                }  # fmt: skip
-                for line in _effect_lines(f"CCRL (lam {rl['lam']}) against GRPO (lam 0) on the CoMT SFT model, {label}",
-                                          term[name]["accuracy"], term[name]["ece"]):  # fmt: skip
-                    say("  " + line)
-        results["compare"] = {"cot_sft": cot, "grpo": grpo, "comt_grpo": comt_grpo,
-                              "eval": {"cot_sft": cot_eval, "grpo": grpo_eval, "comt_grpo": comt_grpo_eval},
-                              "accuracy_comt_minus_cot": acc, "grpo_effect": {"accuracy": grpo_acc, "ece": grpo_ece},
-                              "calibration_term_effect": term}  # fmt: skip
+        results["compare"] = _compare(cfg, base, families, splits, out, sft, rl, rl_eval, rl_rows, timings, say)
 
     say("")
     say("Seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
@@ -447,6 +398,63 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     write_json_atomic(out / "results.json", results)
     return results
+
+
+def _compare(cfg: DemoConfig, base: dict[str, Any], families: list[str], splits: dict[str, Any], out: Path,
+             sft: dict[str, Any], rl: dict[str, Any], rl_eval: dict[str, Any], rl_rows: dict[str, list[dict[str, Any]]],
+             timings: dict[str, float], say: Any) -> dict[str, Any]:  # fmt: skip
+    """`--compare`: the paper's baseline (CoT SFT, then GRPO with lam = 0) and the calibration
+    term's ablation (GRPO with lam = 0 from the CoMT SFT model), on CCRL's budget; prints the
+    paper-style table and the paired effects, returns their numbers."""
+    sft_dir = str(Path(sft["checkpoint"]) / "model")
+    cot = _sft(cfg, base, families, out, "cot")
+    timings["1 CoT SFT"] = cot["train_seconds"]  # the run's own training time: the same on a rerun
+    cot_dir = str(Path(cot["checkpoint"]) / "model")
+    cot_eval, cot_rows, s = _evaluate(cot_dir, base["tokenizer_dir"], splits, "cot", out / "eval" / "1_sft_cot", cfg)
+    timings["eval CoT SFT"] = s
+    no_calibration = _merge({"reward": {"lam": 0.0}}, cfg.baseline_rl)
+    grpo = _rl(cfg, cot_dir, base["tokenizer_dir"], families, out, "cot", no_calibration, "2_grpo_cot")
+    timings["2 GRPO (CoT)"] = grpo["train_seconds"]  # the run's own training time: the same on a rerun
+    grpo_eval, grpo_rows, s = _evaluate(grpo["model_dir"], base["tokenizer_dir"], splits, "cot", out / "eval" / "2_grpo_cot", cfg)
+    timings["eval GRPO"] = s
+    # The ablation that isolates the calibration term: the same CoMT SFT model, the same RL
+    # recipe with lam = 0 (plain GRPO on the outcome).
+    comt_grpo = _rl(cfg, sft_dir, base["tokenizer_dir"], families, out, "comt", no_calibration, "2_grpo_comt")
+    timings["2 GRPO (CoMT)"] = comt_grpo["train_seconds"]
+    comt_grpo_eval, comt_grpo_rows, s = _evaluate(comt_grpo["model_dir"], base["tokenizer_dir"], splits, "comt",
+                                                  out / "eval" / "2_grpo_comt", cfg)  # fmt: skip
+    timings["eval GRPO (CoMT)"] = s
+    say("")
+    say("Paper-style comparison (same base model, same SFT problems and rehearsal, same RL steps):")
+    say("| recipe | ID acc (%) | OOD acc (%) | GSM8K acc (%) | ID step ECE | SFT tokens trained | RL tokens trained | mean response tokens | train seconds |")
+    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, s_sum, r_sum, ev, secs in (
+        ("CoT SFT + GRPO (baseline)", cot, grpo, grpo_eval, timings["1 CoT SFT"] + timings["2 GRPO (CoT)"]),
+        ("CoMT SFT + GRPO (lam 0, ablation)", sft, comt_grpo, comt_grpo_eval, timings["1 CoMT SFT"] + timings["2 GRPO (CoMT)"]),
+        ("CoMT SFT + CCRL", sft, rl, rl_eval, timings["1 CoMT SFT"] + timings["2 CCRL"]),
+    ):
+        per = ev["benchmarks"]
+        say(f"| {label} | {_pct(per['synthetic']['accuracy'])} | {_pct(per.get('synthetic_ood', {}).get('accuracy'))} | "
+            f"{_pct(per.get('gsm8k', {}).get('accuracy'))} | {_num(per['synthetic']['ece'])} | {s_sum['loss_tokens']} | "
+            f"{r_sum['trained_tokens']} | {_num(per['synthetic']['mean_response_tokens'], 1)} | {secs:.0f} |")  # fmt: skip
+    acc = _paired_effect(cfg, grpo_rows["synthetic"], rl_rows["synthetic"])["accuracy"]
+    say(f"  CoMT+CCRL minus CoT+GRPO, in-distribution answer accuracy: {100 * acc['diff']:+.1f} points "
+        f"(95% bootstrap CI [{100 * acc['ci_low']:+.1f}, {100 * acc['ci_high']:+.1f}], n = {acc['n']})")  # fmt: skip
+    # The baseline's RL stage measured like CCRL's: GRPO's paired effect over its own SFT model.
+    grpo_effect = _paired_effect(cfg, cot_rows["synthetic"], grpo_rows["synthetic"])
+    for line in _effect_lines("GRPO's effect over CoT SFT, in-distribution", grpo_effect["accuracy"], grpo_effect["ece"]):
+        say("  " + line)
+    # CCRL minus its lam = 0 ablation, on the same problems: what the calibration term did.
+    term = {}
+    for name, label in (("synthetic", "in-distribution"), ("synthetic_ood", "out-of-distribution")):
+        if comt_grpo_rows.get(name):
+            term[name] = _paired_effect(cfg, comt_grpo_rows[name], rl_rows[name])
+            for line in _effect_lines(f"CCRL (lam {rl['lam']}) against GRPO (lam 0) on the CoMT SFT model, {label}",
+                                      term[name]["accuracy"], term[name]["ece"]):  # fmt: skip
+                say("  " + line)
+    return {"cot_sft": cot, "grpo": grpo, "comt_grpo": comt_grpo,
+            "eval": {"cot_sft": cot_eval, "grpo": grpo_eval, "comt_grpo": comt_grpo_eval},
+            "accuracy_comt_minus_cot": acc, "grpo_effect": grpo_effect, "calibration_term_effect": term}  # fmt: skip
 
 
 def _plain(cfg: DemoConfig) -> dict[str, Any]:

@@ -34,17 +34,22 @@ def _mean(rows: list[dict]) -> dict[str, float]:
     return {k: round(sum(r[k] for r in rows) / len(rows), 4) for k in KEYS}
 
 
-def _demo_rl_settings(demo_dir: Path) -> tuple[dict, str, str]:
-    from fastcomt.demo import DEFAULT_CONFIG, DemoConfig, _merge
-    from fastcomt.tasks import SYNTHETIC_FAMILIES
+def _demo_config():  # the demo's configuration: configs/demo.yaml
+    from fastcomt.demo import DEFAULT_CONFIG, DemoConfig
     from fastcomt.train.config import load_config
 
-    cfg = load_config(DEFAULT_CONFIG, DemoConfig)
+    return load_config(DEFAULT_CONFIG, DemoConfig)
+
+
+def _demo_rl_settings(demo_dir: Path, output_dir: str, steps: int, head: str) -> dict:
+    """The demo's CCRL stage from its SFT checkpoint (`fastcomt.demo.rl_settings`), cut to `steps`
+    steps with LM head `head`, in `output_dir`."""
+    from fastcomt.demo import rl_settings
+
+    cfg = _demo_config()
     sft = json.loads((demo_dir / "1_sft_comt" / "train" / "summary.json").read_text())
-    families = [f for f in SYNTHETIC_FAMILIES if f != cfg.ood_family]
-    data = {"source": "synthetic", "num_problems": cfg.rl_problems, "seed": cfg.seed + 200, "families": families}
-    return _merge(cfg.rl, {"data": data, "seed": cfg.seed, "format": "comt"}), str(Path(sft["checkpoint"]) / "model"), \
-        str(demo_dir / "0_base" / "tokenizer")
+    return rl_settings(cfg, str(Path(sft["checkpoint"]) / "model"), str(demo_dir / "0_base" / "tokenizer"), output_dir,
+                       extra={"steps": steps, "progress": False, "save_every": 0, "loss": {"lm_head": head}})  # fmt: skip
 
 
 def _cpu_name() -> str:
@@ -70,13 +75,10 @@ def main() -> int:
     from fastcomt.train.rl import run_rl
 
     demo_dir = Path(args.demo_dir)
-    settings, model_dir, tokenizer_dir = _demo_rl_settings(demo_dir)
     runs: dict[str, dict] = {}
     for head in args.heads.split(","):
         with tempfile.TemporaryDirectory(prefix=f"ccrl-{head}-") as tmp:
-            run_rl({**settings, "output_dir": tmp, "model": {"path": model_dir}, "tokenizer": tokenizer_dir,
-                    "steps": args.steps, "progress": False, "save_every": 0,
-                    "loss": {**settings.get("loss", {}), "lm_head": head}})  # fmt: skip
+            run_rl(_demo_rl_settings(demo_dir, tmp, args.steps, head))
             rows = list(iter_jsonl_dicts(Path(tmp) / "metrics.jsonl"))
         runs[f"lm_head={head}"] = {"steps": len(rows), "mean_per_step": _mean(rows),
                                    "per_step": [{k: round(r[k], 4) for k in KEYS} for r in rows],
@@ -85,7 +87,8 @@ def main() -> int:
     demo_metrics = demo_dir / "2_ccrl" / "metrics.jsonl"
     if demo_metrics.exists():
         rows = list(iter_jsonl_dicts(demo_metrics))
-        runs[f"demo run (lm_head={settings.get('loss', {}).get('lm_head', 'fused')}, {len(rows)} steps)"] = {
+        head = _demo_config().rl.get("loss", {}).get("lm_head", "fused")
+        runs[f"demo run (lm_head={head}, {len(rows)} steps)"] = {
             "steps": len(rows), "mean_per_step": _mean(rows)}  # fmt: skip
     import torch
     import triton

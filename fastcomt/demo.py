@@ -38,7 +38,8 @@ if not torch.cuda.is_available():
     # Must be set before the first @triton.jit function is defined (the fused kernels).
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-__all__ = ["DemoConfig", "EvalSettings", "main", "run_demo", "demo_splits", "plan_exact_rate"]
+__all__ = ["DemoConfig", "EvalSettings", "main", "run_demo", "demo_splits", "training_families", "rl_settings",
+           "plan_exact_rate"]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -85,13 +86,22 @@ class DemoConfig:
 # --- data ------------------------------------------------------------------------------------------
 
 
-def demo_splits(cfg: DemoConfig) -> dict[str, Any]:
-    """Training families, and held-out problems whose question text no training problem has."""
-    from fastcomt.tasks import SYNTHETIC_FAMILIES, load_benchmark, synthetic_problems
+def training_families(cfg: DemoConfig) -> list[str]:
+    """Every synthetic family but `ood_family`, the one no training stage sees."""
+    from fastcomt.tasks import SYNTHETIC_FAMILIES
 
     if cfg.ood_family not in SYNTHETIC_FAMILIES:
         raise ValueError(f"ood_family: expected one of {SYNTHETIC_FAMILIES}, got {cfg.ood_family!r}")
-    families = [f for f in SYNTHETIC_FAMILIES if f != cfg.ood_family]
+    return [f for f in SYNTHETIC_FAMILIES if f != cfg.ood_family]
+
+
+def demo_splits(cfg: DemoConfig) -> dict[str, Any]:
+    """Training families, and held-out problems whose question text no training problem has."""
+    from fastcomt.tasks import load_benchmark, synthetic_problems
+    from fastcomt.train.config import ReplayConfig, config_from_dict
+    from fastcomt.train.replay import replay_problems
+
+    families = training_families(cfg)
     pre = cfg.pretrain
     n_docs, pre_seed = int(pre.get("num_documents", 4000)), int(pre.get("seed", cfg.seed))
     seen = {p.question for p in synthetic_problems(n_docs, seed=pre_seed, families=families)}
@@ -99,9 +109,6 @@ def demo_splits(cfg: DemoConfig) -> dict[str, Any]:
     seen |= {p.question for p in synthetic_problems(n_docs, seed=pre_seed + 2, families=families)}
     seen |= {p.question for p in synthetic_problems(cfg.sft_problems, seed=cfg.seed + 100, families=families)}
     seen |= {p.question for p in synthetic_problems(cfg.rl_problems, seed=cfg.seed + 200, families=families)}
-    from fastcomt.train.config import ReplayConfig, config_from_dict
-    from fastcomt.train.replay import replay_problems
-
     replay = config_from_dict(ReplayConfig, _replay_settings(cfg, families))
     for problems in replay_problems(replay):  # the rehearsed documents and the questions they sit under
         seen |= {p.question for p in problems}
@@ -174,20 +181,28 @@ def _sft(cfg: DemoConfig, base: dict[str, Any], families: list[str], out: Path, 
     return run_sft(settings)
 
 
-def _rl(cfg: DemoConfig, sft_dir: str, tokenizer_dir: str, families: list[str], out: Path, fmt: str,
-        extra: dict[str, Any], name: str) -> dict[str, Any]:  # fmt: skip
-    from fastcomt.train.rl import run_rl
-
-    run_dir = out / name
-    settings = _merge({
-        "output_dir": str(run_dir),
+def rl_settings(cfg: DemoConfig, sft_dir: str, tokenizer_dir: str, output_dir: str | Path, fmt: str = "comt",
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The RLConfig keys of the demo's RL stage from `sft_dir`: its prompt pool (new problems of the
+    training families), `cfg.rl` and then `extra` merged over them."""
+    return _merge({
+        "output_dir": str(output_dir),
         "model": {"path": sft_dir},
         "tokenizer": tokenizer_dir,
         "format": fmt,
-        "data": {"source": "synthetic", "num_problems": cfg.rl_problems, "seed": cfg.seed + 200, "families": families},
+        "data": {"source": "synthetic", "num_problems": cfg.rl_problems, "seed": cfg.seed + 200,
+                 "families": training_families(cfg)},
         "seed": cfg.seed,
         "progress": cfg.progress,
-    }, _merge(cfg.rl, extra))  # fmt: skip
+    }, _merge(cfg.rl, extra or {}))  # fmt: skip
+
+
+def _rl(cfg: DemoConfig, sft_dir: str, tokenizer_dir: str, out: Path, fmt: str, extra: dict[str, Any],
+        name: str) -> dict[str, Any]:  # fmt: skip
+    from fastcomt.train.rl import run_rl
+
+    run_dir = out / name
+    settings = rl_settings(cfg, sft_dir, tokenizer_dir, run_dir, fmt, extra)
     summary_path = run_dir / "summary.json"
     if summary_path.is_file():
         done = json.loads(summary_path.read_text())
@@ -342,7 +357,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     sft_eval, sft_rows, s = _evaluate(sft_dir, base["tokenizer_dir"], splits, "comt", out / "eval" / "1_sft_comt", cfg)
     timings["eval CoMT SFT"] = s
 
-    rl = _rl(cfg, sft_dir, base["tokenizer_dir"], families, out, "comt", {}, "2_ccrl")
+    rl = _rl(cfg, sft_dir, base["tokenizer_dir"], out, "comt", {}, "2_ccrl")
     timings["2 CCRL"] = rl["train_seconds"]  # the run's own training time: the same on a rerun
     say(f"[2] CCRL: {rl['steps']} steps, lam = {rl['lam']}, {rl['generated_tokens']} tokens sampled, {rl['trained_tokens']} trained")
     rl_eval, rl_rows, s = _evaluate(rl["model_dir"], base["tokenizer_dir"], splits, "comt", out / "eval" / "2_ccrl", cfg)
@@ -413,13 +428,13 @@ def _compare(cfg: DemoConfig, base: dict[str, Any], families: list[str], splits:
     cot_eval, cot_rows, s = _evaluate(cot_dir, base["tokenizer_dir"], splits, "cot", out / "eval" / "1_sft_cot", cfg)
     timings["eval CoT SFT"] = s
     no_calibration = _merge({"reward": {"lam": 0.0}}, cfg.baseline_rl)
-    grpo = _rl(cfg, cot_dir, base["tokenizer_dir"], families, out, "cot", no_calibration, "2_grpo_cot")
+    grpo = _rl(cfg, cot_dir, base["tokenizer_dir"], out, "cot", no_calibration, "2_grpo_cot")
     timings["2 GRPO (CoT)"] = grpo["train_seconds"]  # the run's own training time: the same on a rerun
     grpo_eval, grpo_rows, s = _evaluate(grpo["model_dir"], base["tokenizer_dir"], splits, "cot", out / "eval" / "2_grpo_cot", cfg)
     timings["eval GRPO"] = s
     # The ablation that isolates the calibration term: the same CoMT SFT model, the same RL
     # recipe with lam = 0 (plain GRPO on the outcome).
-    comt_grpo = _rl(cfg, sft_dir, base["tokenizer_dir"], families, out, "comt", no_calibration, "2_grpo_comt")
+    comt_grpo = _rl(cfg, sft_dir, base["tokenizer_dir"], out, "comt", no_calibration, "2_grpo_comt")
     timings["2 GRPO (CoMT)"] = comt_grpo["train_seconds"]
     comt_grpo_eval, comt_grpo_rows, s = _evaluate(comt_grpo["model_dir"], base["tokenizer_dir"], splits, "comt",
                                                   out / "eval" / "2_grpo_comt", cfg)  # fmt: skip

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fastcomt.kernels import LMHeadConfig, linear_cross_entropy, linear_policy_loss
-from fastcomt.kernels.validation import LOSS_TYPES, REDUCTIONS, check_non_negative, check_positive
+from fastcomt.kernels.validation import check_policy_settings, check_positive, check_reduction
 
 
 class FusedPolicyLoss(nn.Module):
@@ -34,14 +34,9 @@ class FusedPolicyLoss(nn.Module):
         config: LMHeadConfig | None = None,
     ) -> None:
         super().__init__()
-        if loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-        check_non_negative(eps_low, "eps_low")
-        check_non_negative(eps_high, "eps_high")
-        check_non_negative(beta, "beta")
-        check_positive(temperature, "temperature")
-        if tis_cap is not None:
-            check_positive(tis_cap, "tis_cap")
+        # The same checks as every call's, made once here so a bad setting fails at construction.
+        check_policy_settings(loss_type=loss_type, eps_low=eps_low, eps_high=eps_high, beta=beta, tis_cap=tis_cap,
+                              entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens)  # fmt: skip
         self.loss_type = loss_type
         self.eps_low = eps_low
         self.eps_high = eps_high
@@ -101,8 +96,7 @@ class FusedLinearCrossEntropy(nn.Module):
         config: LMHeadConfig | None = None,
     ) -> None:
         super().__init__()
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        check_reduction(reduction)
         check_positive(temperature, "temperature")
         self.ignore_index = ignore_index
         self.reduction = reduction

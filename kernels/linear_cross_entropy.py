@@ -7,7 +7,7 @@ import torch
 from .config import LMHeadConfig, resolve_launch
 from .fused_lm_head import NO_TIS_CAP, fused_lm_head_op, linear_ce_tokens_op
 from .lm_head_rows import EPILOGUE_CE
-from .validation import REDUCTIONS, check_linear_inputs, check_positive
+from .validation import check_linear_inputs, check_positive, check_reduction
 
 
 def linear_cross_entropy(
@@ -29,8 +29,7 @@ def linear_cross_entropy(
     backward, where the per-token upstream gradient is known (4 GEMMs).
     """
     layout = check_linear_inputs(hidden, weight, targets)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_reduction(reduction)
     if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
         raise ValueError(f"ignore_index must be an int, got {ignore_index!r}")
     temperature = check_positive(temperature, "temperature")

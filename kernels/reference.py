@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from .validation import (
-    REDUCTIONS,
     check_linear_inputs,
     check_mask,
     check_policy_inputs,
     check_positive,
+    check_reduction,
     check_targets_in_range,
 )
 
@@ -71,8 +71,7 @@ def reference_linear_cross_entropy(
     """Cross-entropy of ``hidden @ weight.T / temperature`` against targets; the mean is over
     non-ignored tokens and is 0 (with zero gradients) when every token is ignored."""
     layout = check_linear_inputs(hidden, weight, targets)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_reduction(reduction)
     temperature = check_positive(temperature, "temperature")
     active = targets.reshape(-1) != ignore_index
     check_targets_in_range(targets.reshape(-1), active, layout.vocab_size)

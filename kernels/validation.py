@@ -8,7 +8,8 @@ therefore a separate function that the fused path calls inside its opaque custom
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -140,6 +141,12 @@ def check_non_negative(value: float, name: str) -> float:
     return float(value)
 
 
+def check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
 @dataclass(frozen=True)
 class PolicyOptions:
     """Validated scalar options of the clipped policy loss."""
@@ -151,11 +158,10 @@ class PolicyOptions:
     tis_cap: float | None
     entropy_coef: float
     temperature: float
-    max_tokens: int
+    max_tokens: int | None  # None only from check_policy_settings; check_policy_options fills in seq_len
 
 
-def check_policy_options(
-    layout: TokenLayout,
+def check_policy_settings(
     *,
     loss_type: str,
     eps_low: float,
@@ -165,25 +171,33 @@ def check_policy_options(
     entropy_coef: float,
     temperature: float,
     max_tokens: int | None,
-    has_ref: bool,
 ) -> PolicyOptions:
+    """The policy loss's scalar options on their own (no tensors needed, so `FusedPolicyLoss` can
+    reject bad ones at construction); `max_tokens` stays None when not given."""
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     eps_low = check_non_negative(eps_low, "eps_low")
     eps_high = check_non_negative(eps_high, "eps_high")
     beta = check_non_negative(beta, "beta")
-    if beta > 0 and not has_ref:
-        raise ValueError("ref_logprobs must be given when beta > 0 (the KL penalty needs the reference log-probs)")
     if tis_cap is not None:
         tis_cap = check_positive(tis_cap, "tis_cap")
     if not isinstance(entropy_coef, (int, float)) or isinstance(entropy_coef, bool):
         raise ValueError(f"entropy_coef must be a number, got {entropy_coef!r}")
     temperature = check_positive(temperature, "temperature")
-    if max_tokens is None:
-        max_tokens = layout.seq_len
-    elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0):
         raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
     return PolicyOptions(loss_type, eps_low, eps_high, beta, tis_cap, float(entropy_coef), temperature, max_tokens)
+
+
+def check_policy_options(layout: TokenLayout, *, has_ref: bool, **settings: Any) -> PolicyOptions:
+    """`check_policy_settings`, then what needs the inputs: the KL's reference log-probs and the
+    default `max_tokens` (the sequence length)."""
+    options = check_policy_settings(**settings)
+    if options.beta > 0 and not has_ref:
+        raise ValueError("ref_logprobs must be given when beta > 0 (the KL penalty needs the reference log-probs)")
+    if options.max_tokens is None:
+        options = replace(options, max_tokens=layout.seq_len)
+    return options
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def test_run_pretrain_rejects_a_bad_fraction_before_writing(tmp_path):
     assert not out.exists()
 
 
-def test_own_question_documents_can_hold_the_worked_execution_only(tmp_path):
+def test_own_question_documents_can_hold_the_worked_execution_only(tmp_path, monkeypatch):
     # own_question_response: cot -> a document under its own question is its execution (no plan);
     # the others keep plan + execution under an unrelated question.
     from fastcomt.train.pretrain import own_question_flags
@@ -76,15 +76,12 @@ def test_own_question_documents_can_hold_the_worked_execution_only(tmp_path):
 
     original = pretrain.encode_chat_examples
 
-    def capture(tokenizer, conversations):
+    def capture(tokenizer, conversations):  # the conversations the base model is trained on
         captured.extend(conversations)
         return original(tokenizer, conversations)
 
-    pretrain.encode_chat_examples = capture
-    try:
-        summary = run_pretrain(cfg)
-    finally:
-        pretrain.encode_chat_examples = original
+    monkeypatch.setattr(pretrain, "encode_chat_examples", capture)
+    summary = run_pretrain(cfg)
     assert load_tokenizer(summary["tokenizer_dir"]) is not None
     docs = synthetic_problems(24, seed=0)
     flags = own_question_flags(24, 0.5, seed=0)

@@ -237,7 +237,7 @@ def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
-    """`fastcomt pretrain --config FILE [key=value ...]` (if wired): train and print the summary."""
+    """`fastcomt pretrain --config FILE [key=value ...]`: train and print the summary."""
     if config is None:
         raise ValueError("config: expected a YAML file describing the pretraining run")
     print(json.dumps(run_pretrain(load_config(config, PretrainConfig, list(overrides or ()))), indent=2))

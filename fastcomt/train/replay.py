@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastcomt.comt.offline import offline_meta_thought
 from fastcomt.formats import marker_ids, prompt_ids, text_ids
 from fastcomt.tasks import Problem, synthetic_problems
 
@@ -37,8 +38,6 @@ def replay_problems(cfg: ReplayConfig) -> tuple[list[Problem], list[Problem]]:
 
 
 def _plan(problem: Problem) -> str:
-    from fastcomt.comt.offline import offline_meta_thought
-
     return offline_meta_thought(problem).render().strip()
 
 

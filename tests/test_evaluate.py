@@ -16,11 +16,11 @@ from fastcomt.comt.cot import cot_target
 from fastcomt.comt.offline import offline_meta_thought
 from fastcomt.eval import add_eval_arguments, evaluate, render_report, run_eval_from_args, summarize_rows
 from fastcomt.eval.cli_args import eval_config_from_args
-from fastcomt.eval.evaluate import load_rows, step_confidence
-from fastcomt.eval.evaluate import main as eval_main
+from fastcomt.eval.runner import load_rows, step_confidence
+from fastcomt.eval.runner import main as eval_main
 from fastcomt.rollout import GroupResult, RolloutEngine, Sample, TransformersEngine
 from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
-from fastcomt.train.tokenizer import train_tokenizer
+from fastcomt.tokenizer import train_tokenizer
 
 SYN_P = [0.95, 0.85, 0.75, 0.65, 0.55, 0.45]  # per synthetic problem: every execution token's probability
 GSM_P = [0.92, 0.81, 0.72]

@@ -14,7 +14,7 @@ from fastcomt.comt.cot import cot_target
 from fastcomt.comt.offline import offline_meta_thought
 from fastcomt.rollout import GroupRequest, GroupResult, RolloutEngine, Sample, SamplingParams, TransformersEngine
 from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
-from fastcomt.train.tokenizer import encode_chat_examples, train_tokenizer
+from fastcomt.tokenizer import encode_chat_examples, train_tokenizer
 
 PLAN = """Variables:
 item_count = 3

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from fastcomt.eval.calibration import brier_score
+from fastcomt.metrics.calibration import brier_score
 from fastcomt.tasks import grade_completion, synthetic_problems
 from fastcomt.train.rewards import ccrl_batch_rewards, reward_inputs, step_calibration_pairs
 

@@ -9,12 +9,12 @@ from fastcomt.formats import Completion, PlanRollout, ProblemRollout, marker_ids
 from fastcomt.kernels.rewards_reference import ccrl_rewards_reference
 from fastcomt.tasks import synthetic_problems
 from fastcomt.train.models import build_tiny_model
-from fastcomt.train.pretrain import execution_document, tokenizer_texts
+from fastcomt_recipes.pretrain import execution_document, tokenizer_texts
 from fastcomt.train.rewards import reward_inputs
 from fastcomt.train.rl import policy_update
 from fastcomt.train.rl_batch import build_policy_batch, micro_batches, score_rollouts
 from fastcomt.train.rl_config import PolicyLossConfig, RewardConfig
-from fastcomt.train.tokenizer import train_tokenizer
+from fastcomt.tokenizer import train_tokenizer
 
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
 HALF = math.log(0.5)

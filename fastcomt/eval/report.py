@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .calibration import calibration_report
+from fastcomt.metrics.calibration import calibration_report
 
 __all__ = [
     "IN_DISTRIBUTION",

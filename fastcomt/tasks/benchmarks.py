@@ -41,7 +41,7 @@ from ..atomic_io import write_text_atomic
 
 from ._records import RecordFormatError, iter_asdiv_xml, iter_json, iter_jsonl
 from .arith import ArithmeticError_, binary_steps, evaluate
-from .grading import parse_number
+from .answers import parse_number
 from .problem import Problem, Step
 from .steps import find_steps
 

@@ -34,19 +34,20 @@ import torch
 from tqdm import tqdm
 
 from fastcomt.atomic_io import write_json_atomic
-from fastcomt.eval.calibration import expected_calibration_error, overconfident_error_rate
+from fastcomt.config import config_from_dict, config_to_dict, load_config
+from fastcomt.device import resolve_device
+from fastcomt.metrics.calibration import expected_calibration_error, overconfident_error_rate
 from fastcomt.formats import generate_comt, generate_cot
 from fastcomt.rollout.engine import RolloutEngine
 from fastcomt.rollout.types import SamplingParams
 from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
+from fastcomt.tokenizer import load_tokenizer
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from .config import config_from_dict, config_to_dict, load_config
-from .models import base_model, build_model, lm_head_weight, resolve_device
+from .models import base_model, build_model, lm_head_weight
 from .rl_batch import CountingEngine, PolicyBatch, ScoredBatch, build_policy_batch, micro_batches, score_rollouts
 from .rl_config import PolicyLossConfig, RLConfig, check_rl_config
 from .schedule import cosine_scheduler
-from .tokenizer import load_tokenizer
 
 __all__ = ["run_rl", "rl_step_problems", "load_problem_pool", "policy_update", "push_weights", "main"]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastcomt.atomic_io import write_json_atomic, write_text_atomic
-from fastcomt.comt.records import JsonlAppender, iter_jsonl_dicts
+from fastcomt.jsonl import JsonlAppender, iter_jsonl_dicts
 from fastcomt.formats import FORMATS, ProblemRollout, check_format, generate, token_char_offsets
 from fastcomt.rollout.engine import RolloutEngine
 from fastcomt.rollout.types import SamplingParams
@@ -341,8 +341,8 @@ def build_engine(config: EvalConfig) -> tuple[RolloutEngine, PreTrainedTokenizer
     """The engine and tokenizer a config names (model and tokenizer read from local directories)."""
     from transformers import AutoModelForCausalLM
 
-    from fastcomt.train.models import resolve_device
-    from fastcomt.train.tokenizer import load_tokenizer
+    from fastcomt.device import resolve_device
+    from fastcomt.tokenizer import load_tokenizer
 
     if not config.model:
         raise ValueError("model: expected a Hugging Face model directory (saved with save_pretrained)")
@@ -379,7 +379,7 @@ def run_config(config: EvalConfig) -> dict[str, Any]:
 
 def main(config_path: str | None = None, overrides: Sequence[str] = ()) -> int:
     """`fastcomt eval --config FILE [key=value ...]`: evaluate and print where the report is."""
-    from fastcomt.train.config import apply_overrides, config_from_dict, load_config
+    from fastcomt.config import apply_overrides, config_from_dict, load_config
 
     if config_path is None:
         config = config_from_dict(EvalConfig, apply_overrides({}, list(overrides or ())))

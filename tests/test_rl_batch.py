@@ -10,7 +10,7 @@ from fastcomt.kernels.rewards_reference import ccrl_rewards_reference
 from fastcomt.tasks import synthetic_problems
 from fastcomt.train.models import build_tiny_model
 from fastcomt_recipes.pretrain import execution_document, tokenizer_texts
-from fastcomt.train.rewards import reward_inputs
+from fastcomt.rewards import reward_inputs
 from fastcomt.train.rl import policy_update
 from fastcomt.train.rl_batch import build_policy_batch, micro_batches, score_rollouts
 from fastcomt.train.rl_config import PolicyLossConfig, RewardConfig

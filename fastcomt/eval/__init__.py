@@ -13,6 +13,7 @@ _EXPORTS = {
     "EvalConfig": "runner",
     "PAPER_BENCHMARKS": "runner",
     "score_rollout": "runner",
+    "score_rollouts": "runner",
     "load_rows": "runner",
     "run_config": "runner",
     "main": "runner",

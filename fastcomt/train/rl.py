@@ -110,7 +110,6 @@ def run_rl(
     pool = load_problem_pool(cfg)
     sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
                               max_new_tokens=cfg.rollout.max_new_tokens)  # fmt: skip
-    plan_sampling = None
     if cfg.rollout.plan_temperature is not None or cfg.rollout.plans_per_problem > 1:
         plan_t = cfg.rollout.temperature if cfg.rollout.plan_temperature is None else cfg.rollout.plan_temperature
         plan_sampling = SamplingParams(temperature=plan_t, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,

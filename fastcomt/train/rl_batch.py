@@ -21,11 +21,11 @@ import torch
 
 from fastcomt.formats import ProblemRollout, token_char_offsets
 from fastcomt.kernels.rewards import CCRLRewards
+from fastcomt.rewards import ccrl_batch_rewards, step_calibration_pairs
 from fastcomt.rollout.engine import RolloutEngine, WeightsSource
 from fastcomt.rollout.types import GroupRequest, GroupResult, rollout_totals
 from fastcomt.tasks import GradedCompletion, gold_step_values, grade_completion
 
-from .rewards import ccrl_batch_rewards, step_calibration_pairs
 from .rl_config import RewardConfig
 
 __all__ = ["CountingEngine", "ScoredExecution", "ScoredBatch", "PolicyBatch", "score_rollouts",

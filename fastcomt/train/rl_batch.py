@@ -158,7 +158,6 @@ class PolicyBatch:
     advantages: torch.Tensor  # [B, L-1] float32 (0 outside the mask)
     rollout_logprobs: torch.Tensor  # [B, L-1] float32: the engine's log-probs of the trained tokens
     lengths: list[int]  # real tokens per row
-    completion_tokens: int  # max execution length (dr_grpo's constant normaliser)
 
     def rows(self, index: Sequence[int]) -> PolicyBatch:
         """The rows in `index`, cut to their longest real length."""
@@ -167,7 +166,7 @@ class PolicyBatch:
         return PolicyBatch(
             self.input_ids[idx, :length], self.attention_mask[idx, :length], self.targets[idx, : length - 1],
             self.loss_mask[idx, : length - 1], self.advantages[idx, : length - 1],
-            self.rollout_logprobs[idx, : length - 1], [self.lengths[i] for i in index], self.completion_tokens,
+            self.rollout_logprobs[idx, : length - 1], [self.lengths[i] for i in index],
         )  # fmt: skip
 
 
@@ -200,8 +199,7 @@ def build_policy_batch(scored: ScoredBatch, *, pad_id: int, train_plans: bool = 
             adv[b, p0 : p0 + m] = plan_advantages[b]
             old[b, p0 : p0 + m] = torch.tensor(e.plan_logprobs, dtype=torch.float32)
     targets = input_ids[:, 1:].clone()
-    completion = max(len(e.token_ids) for e in execs)
-    return PolicyBatch(input_ids, attention_mask, targets, loss_mask, adv, old, lengths, max(completion, 1))
+    return PolicyBatch(input_ids, attention_mask, targets, loss_mask, adv, old, lengths)
 
 
 def micro_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:

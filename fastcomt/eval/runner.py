@@ -183,7 +183,7 @@ def _resolve_benchmarks(
             problems = problems[:limit]
         ids = [p.id for p in problems]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"benchmarks[{name!r}]: problem ids must be unique (rows are keyed by id)")
+            raise ValueError(f"benchmarks[{name!r}]: expected unique problem ids (rows are keyed by id), got repeats")
         resolved.append((name, problems))
     names = [n for n, _ in resolved]
     if len(set(names)) != len(names):

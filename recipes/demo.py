@@ -302,7 +302,7 @@ STAGE_HEADER = (
 
 def _paired_effect(cfg: DemoConfig, before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Answer accuracy and step ECE of the same problems before and after a stage, with paired
-    bootstrap 95% intervals (fastcomt/paired_stats.py)."""
+    bootstrap 95% intervals (fastcomt/metrics/paired.py)."""
 
     kwargs = {"resamples": cfg.eval.bootstrap_resamples, "seed": cfg.seed}
     return {"accuracy": paired_accuracy(before, after, **kwargs), "ece": paired_ece(before, after, **kwargs)}
@@ -333,7 +333,7 @@ that a 0.4M-parameter model does not forget how to execute while it learns to pl
 LLM would not need; the base model's arithmetic is the bottleneck (a right plan is still executed
 wrongly about half of the time). An accuracy interval that contains zero means no effect was
 detected. On CPU the SFT and CCRL updates use the plain-torch LM head (same functions; the fused
-kernels run in Triton's interpreter at ~10 ms per trained token, bench/results/ccrl_step_cpu.md).
+kernels run in Triton's interpreter, milliseconds per trained token: bench/results/ccrl_step_cpu.md).
 GSM8K is reported to be honest that a toy model scores near zero there; the out-of-distribution
 family's variable names were never trained, so its plans are wrong and both recipes mostly fail."""
 

@@ -42,7 +42,7 @@ def text_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, question: str, *, system: str | None = None) -> list[int]:
     """The prompt's ids: the chat template over `sft_messages(question)` with the generation prompt.
 
-    Same ids as the prompt part of `train.tokenizer.encode_chat_examples` (the SFT data).
+    Same ids as the prompt part of `fastcomt.tokenizer.encode_chat_examples` (the SFT data).
     """
     _check_tokenizer(tokenizer)
     text = tokenizer.apply_chat_template(sft_messages(question, system=system), tokenize=False, add_generation_prompt=True)

@@ -74,7 +74,9 @@ class DataConfig:
     # "end_of_turn", the plan then the chat template's end of turn. CoT examples always end with
     # the end of turn.
     plan_end: Literal["marker", "end_of_turn"] = "marker"
-    # more data files, each with its own loss mask, appended to data.train's examples in this order
+    # more data files, each with its own loss mask, appended to data.train's examples in this order:
+    # each {path, loss_on: response | execution, limit} (loss_on execution: loss on the text after
+    # the execution marker and the end of turn only)
     extra: list[DataFile] = field(default_factory=list)
 
 

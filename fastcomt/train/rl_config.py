@@ -1,4 +1,4 @@
-"""The CCRL recipe's config: plain dataclasses, loaded from YAML by `train.config.load_config`.
+"""The CCRL recipe's config: plain dataclasses, loaded from YAML by `fastcomt.config.load_config`.
 
 Every key is documented in configs/README.md. Model and optimizer settings reuse the SFT recipe's
 `ModelConfig` and `OptimConfig`; the optimizer's schedule length is `steps` (RL has no epochs).

@@ -1,4 +1,4 @@
-"""Paired before/after statistics of the demo, against hand-computed values."""
+"""Paired before/after statistics (fastcomt.metrics.paired), against hand-computed values."""
 
 import math
 

@@ -128,5 +128,6 @@ def step_confidences(
     out: list[list[float | None]] = []
     for b, g in enumerate(graded):
         present = set(g.token_step_ids) - {-1}
-        out.append([float(conf[b, k]) if k in present else None for k in range(len(g.steps))])
+        # min(1, c): an engine's log-probs can sit a rounding error above 0 (calibration metrics check [0, 1])
+        out.append([min(1.0, float(conf[b, k])) if k in present else None for k in range(len(g.steps))])
     return out

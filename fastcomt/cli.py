@@ -43,9 +43,9 @@ _COMMANDS: dict[str, _Command] = {
         example="fastcomt sft --config configs/sft-synthetic-comt.yaml optim.epochs=1",
     ),
     "pretrain": _Command(
-        module="fastcomt.train.pretrain", entry="main",
+        module="fastcomt_recipes.pretrain", entry="main",
         help="stage 0 of the demo: pre-train a tiny base model on executions",
-        config="fastcomt.train.pretrain:PretrainConfig",
+        config="fastcomt_recipes.pretrain:PretrainConfig",
         example="fastcomt pretrain --config base.yaml num_documents=2000 optim.lr=1e-3",
         note="FILE is required (there is no shipped one): a YAML mapping of the keys below, at least output_dir;\n"
              "configs/demo.yaml's `pretrain` section is an example.",
@@ -56,10 +56,10 @@ _COMMANDS: dict[str, _Command] = {
         example="fastcomt rl --config configs/rl-synthetic-ccrl.yaml rollout.executions_per_plan=16 steps=50",
     ),
     "demo": _Command(
-        module="fastcomt.demo", entry="main", help="the whole pipeline at toy scale on CPU (the embedded default)",
-        config="fastcomt.demo:DemoConfig", example="fastcomt demo --compare rl.steps=10 sft.optim.lr=3e-4",
-        note="Without --config the demo reads configs/demo.yaml, which sets some keys below away from these\n"
-             "defaults. pretrain, sft, rl and baseline_rl take the keys of `fastcomt pretrain --help`,\n"
+        module="fastcomt_recipes.demo", entry="main", help="the whole pipeline at toy scale on CPU (the embedded default)",
+        config="fastcomt_recipes.demo:DemoConfig", example="fastcomt demo --compare rl.steps=10 sft.optim.lr=3e-4",
+        note="Without --config the demo reads configs/demo.yaml, which holds these defaults.\n"
+             "pretrain, sft, rl and baseline_rl take the keys of `fastcomt pretrain --help`,\n"
              "`fastcomt sft --help` and `fastcomt rl --help`, merged over the demo's own choices.",
     ),
 }

@@ -121,7 +121,8 @@ def test_help_lists_every_key_with_type_default_and_meaning(command: str, capsys
         ("sft", "  data.train: str; required"),
         ("pretrain", "  tokenizer.kind: one of: number_word, bpe, pretrained; default number_word"),
         ("data", "  filters.allowed_constants: list of float; default [0, 0.01, 1, 2, 7, 10, 12, 24, 52, 60, 100, 1000]"),
-        ("demo", "  sft: mapping; default {}"),
+        ("demo", "  baseline_rl: mapping; default {}"),
+        ("demo", "  sft_problems: int; default 2000"),  # configs/demo.yaml's value: one set of demo defaults
     ],
 )
 def test_help_renders_types_and_defaults(command: str, line: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,7 +137,7 @@ def test_demo_help_points_its_stage_sections_to_their_commands(capsys: pytest.Ca
 
 def test_eval_help_explains_every_flag_and_every_other_key(capsys: pytest.CaptureFixture[str]) -> None:
     from fastcomt.eval.cli_args import _FLAG_FIELDS
-    from fastcomt.eval.evaluate import EvalConfig
+    from fastcomt.eval.runner import EvalConfig
 
     parser = cli._build_parser(["eval"])
     eval_parser = parser._subparsers._group_actions[0].choices["eval"]

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
-from fastcomt.train.config import config_from_dict, config_to_dict
+from fastcomt.atomic_io import write_json_atomic
+from fastcomt.config import config_from_dict, config_to_dict
+from fastcomt.jsonl import JsonlAppender, iter_jsonl_dicts
 
 from .cot import cot_target
 from .filters import DEFAULT_ALLOWED_CONSTANTS, FilterSettings, run_filters
 from .offline import OFFLINE_VERSION, OfflineAbstractionError, offline_meta_thought
-from .records import ComtRecord, JsonlAppender, iter_jsonl_dicts, record_ids, write_json_atomic
+from .records import ComtRecord, record_ids
 from .teacher import PROMPT_VERSION, teacher_messages, teacher_outcome
 
 __all__ = ["TeacherSettings", "FilterConfig", "ComtDataConfig", "build_comt_data", "load_source_problems", "data_paths", "main"]
@@ -268,7 +270,7 @@ def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
 
     import yaml
 
-    from fastcomt.train.config import apply_overrides
+    from fastcomt.config import apply_overrides
 
     if config is None:
         raise ValueError("config: expected a YAML file describing the data set (see configs/sft-*.yaml)")

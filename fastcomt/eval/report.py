@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .calibration import calibration_report
+from fastcomt.metrics.calibration import calibration_report
 
 __all__ = [
     "IN_DISTRIBUTION",
@@ -153,9 +153,9 @@ def render_report(summary: Mapping[str, Any], *, diagram: str | None = None) -> 
         "",
         f"Greedy decoding; {overall['n']} problems over {len(overall['benchmarks'])} benchmarks"
         + (f"; model `{settings['model']}`" if settings.get("model") else "") + ".",
-        "Step confidence: " + {"mean": "geometric mean of the step's token probabilities",
+        "Step confidence: " + {"geomean": "geometric mean of the step's token probabilities",
                                "min": "probability of the step's least likely token",
-                               "first": "probability of the step's first token"}.get(settings.get("confidence", "mean"), "?")
+                               "first": "probability of the step's first token"}.get(settings.get("confidence", "geomean"), "?")
         + f"; ECE over {n_bins} equal-width bins; overconfident errors: wrong steps with confidence >= {tau}.",
         "Group columns are unweighted means over their benchmarks.",
         "",

@@ -14,18 +14,13 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
-from .config import ModelConfig, config_from_dict
+from fastcomt.config import config_from_dict
+
+from .config import ModelConfig
 
 __all__ = ["ModelConfig", "build_model", "build_tiny_model", "load_pretrained_model", "base_model", "lm_head_weight", "default_attn_implementation"]
 
 _FAMILIES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" is the GPU when there is one, else the CPU; anything else is taken as a torch device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def default_attn_implementation(device: torch.device | str) -> str:

@@ -34,19 +34,20 @@ import torch
 from tqdm import tqdm
 
 from fastcomt.atomic_io import write_json_atomic
-from fastcomt.eval.calibration import expected_calibration_error, overconfident_error_rate
+from fastcomt.config import config_from_dict, config_to_dict, load_config
+from fastcomt.device import resolve_device
+from fastcomt.metrics.calibration import expected_calibration_error, overconfident_error_rate
 from fastcomt.formats import generate_comt, generate_cot
 from fastcomt.rollout.engine import RolloutEngine
 from fastcomt.rollout.types import SamplingParams
 from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
+from fastcomt.tokenizer import load_tokenizer
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from .config import config_from_dict, config_to_dict, load_config
-from .models import base_model, build_model, lm_head_weight, resolve_device
+from .models import base_model, build_model, lm_head_weight
 from .rl_batch import CountingEngine, PolicyBatch, ScoredBatch, build_policy_batch, micro_batches, score_rollouts
-from .rl_config import PolicyLossConfig, RLConfig, check_rl_config
+from .rl_config import PolicyLossConfig, RLConfig, check_rl_config, max_completion_tokens
 from .schedule import cosine_scheduler
-from .tokenizer import load_tokenizer
 
 __all__ = ["run_rl", "rl_step_problems", "load_problem_pool", "policy_update", "push_weights", "main"]
 
@@ -109,7 +110,6 @@ def run_rl(
     pool = load_problem_pool(cfg)
     sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
                               max_new_tokens=cfg.rollout.max_new_tokens)  # fmt: skip
-    plan_sampling = None
     if cfg.rollout.plan_temperature is not None or cfg.rollout.plans_per_problem > 1:
         plan_t = cfg.rollout.temperature if cfg.rollout.plan_temperature is None else cfg.rollout.plan_temperature
         plan_sampling = SamplingParams(temperature=plan_t, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
@@ -157,7 +157,8 @@ def run_rl(
                 # update
                 update = policy_update(model, batch, cfg.loss, optimizer=optimizer, scheduler=scheduler,
                                        temperature=cfg.rollout.temperature, grad_clip=cfg.optim.grad_clip,
-                                       reference=reference, device=device, autocast_dtype=autocast_dtype)  # fmt: skip
+                                       reference=reference, device=device, autocast_dtype=autocast_dtype,
+                                       max_completion_tokens=max_completion_tokens(cfg))  # fmt: skip
                 t_update = time.perf_counter()
 
                 # weight sync: the engine samples the next step with the new weights
@@ -314,17 +315,22 @@ def policy_update(
     reference: torch.nn.Module | None = None,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
+    max_completion_tokens: int | None = None,
 ) -> dict[str, float]:
     """`updates_per_batch` optimizer steps on one rollout batch; returns averaged loss metrics.
 
     The batch loss is the configured aggregation over *all* rows: each micro-batch's loss is scaled
     by its share (tokens for bnpo/dapo, sequences for grpo/dr_grpo), so the gradient does not depend
-    on how rows were split into micro-batches.
+    on how rows were split into micro-batches. dr_grpo divides the summed token loss by rows x
+    `max_completion_tokens`, a constant of the run (the rollout's generation budget, as in TRL and
+    the Dr. GRPO paper), never by a batch's padded width, which would change with prompt length.
     """
+    if loss_cfg.loss_type == "dr_grpo" and max_completion_tokens is None:
+        raise ValueError("max_completion_tokens: expected the rollout's generation budget for loss_type dr_grpo, got None")
     logprobs_fn, loss_fn = _lm_head_ops(loss_cfg)
     batch = PolicyBatch(*(t.to(device) if isinstance(t, torch.Tensor) else t for t in (
         batch.input_ids, batch.attention_mask, batch.targets, batch.loss_mask, batch.advantages,
-        batch.rollout_logprobs, batch.lengths, batch.completion_tokens)))  # fmt: skip
+        batch.rollout_logprobs, batch.lengths)))  # fmt: skip
     groups = micro_batches(batch.lengths, loss_cfg.micro_batch_tokens)
     was_training = model.training
     model.eval()  # no dropout while scoring; the tiny models have none, real checkpoints might
@@ -342,7 +348,6 @@ def policy_update(
 
     total_tokens = int(batch.loss_mask.sum())
     total_rows = len(batch.lengths)
-    max_tokens = batch.targets.shape[1]  # dr_grpo: one constant normaliser for every micro-batch
     sums: dict[str, float] = {}
     grad_norms: list[float] = []
     lrs: list[float] = []
@@ -364,7 +369,7 @@ def policy_update(
                 loss_type=loss_cfg.loss_type, eps_low=loss_cfg.eps_low, eps_high=loss_cfg.eps_high,
                 beta=loss_cfg.beta, tis_cap=loss_cfg.tis_cap if behaviour is not None else None,
                 entropy_coef=loss_cfg.entropy_coef, temperature=temperature,
-                max_tokens=max_tokens if loss_cfg.loss_type == "dr_grpo" else None,
+                max_tokens=max_completion_tokens if loss_cfg.loss_type == "dr_grpo" else None,
             )  # fmt: skip
             share = n_tok / max(total_tokens, 1) if loss_cfg.loss_type in ("bnpo", "dapo") else len(index) / total_rows
             (loss * share).backward()

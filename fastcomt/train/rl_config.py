@@ -1,4 +1,4 @@
-"""The CCRL recipe's config: plain dataclasses, loaded from YAML by `train.config.load_config`.
+"""The CCRL recipe's config: plain dataclasses, loaded from YAML by `fastcomt.config.load_config`.
 
 Every key is documented in configs/README.md. Model and optimizer settings reuse the SFT recipe's
 `ModelConfig` and `OptimConfig`; the optimizer's schedule length is `steps` (RL has no epochs).
@@ -11,7 +11,7 @@ from typing import Literal
 
 from .config import ModelConfig, OptimConfig
 
-__all__ = ["RLDataConfig", "RolloutConfig", "RewardConfig", "PolicyLossConfig", "RLConfig", "check_rl_config"]
+__all__ = ["max_completion_tokens", "RLDataConfig", "RolloutConfig", "RewardConfig", "PolicyLossConfig", "RLConfig", "check_rl_config"]
 
 
 @dataclass
@@ -149,3 +149,9 @@ def check_rl_config(cfg: RLConfig) -> None:
         raise ValueError(f"rollout.temperature: expected > 0 (RL samples), got {cfg.rollout.temperature}")
     if not 0.0 <= cfg.tau <= 1.0:
         raise ValueError(f"tau: expected a value in [0, 1], got {cfg.tau}")
+
+
+def max_completion_tokens(cfg: RLConfig) -> int:
+    """The longest sequence the update can train: the execution budget, plus the plan budget when
+    plans are trained too (dr_grpo's constant normaliser)."""
+    return cfg.rollout.max_new_tokens + (cfg.rollout.plan_max_new_tokens if cfg.loss.train_plans else 0)

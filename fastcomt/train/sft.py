@@ -29,22 +29,21 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from fastcomt.atomic_io import write_json_atomic
 from fastcomt.comt.build import build_comt_data
 from fastcomt.comt.chat import sft_messages
-from fastcomt.atomic_io import write_json_atomic
 from fastcomt.comt.records import ComtRecord, read_records
-from fastcomt.formats import EXECUTION_MARKER, marker_ids, prompt_ids, text_ids
-
+from fastcomt.config import config_from_dict, config_to_dict, load_config
+from fastcomt.device import resolve_device
+from fastcomt.formats import EXECUTION_MARKER, end_of_turn_ids, marker_ids, prompt_ids, text_ids
 from fastcomt.kernels import linear_cross_entropy
-
-from .models import base_model, build_model, lm_head_weight, resolve_device
+from fastcomt.tokenizer import encode_chat_examples, load_tokenizer, train_tokenizer
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from .config import DataConfig, SFTConfig, config_from_dict, config_to_dict, load_config
+from .config import DataConfig, DataFile, SFTConfig
+from .models import base_model, build_model, lm_head_weight
 from .packing import IGNORE_INDEX, Example, PackedRow, collate_row, epoch_plan, make_example
-from .replay import replay_examples, replay_texts
 from .schedule import cosine_scheduler
-from .tokenizer import encode_chat_examples, load_tokenizer, train_tokenizer
 
 __all__ = ["run_sft", "load_training_records", "prepare_tokenizer", "encode_records", "accumulate_step_gradients",
            "packed_loss_sum", "full_logits_loss_sum", "row_loss_sum", "main"]
@@ -69,15 +68,17 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
 
     # 1. Data: records -> tokenizer -> examples (too-long examples are dropped and counted).
     records = load_training_records(cfg.data)
-    tokenizer = prepare_tokenizer(cfg, records, out_dir / "tokenizer")
+    extra_records = [load_extra_records(f, f"data.extra[{i}]") for i, f in enumerate(cfg.data.extra)]
+    tokenizer = prepare_tokenizer(cfg, records + [r for rs in extra_records for r in rs], out_dir / "tokenizer")
     examples, dropped = encode_records(tokenizer, records, row_tokens=cfg.optim.row_tokens,
                                        system_prompt=cfg.data.system_prompt, plan_end=cfg.data.plan_end)  # fmt: skip
-    replayed: list[Example] = []
-    if cfg.replay.documents:
-        # Rehearsal of the base model's own kind of document (train/replay.py), mixed into every epoch.
-        replayed, replay_dropped = replay_examples(tokenizer, cfg.replay, row_tokens=cfg.optim.row_tokens,
-                                                   system_prompt=cfg.data.system_prompt)  # fmt: skip
-        examples, dropped = examples + replayed, dropped + replay_dropped
+    extra: list[Example] = []
+    for data_file, file_records in zip(cfg.data.extra, extra_records):  # appended in order, each with its loss mask
+        more, more_dropped = encode_records(tokenizer, file_records, row_tokens=cfg.optim.row_tokens,
+                                            system_prompt=cfg.data.system_prompt, plan_end=cfg.data.plan_end,
+                                            loss_on=data_file.loss_on)  # fmt: skip
+        extra, dropped = extra + more, dropped + more_dropped
+    examples = examples + extra
     if not examples:
         raise ValueError(f"data.train: no example fits optim.row_tokens={cfg.optim.row_tokens} ({dropped} dropped)")
     lengths = [ex.num_tokens for ex in examples]
@@ -177,7 +178,7 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
         "total_steps": total_steps,
         "epochs": cfg.optim.epochs,
         "examples": len(examples),
-        "replayed_examples": len(replayed),  # of `examples`: rehearsed execution documents (replay)
+        "extra_examples": len(extra),  # of `examples`: from the data.extra files
         "dropped_too_long": dropped,
         "train_tokens": state["tokens"],
         "loss_tokens": state["loss_tokens"],
@@ -260,6 +261,15 @@ def load_training_records(data: DataConfig) -> list[ComtRecord]:
     return records
 
 
+def load_extra_records(data_file: DataFile, where: str) -> list[ComtRecord]:
+    """The records of one data.extra file (its first `limit`)."""
+    path = Path(data_file.path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}.path: {path} does not exist")
+    records = read_records(path)
+    return records if data_file.limit is None else records[: data_file.limit]
+
+
 def prepare_tokenizer(cfg: SFTConfig, records: Sequence[ComtRecord], tokenizer_dir: Path) -> Any:
     """The checkpoint's tokenizer, the run's saved one (on resume), or a new one trained on the records."""
     tok = cfg.tokenizer
@@ -270,8 +280,8 @@ def prepare_tokenizer(cfg: SFTConfig, records: Sequence[ComtRecord], tokenizer_d
         return load_tokenizer(path)
     if tokenizer_dir.exists():
         return load_tokenizer(tokenizer_dir)
-    # The marker (plan_end "marker") and any replayed document must be spellable too.
-    texts = [f"{r.question}\n{r.target}" for r in records] + [EXECUTION_MARKER] + replay_texts(cfg.replay)
+    # The marker (plan_end "marker", loss_on "execution") must be spellable too.
+    texts = [f"{r.question}\n{r.target}" for r in records] + [EXECUTION_MARKER]
     if cfg.data.system_prompt:
         texts.append(cfg.data.system_prompt)
     tokenizer = train_tokenizer(texts, kind=tok.kind, vocab_size=tok.vocab_size, number_max=tok.number_max,
@@ -284,17 +294,25 @@ def prepare_tokenizer(cfg: SFTConfig, records: Sequence[ComtRecord], tokenizer_d
 
 
 def encode_records(tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens: int, system_prompt: str | None = None,
-                   plan_end: str = "marker") -> tuple[list[Example], int]:  # fmt: skip
+                   plan_end: str = "marker", loss_on: str = "response") -> tuple[list[Example], int]:  # fmt: skip
     """(examples that fit in a row, number dropped for being longer than `row_tokens`).
 
-    CoT records, and meta-thoughts with `plan_end="end_of_turn"`: the chat conversation, loss on
-    the response and its end of turn. Meta-thoughts with `plan_end="marker"`: prompt, plan and the
-    execution marker, concatenated part by part exactly as rollouts build `[prompt + plan + marker]`,
-    loss on the plan and the marker: the model learns to write the plan and hand over to the
-    execution, not to end its turn after planning.
+    loss_on "response": CoT records, and meta-thoughts with `plan_end="end_of_turn"`: the chat
+    conversation, loss on the response and its end of turn. Meta-thoughts with `plan_end="marker"`:
+    prompt, plan and the execution marker, concatenated part by part exactly as rollouts build
+    `[prompt + plan + marker]`, loss on the plan and the marker: the model learns to write the plan
+    and hand over to the execution, not to end its turn after planning.
+
+    loss_on "execution": records whose target is `plan + EXECUTION_MARKER + execution`; prompt,
+    plan, marker, execution and end of turn concatenated part by part, loss on the execution and
+    the end of turn only (the plan in front of the model is context).
     """
     if plan_end not in ("marker", "end_of_turn"):
         raise ValueError(f"data.plan_end: expected 'marker' or 'end_of_turn', got {plan_end!r}")
+    if loss_on == "execution":
+        return _encode_executions(tokenizer, records, row_tokens=row_tokens, system_prompt=system_prompt)
+    if loss_on != "response":
+        raise ValueError(f"loss_on: expected 'response' or 'execution', got {loss_on!r}")
     chat = [r for r in records if not (plan_end == "marker" and r.kind == "meta_thought")]
     conversations = [sft_messages(r.question, r.target, system=system_prompt) for r in chat]
     encoded = iter(encode_chat_examples(tokenizer, conversations) if conversations else [])
@@ -309,6 +327,26 @@ def encode_records(tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens:
             ids, flags = next(encoded)
         if len(ids) <= row_tokens:
             examples.append(make_example(ids, flags))
+        else:
+            dropped += 1
+    return examples, dropped
+
+
+def _encode_executions(tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens: int,
+                       system_prompt: str | None) -> tuple[list[Example], int]:  # fmt: skip
+    """encode_records with loss_on "execution" (see there)."""
+    marker = marker_ids(tokenizer)
+    closing = end_of_turn_ids(tokenizer)
+    examples, dropped = [], 0
+    for record in records:
+        plan, found, execution = record.target.partition(EXECUTION_MARKER)
+        if not found:
+            raise ValueError(f"record {record.id!r}: loss_on 'execution' expects a target with the execution marker "
+                             f"{EXECUTION_MARKER!r}, got none")  # fmt: skip
+        context = prompt_ids(tokenizer, record.question, system=system_prompt) + text_ids(tokenizer, plan.strip()) + marker
+        trained = text_ids(tokenizer, execution.strip()) + closing
+        if len(context) + len(trained) <= row_tokens:
+            examples.append(make_example(context + trained, [False] * len(context) + [True] * len(trained)))
         else:
             dropped += 1
     return examples, dropped

@@ -160,7 +160,7 @@ def encode_chat_examples(
     prompts, responses = [], []
     for messages in conversations:
         if not messages or messages[-1].get("role") != "assistant":
-            raise ValueError("conversations: each must end with an assistant message (the training target)")
+            raise ValueError("conversations: expected each to end with an assistant message (the training target), got one that does not")
         prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
         if not full.startswith(prompt):

@@ -73,8 +73,8 @@ def test_lm_head_is_never_called(records_path, tmp_path, monkeypatch):
 
     build_with_tripwire.__wrapped__ = sft.build_model
     monkeypatch.setattr(sft, "build_model", build_with_tripwire)
-    summary = sft.run_sft(_config(records_path, tmp_path / "run", max_steps=2))
-    assert summary["steps"] == 2 and built
+    summary = sft.run_sft({**_config(records_path, tmp_path / "run", max_steps=2), "loss": "fused"})
+    assert summary["steps"] == 2 and built and summary["loss_head"] == "fused"
     with pytest.raises(AssertionError, match="LM head ran"):  # the tripwire itself works
         built[0](input_ids=torch.tensor([[1, 2]]))
 

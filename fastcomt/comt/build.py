@@ -28,7 +28,8 @@ from .offline import OFFLINE_VERSION, OfflineAbstractionError, offline_meta_thou
 from .records import ComtRecord, JsonlAppender, iter_jsonl_dicts, record_ids, write_json_atomic
 from .teacher import PROMPT_VERSION, teacher_messages, teacher_outcome
 
-__all__ = ["TeacherSettings", "FilterConfig", "ComtDataConfig", "build_comt_data", "load_source_problems", "data_paths", "main"]
+__all__ = ["TeacherSettings", "FilterConfig", "ComtDataConfig", "build_comt_data", "load_source_problems", "data_paths",
+           "build_settings", "main"]
 
 
 @dataclass
@@ -258,6 +259,16 @@ def _progress_bar(total: int, enabled: bool) -> Any:
     return tqdm(total=total, disable=not enabled, unit="problem", desc="comt data")
 
 
+def build_settings(data: Any) -> dict[str, Any]:
+    """The data-build config an SFT config's `data` section (train/config.py: DataConfig) describes:
+    `data.build`, written to `data.train`; `data.limit` limits the problems built too, unless
+    `data.build.limit` is set. `fastcomt data` and `fastcomt sft` build the same set from it."""
+    settings: dict[str, Any] = {"output": str(data.train)}
+    if data.limit is not None:
+        settings["limit"] = data.limit
+    return {**settings, **(data.build or {})}
+
+
 def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
     """`fastcomt data --config FILE [key=value ...]`: build the data set and print its report.
 
@@ -274,11 +285,19 @@ def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
         raise ValueError("config: expected a YAML file describing the data set (see configs/sft-*.yaml)")
     with open(config, encoding="utf-8") as f:
         raw = apply_overrides(yaml.safe_load(f) or {}, list(overrides or ()))
-    if isinstance(raw.get("data"), dict) and "build" in raw["data"]:
-        section = raw["data"]["build"]
-        if not isinstance(section, dict):
-            raise ValueError(f"{config}: data.build: expected a mapping, got {type(section).__name__}")
-        cfg = config_from_dict(ComtDataConfig, {"output": raw["data"].get("train"), **section}, "data.build")
+    if isinstance(raw.get("data"), dict):
+        # An SFT config: every key (not only data.build's) is checked as `fastcomt sft` would, so an
+        # unknown key or a wrong type fails here too instead of being dropped.
+        from fastcomt.train.config import SFTConfig
+
+        try:
+            sft = config_from_dict(SFTConfig, raw)
+        except ValueError as exc:
+            raise ValueError(f"{config}: {exc}") from exc
+        if sft.data.build is None:
+            raise ValueError(f"{config}: data.build: expected a mapping of data-build keys (`fastcomt data --help`) "
+                             f"that builds data.train ({sft.data.train}), got none")  # fmt: skip
+        cfg = config_from_dict(ComtDataConfig, build_settings(sft.data), "data.build")
     else:
         cfg = config_from_dict(ComtDataConfig, raw)
     report = build_comt_data(cfg, progress=True)

@@ -271,7 +271,7 @@ class ReplayConfig:
 
 @dataclass
 class SFTConfig:
-    output_dir: str  # run folder: checkpoints/, metrics.jsonl, summary.json, tokenizer/
+    output_dir: str  # run folder: final/ (the trained model), checkpoints/, metrics.jsonl, summary.json, tokenizer/
     data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -280,10 +280,11 @@ class SFTConfig:
     seed: int = 0  # data order, packing and dropout
     device: str = "auto"  # auto: cuda when available, else cpu
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast on GPU; CPU always runs fp32
-    # fused: hidden states into the fused linear cross-entropy kernel (no [tokens, vocab] logits);
-    # torch: the model's own LM head and F.cross_entropy over full logits (same loss; faster on a
-    # CPU, where the kernel runs in Triton's interpreter at a few milliseconds per token).
-    loss: Literal["fused", "torch"] = "fused"
+    # auto: fused on a GPU, torch on a CPU (the progress bar says which runs); fused: hidden states
+    # into the fused linear cross-entropy kernel (no [tokens, vocab] logits); torch: the model's own
+    # LM head and F.cross_entropy over one packed row's logits at a time (same loss; ~10x faster on a
+    # CPU, where the kernel runs in Triton's interpreter)
+    loss: Literal["auto", "fused", "torch"] = "auto"
     save_every: int = 0  # optimizer steps between checkpoints; 0: only at the end
     keep_last: int = 2  # checkpoints kept on disk (older ones are deleted)
     resume: bool = True  # continue from output_dir/checkpoints/latest when present

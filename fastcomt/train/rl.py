@@ -24,6 +24,7 @@ import copy
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -40,11 +41,15 @@ from fastcomt.rollout.engine import RolloutEngine
 from fastcomt.rollout.types import SamplingParams
 from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
+from .checkpoint import save_checkpoint, truncate_metrics
 from .config import config_from_dict, config_to_dict, load_config
+from .final_model import write_final_model
+from .interrupt import EXIT_INTERRUPTED, StopOnSignal, resume_hint
+from .loss_head import describe_loss_head, resolve_loss_head
 from .models import base_model, build_model, lm_head_weight, resolve_device
 from .rl_batch import CountingEngine, PolicyBatch, ScoredBatch, build_policy_batch, micro_batches, score_rollouts
 from .rl_config import PolicyLossConfig, RLConfig, check_rl_config
+from .resume import resume_newest_loadable
 from .schedule import cosine_scheduler
 from .tokenizer import load_tokenizer
 
@@ -92,9 +97,10 @@ def run_rl(
     # 2. Resume from the newest checkpoint (weights, optimizer, scheduler, RNG, counters).
     ckpt_root = out_dir / "checkpoints"
     state: dict[str, Any] = {"step": 0, "generated_tokens": 0, "trained_tokens": 0, "train_seconds": 0.0}
-    latest = latest_checkpoint(ckpt_root) if cfg.resume else None
-    if latest is not None:
-        loaded = load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler, map_location=device)
+    latest = None
+    if cfg.resume:  # the newest checkpoint that loads (a damaged newer one is named and skipped)
+        latest, loaded = resume_newest_loadable(ckpt_root, model=model, optimizer=optimizer, scheduler=scheduler,
+                                                map_location=device)  # fmt: skip
         state.update({k: loaded[k] for k in state if k in loaded})
     metrics_path = out_dir / "metrics.jsonl"
     truncate_metrics(metrics_path, after_step=state["step"])
@@ -128,9 +134,12 @@ def run_rl(
     saved_at = state["step"] if latest is not None else -1
     interrupted = False
     last: dict[str, Any] = {}
-    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not cfg.progress, desc=f"rl ({cfg.format})", unit="step")
+    loss_head = resolve_loss_head(cfg.loss.lm_head, device)
+    stop = StopOnSignal()
+    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not cfg.progress,
+               desc=f"rl ({cfg.format}) [{describe_loss_head(cfg.loss.lm_head, loss_head)}]", unit="step")  # fmt: skip
     try:
-        with open(metrics_path, "a", encoding="utf-8") as metrics_file:
+        with stop, open(metrics_path, "a", encoding="utf-8") as metrics_file:
             while state["step"] < cfg.steps and not interrupted:
                 step = state["step"]
                 started = time.perf_counter()
@@ -180,12 +189,16 @@ def run_rl(
                 bar.update(1)
 
                 interrupted = stop_after_steps is not None and stop_after_steps <= state["step"] < cfg.steps
+                interrupted = interrupted or (stop.requested is not None and state["step"] < cfg.steps)
                 if interrupted or (cfg.save_every and state["step"] % cfg.save_every == 0):
                     checkpoint = save(interrupted)
                     saved_at = state["step"]
         bar.close()
         if saved_at != state["step"]:
             checkpoint = save(False)
+        final = None
+        if not interrupted:  # the stable place eval reads (train/final_model.py)
+            final = write_final_model(out_dir, model=model, tokenizer=tokenizer, config=config_to_dict(cfg))
     finally:
         if own_engine:
             engine.close()
@@ -194,7 +207,10 @@ def run_rl(
         "output_dir": str(out_dir),
         "checkpoint": str(checkpoint) if checkpoint else None,
         "model_dir": str(Path(checkpoint) / "model") if checkpoint else None,
+        "final_model": str(final) if final else None,
         "interrupted": interrupted,
+        "stopped_by": stop.requested if interrupted else None,  # SIGINT / SIGTERM, or None
+        "loss_head": loss_head,
         "steps": state["step"],
         "total_steps": cfg.steps,
         "format": cfg.format,
@@ -278,8 +294,8 @@ def _hidden(model: torch.nn.Module, rows: PolicyBatch, autocast_dtype: torch.dty
     return hidden.to(autocast_dtype) if autocast_dtype else hidden
 
 
-def _lm_head_ops(loss: PolicyLossConfig) -> tuple[Any, Any]:
-    if loss.lm_head == "fused":
+def _lm_head_ops(loss: PolicyLossConfig, device: Any = "cpu") -> tuple[Any, Any]:
+    if resolve_loss_head(loss.lm_head, device) == "fused":
         from fastcomt.kernels import linear_logprobs, linear_policy_loss
     else:
         from fastcomt.kernels import reference_linear_logprobs as linear_logprobs
@@ -321,7 +337,7 @@ def policy_update(
     by its share (tokens for bnpo/dapo, sequences for grpo/dr_grpo), so the gradient does not depend
     on how rows were split into micro-batches.
     """
-    logprobs_fn, loss_fn = _lm_head_ops(loss_cfg)
+    logprobs_fn, loss_fn = _lm_head_ops(loss_cfg, device)
     batch = PolicyBatch(*(t.to(device) if isinstance(t, torch.Tensor) else t for t in (
         batch.input_ids, batch.attention_mask, batch.targets, batch.loss_mask, batch.advantages,
         batch.rollout_logprobs, batch.lengths, batch.completion_tokens)))  # fmt: skip
@@ -438,4 +454,8 @@ def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
         raise ValueError("config: expected a YAML file (see configs/rl-*.yaml)")
     summary = run_rl(load_config(config, RLConfig, list(overrides or ())))
     print(json.dumps(summary, indent=2))
+    if summary["stopped_by"]:
+        print(resume_hint("rl", config, list(overrides or ()), summary), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    print(f"final model: {summary['final_model']} (weights, tokenizer, train_config.json)", file=sys.stderr, flush=True)
     return 0

@@ -381,6 +381,7 @@ def policy_update(
                 beta=loss_cfg.beta, tis_cap=loss_cfg.tis_cap if behaviour is not None else None,
                 entropy_coef=loss_cfg.entropy_coef, temperature=temperature,
                 max_tokens=max_tokens if loss_cfg.loss_type == "dr_grpo" else None,
+                check_finite=True,  # NaN/inf inputs fail loudly; one sync, and the loss is read back below anyway
             )  # fmt: skip
             share = n_tok / max(total_tokens, 1) if loss_cfg.loss_type in ("bnpo", "dapo") else len(index) / total_rows
             (loss * share).backward()

@@ -70,6 +70,7 @@ def test_readme_pipeline_runs_as_written(tmp_path, monkeypatch, capsys):
     expected = ["gsm8k", "svamp", "asdiv", "mawps", "gsm_hard", "tabmwp", "gsm_symbolic"]
     assert sorted(summary["benchmarks"]) == sorted(expected)
     assert all(m["n"] == 1 for m in summary["benchmarks"].values())
+    assert all(m["strict_accuracy"] <= m["accuracy"] for m in summary["benchmarks"].values())
     assert summary["settings"]["model"] == str(rl_final.resolve())
 
 

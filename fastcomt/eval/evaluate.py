@@ -115,7 +115,8 @@ def score_rollout(
         "plan": plan.plan_text if rollout.fmt == "comt" else None,
         "execution": text,
         "answer": graded.answer,
-        "correct": bool(graded.answer_correct),
+        "correct": bool(graded.answer_correct),  # lenient: a last-number guess counts as an answer
+        "answer_stated": check.ends_with_answer,  # strict accuracy: correct and stated as "The answer is N."
         "format_ok": check.ok,
         "format_reasons": list(check.reasons),
         "finish_reason": execution.finish_reason,
@@ -391,7 +392,12 @@ def main(config_path: str | None = None, overrides: Sequence[str] = ()) -> int:
 
 
 def summary_line(summary: Mapping[str, Any], out_dir: str | Path) -> str:
-    """One line for the terminal: overall accuracy and where the report is."""
+    """One line for the terminal: overall strict accuracy (lenient beside it) and where the report is."""
     overall = summary["groups"]["overall"]
-    accuracy = "n/a" if overall["accuracy"] is None else f"{overall['accuracy']:.4f}"
-    return f"overall accuracy {accuracy} over {len(overall['benchmarks'])} benchmarks; report: {Path(out_dir) / 'report.md'}"
+
+    def show(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return (f"overall accuracy {show(overall.get('strict_accuracy'))} strict (answer statement in the expected format), "
+            f"{show(overall['accuracy'])} lenient (any final number) over {len(overall['benchmarks'])} benchmarks; "
+            f"report: {Path(out_dir) / 'report.md'}")  # fmt: skip

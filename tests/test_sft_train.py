@@ -138,15 +138,17 @@ def test_torch_loss_gives_the_fused_loss_and_gradients():
     examples = [make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= 3 for i in range(n)]) for n in (6, 10)]
     row = collate_row(examples)
     results = {}
-    for loss in ("fused", "torch"):
+    for loss in ("fused", "torch", "chunked"):
         model.zero_grad()
         value = sft.row_loss_sum(model, row, loss)
         value.backward()
         results[loss] = (value.detach(), [p.grad.clone() for p in model.parameters()])
     torch.testing.assert_close(results["torch"][0], results["fused"][0], rtol=1e-5, atol=1e-5)
-    for a, b in zip(results["torch"][1], results["fused"][1]):
+    torch.testing.assert_close(results["chunked"][0], results["fused"][0], rtol=1e-5, atol=1e-5)
+    for a, b, c in zip(results["torch"][1], results["fused"][1], results["chunked"][1]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="loss: expected 'fused' or 'torch'"):
+        torch.testing.assert_close(c, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="loss: expected 'fused', 'chunked' or 'torch'"):
         sft.row_loss_sum(model, row, "liger")
 
 

@@ -51,6 +51,7 @@ from .rl_batch import CountingEngine, PolicyBatch, ScoredBatch, build_policy_bat
 from .rl_config import PolicyLossConfig, RLConfig, check_rl_config
 from .resume import resume_newest_loadable
 from .schedule import cosine_scheduler
+from .torch_head import chunk_rows_for
 from .tokenizer import load_tokenizer
 
 __all__ = ["run_rl", "rl_step_problems", "load_problem_pool", "policy_update", "push_weights", "main"]
@@ -295,12 +296,21 @@ def _hidden(model: torch.nn.Module, rows: PolicyBatch, autocast_dtype: torch.dty
 
 
 def _lm_head_ops(loss: PolicyLossConfig, device: Any = "cpu") -> tuple[Any, Any]:
+    # chunked and torch share the plain-torch reference; chunked caps the micro-batches (_micro_batch_budget)
     if resolve_loss_head(loss.lm_head, device) == "fused":
         from fastcomt.kernels import linear_logprobs, linear_policy_loss
     else:
         from fastcomt.kernels import reference_linear_logprobs as linear_logprobs
         from fastcomt.kernels import reference_linear_policy_loss as linear_policy_loss
     return linear_logprobs, linear_policy_loss
+
+
+def _micro_batch_budget(loss: PolicyLossConfig, vocab_size: int, device: Any) -> int:
+    """Padded tokens per micro-batch: loss.micro_batch_tokens, capped for the chunked head so that
+    one micro-batch's [tokens, vocab] logits stay within torch_head.LOGITS_BUDGET_BYTES."""
+    if resolve_loss_head(loss.lm_head, device) == "chunked":
+        return min(loss.micro_batch_tokens, chunk_rows_for(vocab_size))
+    return loss.micro_batch_tokens
 
 
 @torch.no_grad()
@@ -341,7 +351,7 @@ def policy_update(
     batch = PolicyBatch(*(t.to(device) if isinstance(t, torch.Tensor) else t for t in (
         batch.input_ids, batch.attention_mask, batch.targets, batch.loss_mask, batch.advantages,
         batch.rollout_logprobs, batch.lengths, batch.completion_tokens)))  # fmt: skip
-    groups = micro_batches(batch.lengths, loss_cfg.micro_batch_tokens)
+    groups = micro_batches(batch.lengths, _micro_batch_budget(loss_cfg, lm_head_weight(model).shape[0], device))
     was_training = model.training
     model.eval()  # no dropout while scoring; the tiny models have none, real checkpoints might
     if loss_cfg.old_logprobs == "recompute":

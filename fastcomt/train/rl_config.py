@@ -67,8 +67,9 @@ class PolicyLossConfig:
     old_logprobs: "recompute" (the trainer's own log-probs before the update, with the engine's as
     behaviour log-probs and truncated importance weights capped at `tis_cap`) or "rollout" (the
     engine's log-probs are the old ones: one GEMM pass less, exact when engine and trainer agree).
-    lm_head: "auto" (fused on a GPU, torch on a CPU), "fused" (Triton kernels; the CPU runs them in
-    the interpreter) or "torch" (the plain full-logits reference of the same functions).
+    lm_head: "auto" (fused on a GPU, chunked on a CPU), "fused" (Triton kernels; the CPU runs them in
+    the interpreter), "torch" (the plain full-logits reference of the same functions) or "chunked"
+    (that reference over micro-batches capped in logits memory).
     """
 
     # aggregation of the clipped surrogate: grpo (per sequence), bnpo / dapo (per token), dr_grpo (constant)
@@ -86,9 +87,10 @@ class PolicyLossConfig:
     train_plans: bool = False  # also train the plan tokens, with the plan-level advantages
     micro_batch_tokens: int = 8192  # padded tokens per forward/backward (gradient accumulation)
     updates_per_batch: int = 1  # optimizer steps over each rollout batch (PPO epochs)
-    # auto: fused on a GPU, torch on a CPU (the progress bar says which runs); fused: Triton kernels
-    # (CPU: interpreter, ~ms per token); torch: the plain-torch reference, one micro-batch's logits at a time
-    lm_head: Literal["auto", "fused", "torch"] = "auto"
+    # auto: fused on a GPU, chunked on a CPU (the progress bar says which runs); fused: Triton kernels
+    # (CPU: interpreter, ~ms per token); chunked: the plain-torch reference over micro-batches capped so
+    # that one holds at most 256 MiB of logits; torch: the same reference over whole micro-batches
+    lm_head: Literal["auto", "fused", "chunked", "torch"] = "auto"
 
 
 @dataclass

@@ -49,10 +49,11 @@ from .resume import resume_newest_loadable
 from .packing import IGNORE_INDEX, Example, PackedRow, collate_row, epoch_plan, make_example
 from .replay import replay_examples, replay_texts
 from .schedule import cosine_scheduler
+from .torch_head import chunked_cross_entropy_sum
 from .tokenizer import encode_chat_examples, load_tokenizer, train_tokenizer
 
 __all__ = ["run_sft", "load_training_records", "cut_off_tail", "prepare_tokenizer", "encode_records", "accumulate_step_gradients",
-           "packed_loss_sum", "full_logits_loss_sum", "row_loss_sum", "main"]
+           "packed_loss_sum", "chunked_loss_sum", "full_logits_loss_sum", "row_loss_sum", "main"]
 
 
 def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | None = None) -> dict[str, Any]:
@@ -258,12 +259,28 @@ def full_logits_loss_sum(model: torch.nn.Module, row: PackedRow, autocast_dtype:
 
 def row_loss_sum(model: torch.nn.Module, row: PackedRow, loss: str = "fused",
                  autocast_dtype: torch.dtype | None = None) -> torch.Tensor:  # fmt: skip
-    """Summed cross-entropy of one packed row: `loss` "fused" (the kernel) or "torch" (full logits)."""
+    """Summed cross-entropy of one packed row: `loss` "fused" (the kernel), "chunked" (plain torch,
+    bounded memory) or "torch" (full logits)."""
     if loss == "fused":
         return packed_loss_sum(model, row, autocast_dtype)
+    if loss == "chunked":
+        return chunked_loss_sum(model, row, autocast_dtype)
     if loss == "torch":
         return full_logits_loss_sum(model, row, autocast_dtype)
-    raise ValueError(f"loss: expected 'fused' or 'torch', got {loss!r}")
+    raise ValueError(f"loss: expected 'fused', 'chunked' or 'torch', got {loss!r}")
+
+
+def chunked_loss_sum(model: torch.nn.Module, row: PackedRow, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The same summed cross-entropy in plain torch, one chunk of tokens' logits at a time
+    (train/torch_head.py): hidden states from the base model, the LM head weight, recompute in backward."""
+    device_type = row.input_ids.device.type
+    with torch.autocast(device_type=device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        hidden = base_model(model)(input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False).last_hidden_state
+    weight = lm_head_weight(model)
+    if autocast_dtype is not None:
+        hidden, weight = hidden.to(autocast_dtype), weight.to(autocast_dtype)
+    return chunked_cross_entropy_sum(hidden.reshape(-1, hidden.shape[-1]), weight, row.targets.reshape(-1),
+                                     ignore_index=IGNORE_INDEX)  # fmt: skip
 
 
 def load_training_records(data: DataConfig, *, skipped: dict[str, int] | None = None) -> list[ComtRecord]:

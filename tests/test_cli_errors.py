@@ -55,15 +55,38 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
         main(["sft", "--config", "missing.yaml", "--debug"])
 
 
-def test_errors_come_before_torch_is_imported(tmp_path):
-    """A wrong key in a subprocess: one line, status 2, and torch was never imported (fast)."""
+@pytest.mark.parametrize("argv, expected", [
+    (["sft", "--config", str(REPO / "configs/sft-synthetic-comt.yaml"), "optim.epochs=two"],
+     "optim.epochs: expected int, got str 'two'"),
+    (["rl", "--config", str(REPO / "configs/rl-synthetic-ccrl.yaml")], "model.path: no folder at runs/sft-synthetic-comt/final"),
+    (["eval", "--model", "runs/rl-synthetic-ccrl/final"], "--model: no folder at runs/rl-synthetic-ccrl/final"),
+    (["data", "--config", str(REPO / "configs/sft-synthetic-comt.yaml"), "data.build.mode=magic"], "data.build.mode"),
+])  # fmt: skip
+def test_errors_come_before_torch_is_imported(tmp_path, argv, expected):
+    """A user error in a subprocess: one line, status 2, and torch was never imported (fast)."""
     code = ("import sys; from fastcomt.cli import main; status = main(sys.argv[1:]); "
             "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(status)")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", code, "sft", "--config", str(REPO / "configs/sft-synthetic-comt.yaml"),
-                           "optim.epochs=two"], capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and "optim.epochs: expected int, got str 'two'" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bad_data_record_names_the_file_and_record(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    data = tmp_path / "plans.jsonl"
+    good = {"id": "a", "source": "toy", "kind": "meta_thought", "question": "q?", "target": "t", "answer": 1}
+    data.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "b", "kind": "essay"}) + "\n")
+    status, err = _run(["sft", "--config", "configs/sft-synthetic-comt.yaml", f"data.train={data}"], capsys)
+    assert status == 2 and err.count("\n") == 1
+    assert f"data.train: {data}: record 2: kind: expected one of ('meta_thought', 'cot'), got 'essay'" in err
+    data.write_text(json.dumps(good) + "\n{not json\n")
+    status, err = _run(["sft", "--config", "configs/sft-synthetic-comt.yaml", f"data.train={data}"], capsys)
+    assert status == 2 and err.count("\n") == 1 and f"{data}:2: not a JSON line" in err
 
 
 def _save_model(path, with_tokenizer=True):

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from fastcomt.comt.build import build_comt_data, build_settings
 from fastcomt.comt.chat import sft_messages
 from fastcomt.atomic_io import write_json_atomic
-from fastcomt.comt.records import ComtRecord, read_records
+from fastcomt.comt.records import ComtRecord, iter_jsonl_dicts
 from fastcomt.formats import EXECUTION_MARKER, marker_ids, prompt_ids, text_ids
 
 from fastcomt.kernels import linear_cross_entropy
@@ -294,7 +294,14 @@ def load_training_records(data: DataConfig, *, skipped: dict[str, int] | None = 
         if data.build is None:
             raise FileNotFoundError(f"data.train: {path} does not exist and data.build is not set")
         build_comt_data(build_settings(data))
-    records = read_records(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.train: {path} is not a file")
+    records = []
+    for number, row in enumerate(iter_jsonl_dicts(path), start=1):  # a bad line raises naming path:line
+        try:
+            records.append(ComtRecord.from_dict(row))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"data.train: {path}: record {number}: {exc}") from exc
     torn = cut_off_tail(path)
     if torn:
         if skipped is not None:

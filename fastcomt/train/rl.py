@@ -15,7 +15,9 @@ Per step:
    (gradients accumulated, the loss normalised over the whole batch), clip, AdamW step;
 5. push the new weights to the engine (its prefix cache is flushed, its version bumped);
 6. log one JSON line (metrics.jsonl) and the progress bar; checkpoint atomically every
-   `save_every` steps and at the end (weights, optimizer, scheduler, RNG, step): a rerun resumes.
+   `save_every` steps and at the end (weights, optimizer, scheduler, RNG, step): a rerun resumes;
+   SIGINT/SIGTERM end the run after the current step with a checkpoint (train/interrupt.py).
+At the end the final model (weights, tokenizer, this config) goes to `<output_dir>/final/`.
 """
 
 from __future__ import annotations

@@ -8,10 +8,12 @@
 3. model (a tiny Qwen2/Llama from the config, or a checkpoint), AdamW, warm-up + cosine;
 4. resume from the newest checkpoint (weights, optimizer, scheduler, RNG, data position);
 5. per step: for each packed row, hidden states from the base model, then the fused LM-head
-   cross-entropy (no [tokens, vocab] logits; `loss: torch` uses the model's own head and
-   F.cross_entropy instead, e.g. on a CPU), summed and divided by the step's response-token
+   cross-entropy (no [tokens, vocab] logits; `loss: auto` runs it on a GPU and the chunked
+   plain-torch head on a CPU, train/loss_head.py), summed and divided by the step's response-token
    count (so the loss is the same whichever way the tokens were split into rows); clip, step, log;
-   checkpoint atomically every `save_every` steps and at the end.
+   checkpoint atomically every `save_every` steps and at the end; SIGINT/SIGTERM end the run after
+   the current step with a checkpoint (train/interrupt.py);
+6. the final model (weights, tokenizer, this config) to `<output_dir>/final/` (train/final_model.py).
 """
 
 from __future__ import annotations

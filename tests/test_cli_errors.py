@@ -60,7 +60,8 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
      "optim.epochs: expected int, got str 'two'"),
     (["rl", "--config", str(REPO / "configs/rl-synthetic-ccrl.yaml")], "model.path: no folder at runs/sft-synthetic-comt/final"),
     (["eval", "--model", "runs/rl-synthetic-ccrl/final"], "--model: no folder at runs/rl-synthetic-ccrl/final"),
-    (["data", "--config", str(REPO / "configs/sft-synthetic-comt.yaml"), "data.build.mode=magic"], "data.build.mode"),
+    (["data", "--config", str(REPO / "configs/sft-synthetic-comt.yaml"), "data.build.mode=magic"],
+     "configs/sft-synthetic-comt.yaml: data.build.mode: expected one of ['offline', 'teacher', 'cot'], got 'magic'"),
 ])  # fmt: skip
 def test_errors_come_before_torch_is_imported(tmp_path, argv, expected):
     """A user error in a subprocess: one line, status 2, and torch was never imported (fast)."""

@@ -26,6 +26,7 @@ def _inputs(seed=0):
     return hidden, weight, targets, mask, advantages, old_logp
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter warns while it computes the NaN loss
 @pytest.mark.parametrize("loss_fn", [linear_policy_loss, reference_linear_policy_loss])
 @pytest.mark.parametrize("name, spoil", [
     ("hidden", lambda x: x[0].__setitem__((0, 1, 2), math.nan)),

@@ -297,7 +297,10 @@ def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
         if sft.data.build is None:
             raise ValueError(f"{config}: data.build: expected a mapping of data-build keys (`fastcomt data --help`) "
                              f"that builds data.train ({sft.data.train}), got none")  # fmt: skip
-        cfg = config_from_dict(ComtDataConfig, build_settings(sft.data), "data.build")
+        try:
+            cfg = config_from_dict(ComtDataConfig, build_settings(sft.data), "data.build")
+        except ValueError as exc:
+            raise ValueError(f"{config}: {exc}") from exc
     else:
         cfg = config_from_dict(ComtDataConfig, raw)
     report = build_comt_data(cfg, progress=True)

@@ -123,8 +123,11 @@ def train_tokenizer(
 
 def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
     """A saved tokenizer (ours or a real checkpoint's); it must carry a chat template."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"tokenizer path not found: {path}")
+    from fastcomt.model_dir import tokenizer_dir_problem
+
+    problem = tokenizer_dir_problem(path, "tokenizer")  # instead of transformers' "install sentencepiece"
+    if problem is not None:
+        raise FileNotFoundError(problem)
     tokenizer_file = Path(path) / "tokenizer.json"
     config = Path(path) / "tokenizer_config.json"
     if tokenizer_file.is_file() and config.is_file() and _saved_as_plain_tokenizer(config):

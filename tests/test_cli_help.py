@@ -172,10 +172,20 @@ print(json.dumps({name: name in sys.modules for name in ("torch", "transformers"
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["rl", "--help"], ["sft", "--help"], ["data", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["rl", "--help"], ["sft", "--help"], ["data", "--help"], ["eval", "--help"]])
 def test_help_imports_no_torch(argv: list[str]) -> None:
     # A fresh interpreter: this test process may have imported torch already.
     done = subprocess.run([sys.executable, "-c", _IMPORTS_AFTER_HELP, *argv], capture_output=True, text=True,
                           timeout=60, check=True)  # fmt: skip
     assert "usage: fastcomt" in done.stdout
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"torch": False, "transformers": False}
+
+
+def test_top_level_summary_names_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    summary = next(line for line in text.splitlines() if line.startswith("The `fastcomt` command:"))
+    for command in [*cli._COMMANDS, "eval"]:
+        assert f" {command}" in summary, f"the summary line omits {command}: {summary}"
+    assert "--debug" in text

@@ -315,8 +315,11 @@ def test_report_follows_the_paper_layout():
     header = next(line for line in text.splitlines() if line.startswith("| metric"))
     assert header == ("| metric | GSM8K | SVAMP | **ID avg** | ASDiv | MAWPS | TabMWP | GSM-Hard | GSM-Symbolic | "
                       "**OOD avg** | Synthetic | **Overall** |")  # fmt: skip
-    accuracy_row = next(line for line in text.splitlines() if line.startswith("| Accuracy"))
-    assert accuracy_row == "| Accuracy (%) | 50.0 | 100.0 | 75.0 | 0.0 | 50.0 | 100.0 | 50.0 | 50.0 | 50.0 | 100.0 | 62.5 |"
+    accuracy_row = next(line for line in text.splitlines() if line.startswith("| Lenient accuracy"))
+    assert accuracy_row == "| Lenient accuracy (%) | 50.0 | 100.0 | 75.0 | 0.0 | 50.0 | 100.0 | 50.0 | 50.0 | 50.0 | 100.0 | 62.5 |"
+    # every row here states its answer in the expected format: strict equals lenient, and comes first
+    strict_row = next(line for line in text.splitlines() if "accuracy (%)" in line)
+    assert strict_row == "| Strict accuracy (%) | 50.0 | 100.0 | 75.0 | 0.0 | 50.0 | 100.0 | 50.0 | 50.0 | 50.0 | 100.0 | 62.5 |"
 
 
 # --- command line -------------------------------------------------------------------------------

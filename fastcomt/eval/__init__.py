@@ -10,8 +10,8 @@ import importlib
 
 _EXPORTS = {
     "evaluate": "runner",
-    "EvalConfig": "runner",
-    "PAPER_BENCHMARKS": "runner",
+    "EvalConfig": "eval_config",
+    "PAPER_BENCHMARKS": "eval_config",
     "score_rollout": "runner",
     "score_rollouts": "runner",
     "load_rows": "runner",

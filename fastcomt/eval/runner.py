@@ -23,9 +23,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from fastcomt.atomic_io import write_json_atomic, write_text_atomic
 from fastcomt.jsonl import JsonlAppender, iter_jsonl_dicts
@@ -35,7 +34,8 @@ from fastcomt.rollout.engine import RolloutEngine
 from fastcomt.rollout.types import SamplingParams
 from fastcomt.tasks import GradedCompletion, Problem, grade_completion, load_benchmark
 
-from .report import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, render_report, summarize_rows
+from .eval_config import PAPER_BENCHMARKS, EvalConfig  # EvalConfig lives apart so `eval --help` needs no torch
+from .report import render_report, summarize_rows
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -53,7 +53,6 @@ __all__ = [
     "main",
 ]
 
-PAPER_BENCHMARKS: tuple[str, ...] = IN_DISTRIBUTION + OUT_OF_DISTRIBUTION
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -109,7 +108,8 @@ def _row(rollout: ProblemRollout, text: str, graded: GradedCompletion, confidenc
         "plan": plan.plan_text if rollout.fmt == "comt" else None,
         "execution": text,
         "answer": graded.answer,
-        "correct": bool(graded.answer_correct),
+        "correct": bool(graded.answer_correct),  # lenient: a last-number guess counts as an answer
+        "answer_stated": check.ends_with_answer,  # strict accuracy: correct and stated as "The answer is N."
         "format_ok": check.ok,
         "format_reasons": list(check.reasons),
         "finish_reason": execution.finish_reason,
@@ -120,37 +120,6 @@ def _row(rollout: ProblemRollout, text: str, graded: GradedCompletion, confidenc
         "generated_tokens": len(execution.token_ids) + (len(plan.plan.token_ids) if plan.plan is not None else 0),
         "steps": steps,
     }
-
-
-@dataclass
-class EvalConfig:
-    """One evaluation run (YAML for `fastcomt eval --config`; flags override it). Each field's
-    comment is its meaning in `fastcomt eval --help`."""
-
-    model: str = ""  # Hugging Face model directory (weights and tokenizer); required
-    tokenizer: str | None = None  # tokenizer directory; null: the model's
-    # benchmark names (tasks.load_benchmark); default: the paper's seven
-    benchmarks: list[str] = field(default_factory=lambda: list(PAPER_BENCHMARKS))
-    split: str = "test"  # benchmark split
-    format: Literal["comt", "cot"] = "comt"  # comt: plan, then execution; cot: the solution only
-    limit: int | None = None  # first N problems of each benchmark; null: all
-    out_dir: str = "runs/eval"  # output directory: rows, summary.json, report.md, reliability diagram
-    batch_size: int = 32  # problems per engine call
-    max_new_tokens: int = 512  # generation budget of an execution (CoT: of the response), in tokens
-    plan_max_new_tokens: int | None = None  # generation budget of a CoMT plan, in tokens; null: max_new_tokens
-    system_prompt: str | None = None  # system message before each question; null: none
-    seed: int = 0  # generation seed
-    # step confidence from its tokens' log-probs, as the CCRL reward computes it: geomean (geometric
-    # mean of the probabilities), min (the least likely token), first (the first token)
-    confidence: Literal["geomean", "min", "first"] = "geomean"
-    n_bins: int = 10  # bins of the step-confidence ECE and the reliability diagram
-    tau: float = 0.9  # a wrong step at or above this confidence counts as an overconfident error
-    engine: Literal["transformers", "sglang"] = "transformers"  # transformers: in-process, any device; sglang: GPU
-    device: str = "auto"  # auto: cuda when available, else cpu
-    # the weights' dtype; auto: bfloat16 on a GPU, float32 on CPU
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_batch_samples: int = 256  # transformers engine: samples decoded together
-    progress: bool = True  # progress bar
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -384,7 +353,12 @@ def main(config_path: str | None = None, overrides: Sequence[str] = ()) -> int:
 
 
 def summary_line(summary: Mapping[str, Any], out_dir: str | Path) -> str:
-    """One line for the terminal: overall accuracy and where the report is."""
+    """One line for the terminal: overall strict accuracy (lenient beside it) and where the report is."""
     overall = summary["groups"]["overall"]
-    accuracy = "n/a" if overall["accuracy"] is None else f"{overall['accuracy']:.4f}"
-    return f"overall accuracy {accuracy} over {len(overall['benchmarks'])} benchmarks; report: {Path(out_dir) / 'report.md'}"
+
+    def show(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return (f"overall accuracy {show(overall.get('strict_accuracy'))} strict (answer statement in the expected format), "
+            f"{show(overall['accuracy'])} lenient (any final number) over {len(overall['benchmarks'])} benchmarks; "
+            f"report: {Path(out_dir) / 'report.md'}")  # fmt: skip

@@ -101,7 +101,7 @@ class OptimConfig:
 
 @dataclass
 class SFTConfig:
-    output_dir: str  # run folder: checkpoints/, metrics.jsonl, summary.json, tokenizer/
+    output_dir: str  # run folder: final/ (the trained model), checkpoints/, metrics.jsonl, summary.json, tokenizer/
     data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -109,10 +109,12 @@ class SFTConfig:
     seed: int = 0  # data order, packing and dropout
     device: str = "auto"  # auto: cuda when available, else cpu
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 autocast on GPU; CPU always runs fp32
-    # fused: hidden states into the fused linear cross-entropy kernel (no [tokens, vocab] logits);
-    # torch: the model's own LM head and F.cross_entropy over full logits (same loss; faster on a
-    # CPU, where the kernel runs in Triton's interpreter at a few milliseconds per token).
-    loss: Literal["fused", "torch"] = "fused"
+    # auto: fused on a GPU, chunked on a CPU (the progress bar says which runs); fused: hidden states
+    # into the fused linear cross-entropy kernel (no [tokens, vocab] logits); chunked: plain torch, the
+    # logits of one chunk of tokens at a time, recomputed in the backward (bounded memory; ~10x faster
+    # than the kernel on a CPU, where it runs in Triton's interpreter); torch: the model's own LM head
+    # and F.cross_entropy over a whole packed row's logits
+    loss: Literal["auto", "fused", "chunked", "torch"] = "auto"
     save_every: int = 0  # optimizer steps between checkpoints; 0: only at the end
     keep_last: int = 2  # checkpoints kept on disk (older ones are deleted)
     resume: bool = True  # continue from output_dir/checkpoints/latest when present

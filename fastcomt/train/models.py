@@ -76,8 +76,11 @@ def build_tiny_model(config: ModelConfig | dict[str, Any], vocab_size: int, *, p
 def load_pretrained_model(path: str, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                           attn_implementation: str | None = None, gradient_checkpointing: bool = False) -> PreTrainedModel:  # fmt: skip
     """A local Hugging Face checkpoint directory (weights kept in `dtype`; autocast does bf16 compute)."""
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"model.path: expected a local checkpoint directory, got {path!r}")
+    from fastcomt.model_dir import model_dir_problem
+
+    problem = model_dir_problem(path, "model.path")  # says what is missing and where the model probably is
+    if problem is not None:
+        raise FileNotFoundError(problem)
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, attn_implementation=attn_implementation or default_attn_implementation(device)
     )

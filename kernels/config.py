@@ -20,6 +20,8 @@ import torch
 # small next to the weights and activations of the models this targets.
 DEFAULT_CUDA_CHUNK_BYTES = 1 << 30
 DEFAULT_CPU_CHUNK_BYTES = 256 << 20
+# Vocabulary slice of the row kernel on GPU: 16 fp32 values per thread at 8 warps, no spills.
+CUDA_BLOCK_V = 4096
 # Chunks this large or larger are cut to a multiple of it, so GEMM tiles stay whole.
 ROW_ALIGNMENT = 128
 
@@ -94,6 +96,19 @@ def logits_dtype(config: LMHeadConfig, gemm_dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if config.fp32_logits else gemm_dtype
 
 
+def chunk_dtypes(
+    hidden_dtype: torch.dtype, device: torch.device, fp32_logits: bool, write_grad: bool
+) -> tuple[torch.dtype, torch.dtype, torch.dtype]:
+    """(GEMM operands, logits chunk, gradient chunk) dtypes of one call. The gradient is written over
+    the logits when both share a dtype, else into its own buffer in the GEMM dtype (the dh/dW GEMMs
+    read it). The driver and the ahead-of-time compile test both read the row kernel's pointer
+    dtypes from here."""
+    gemm = compute_dtype(hidden_dtype, device)
+    logits = torch.float32 if fp32_logits else gemm
+    grad = gemm if write_grad and logits != gemm else logits
+    return gemm, logits, grad
+
+
 def resolve_chunk_rows(config: LMHeadConfig, vocab_size: int, dtype: torch.dtype, device: torch.device) -> int:
     """Rows per chunk: ``budget // (V * bytes per row)``, at least 1, cut to a multiple of ROW_ALIGNMENT
     when at least that large. A row holds its logits and, when they differ in dtype from the GEMM
@@ -115,9 +130,12 @@ def resolve_chunk_rows(config: LMHeadConfig, vocab_size: int, dtype: torch.dtype
 def resolve_block_v(config: LMHeadConfig, vocab_size: int, device: torch.device) -> int:
     if config.block_v is not None:
         return config.block_v
+    if device.type == "cuda":
+        # One width for every vocabulary: a small V only masks lanes, and one BLOCK_V means one compiled
+        # specialisation per epilogue and dtype (all compiled ahead of time in the tests).
+        return CUDA_BLOCK_V
     # The interpreter pays per operation, not per element: one wide slice is cheapest on CPU.
-    cap = 4096 if device.type == "cuda" else 8192
-    return min(triton_next_power_of_2(vocab_size), cap)
+    return min(triton_next_power_of_2(vocab_size), 8192)
 
 
 def resolve_num_warps(config: LMHeadConfig, block_v: int) -> int:

@@ -19,8 +19,8 @@ from typing import Optional
 
 import torch
 
-from .config import compute_dtype
-from .lm_head_rows import EPILOGUE_CE, EPILOGUE_SCORE, NUM_STATS, STAT_LOSS, lm_head_rows_kernel
+from .config import chunk_dtypes, compute_dtype
+from .lm_head_rows import EPILOGUE_CE, EPILOGUE_SCORE, NUM_STATS, STAT_LOSS, lm_head_rows_kernel, row_kernel_constants
 from .validation import check_targets_in_range
 
 # tl.minimum(x, cap) with this cap leaves every finite weight untouched ("no truncation").
@@ -95,8 +95,8 @@ def run_lm_head_chunks(
     device = hidden.device
     num_rows = hidden.shape[0]
     vocab_size, hidden_size = weight.shape
-    cdtype = compute_dtype(hidden.dtype, device)
     write_grad = epilogue != EPILOGUE_SCORE and (need_dh or need_dw)
+    cdtype, ldtype, gdtype = chunk_dtypes(hidden.dtype, device, fp32_logits, write_grad)
 
     stats = torch.zeros(NUM_STATS, num_rows, dtype=torch.float32, device=device)
     dw_dtype = weight.dtype if dw_in_weight_dtype else torch.float32
@@ -114,7 +114,8 @@ def run_lm_head_chunks(
         return loss_sum, stats, dh, dw
 
     w_c = weight.to(cdtype)
-    tgt = (targets if index is None else targets.index_select(0, index)).contiguous()
+    # int64 targets whatever the caller's integer dtype: one specialisation of the row kernel fewer per dtype.
+    tgt = (targets if index is None else targets.index_select(0, index)).to(torch.int64).contiguous()
     coef_a = _gather(coef, index)
     adv_a = _gather(advantages, index)
     old_a = _gather(old_logprobs, index)
@@ -124,13 +125,12 @@ def run_lm_head_chunks(
     dummy = act_stats  # stands in for absent optional pointers; never read (constexpr flags)
 
     rows = max(1, min(chunk_rows, num_active))
-    ldtype = torch.float32 if fp32_logits else cdtype
     logits_buf = torch.empty(rows, vocab_size, dtype=ldtype, device=device)
     # dh/dW GEMMs take operands in cdtype: with fp32 logits and bf16/fp16 GEMMs the row kernel writes
     # the gradient into its own buffer; otherwise over the logits, in place.
     grad_buf = logits_buf
-    if write_grad and ldtype != cdtype:
-        grad_buf = torch.empty(rows, vocab_size, dtype=cdtype, device=device)
+    if gdtype != ldtype:
+        grad_buf = torch.empty(rows, vocab_size, dtype=gdtype, device=device)
     inv_temperature = 1.0 / temperature
     for start in range(0, num_active, rows):
         end = min(start + rows, num_active)
@@ -161,14 +161,16 @@ def run_lm_head_chunks(
             beta=beta,
             entropy_coef=entropy_coef,
             tis_cap=tis_cap,
-            EPILOGUE=epilogue,
-            WRITE_GRAD=write_grad,
-            HAS_COEF=coef_a is not None,
-            HAS_OLD=old_a is not None,
-            HAS_REF=ref_a is not None,
-            HAS_TIS=beh_a is not None,
-            BLOCK_V=block_v,
-            num_warps=num_warps,
+            **row_kernel_constants(
+                epilogue=epilogue,
+                write_grad=write_grad,
+                has_coef=coef_a is not None,
+                has_old=old_a is not None,
+                has_ref=ref_a is not None,
+                has_tis=beh_a is not None,
+                block_v=block_v,
+                num_warps=num_warps,
+            ),
         )
         if not write_grad:
             continue

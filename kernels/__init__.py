@@ -20,7 +20,7 @@ if __name__ == "fastcomt.kernels":
 
     if not torch.cuda.is_available():
         # Without a GPU, Triton can only run these kernels in its interpreter. The switch is read when
-        # triton.language is first imported (fastcomt/__init__.py sets it early for that reason) and
+        # triton.language is first imported (fastcomt/__init__.py chooses it at the first `import triton`) and
         # when each kernel is defined, i.e. at import of lm_head_rows below.
         os.environ.setdefault("TRITON_INTERPRET", "1")
         import triton.language.standard as _tl_standard

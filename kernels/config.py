@@ -43,6 +43,11 @@ class LMHeadConfig:
     # to ~0.1 and gradients by ~6% at V ~ 150k. fp32 costs 4 instead of 2 bytes per logit of chunk
     # memory and row-kernel traffic; the gradient is still written in the GEMM dtype for dh/dW.
     fp32_logits: bool = True
+    # No host sync per call (CUDA graphs, overlap): inactive rows go through the GEMMs with a zero
+    # coefficient instead of being dropped, and out-of-range targets are counted on the device and
+    # reported by raise_deferred_errors() (call it once per optimizer step). Costs the GEMM work of
+    # the inactive rows; the default checked path drops them and validates targets at once.
+    sync_free: bool = False
 
     def __post_init__(self) -> None:
         for name in ("chunk_rows", "chunk_bytes", "block_v", "num_warps"):
@@ -157,6 +162,7 @@ class Launch(NamedTuple):
     num_warps: int
     dw_in_weight_dtype: bool
     fp32_logits: bool
+    sync_free: bool
 
 
 def resolve_launch(config: LMHeadConfig | None, vocab_size: int, dtype: torch.dtype, device: torch.device) -> Launch:
@@ -169,4 +175,5 @@ def resolve_launch(config: LMHeadConfig | None, vocab_size: int, dtype: torch.dt
         resolve_num_warps(cfg, block_v),
         cfg.accumulate_dw_in_weight_dtype,
         cfg.fp32_logits,
+        cfg.sync_free,
     )

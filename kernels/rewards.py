@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .triton_mode import check_kernel_mode
+
 __all__ = ["CCRLRewards", "ccrl_rewards", "check_reward_inputs", "CONFIDENCE_MODES", "STEP_REWARDS", "ADVANTAGES"]
 
 CONFIDENCE_MODES = ("geomean", "min", "first")
@@ -320,6 +322,7 @@ def ccrl_rewards(
     if K == 0:  # keep a valid pointer for the (fully masked) step loads
         step_correct = torch.zeros(B, 1, dtype=torch.float32, device=device)
 
+    check_kernel_mode(_ccrl_reward_kernel, device)
     _ccrl_reward_kernel[(num_problems,)](
         logp_ptr=logprobs,
         span_ptr=span_ids,

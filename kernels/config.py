@@ -16,9 +16,13 @@ from typing import NamedTuple
 
 import torch
 
-# Large enough for cuBLAS to run near peak on a [chunk, H] x [H, V] GEMM at V ~ 150k,
-# small next to the weights and activations of the models this targets.
-DEFAULT_CUDA_CHUNK_BYTES = 1 << 30
+# The GPU budget of one chunk's logits (+ gradient) buffers. Every chunk but the first reads and
+# writes the fp32 dW (V*H*8 bytes), so fewer, larger chunks amortise that traffic; the memory target
+# is <= 2 GiB beyond the fp32 dW accumulator, which leaves ~0.5 GiB for dh and the gathered hidden
+# rows. bench/model.py at N=16384, H=3584, V=152064 (bf16, 4 TB/s): 1 GiB -> 15 chunks of 1152 rows,
+# 15.8 ms of dW traffic; 1.5 GiB -> 10 chunks of 1664 rows, 10.4 ms (both mostly hidden under the dW
+# GEMM's FLOPs at these chunk sizes; the additive bound drops from 1.30x to 1.23x the 3-GEMM floor).
+DEFAULT_CUDA_CHUNK_BYTES = 3 << 29  # 1.5 GiB
 DEFAULT_CPU_CHUNK_BYTES = 256 << 20
 # Vocabulary slice of the row kernel on GPU: 16 fp32 values per thread at 8 warps, no spills.
 CUDA_BLOCK_V = 4096

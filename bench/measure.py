@@ -55,7 +55,8 @@ def compute_errors(out: Outputs, truth: Truth, mask: torch.Tensor) -> dict[str, 
     if truth.logp is not None:
         errors["err_logp"] = _max_abs(out.logp, truth.logp, mask)
         errors["err_entropy"] = _max_abs(out.entropy, truth.entropy, mask)
-        errors["err_maxprob"] = _max_abs(out.maxprob, truth.maxprob, mask)
+        if out.maxprob is not None:  # peers that report no max-prob are not compared on it
+            errors["err_maxprob"] = _max_abs(out.maxprob, truth.maxprob, mask)
     return errors
 
 

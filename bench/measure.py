@@ -75,6 +75,8 @@ def _short(exc: BaseException) -> str:
 def _failure_status(method: Method, device: str, exc: BaseException) -> str:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return "oom"
+    if isinstance(exc, TimeoutError):
+        return f"timeout: {exc}"
     if method.needs_cuda and device == "cpu":
         return f"skipped: needs CUDA ({type(exc).__name__} on CPU)"
     return f"failed: {_short(exc)}"

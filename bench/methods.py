@@ -328,31 +328,32 @@ def _ce_cce(filter_eps: Any) -> Callable[[BuildContext], Runner]:
 
 METHODS: tuple[Method, ...] = (
     Method("floor", "policy", "floor: 3 GEMMs", lambda c: _floor(c, backward=True), is_floor=True),
-    Method("fastcomt", "policy", "fastcomt linear_policy_loss", _policy_fastcomt),
     Method("eager", "policy", "eager torch (bf16 logits, fp32 log-softmax)", _policy_eager),
     Method("compile", "policy", "torch.compile(eager, dynamic=True)", _policy_compile),
     Method("liger", "policy", "Liger LigerFusedLinearGRPOLoss", _policy_liger, needs_cuda=True),
     Method("cce", "policy", "cut-cross-entropy logp + torch surrogate", _policy_cce, needs_cuda=True),
     Method("trl", "policy", "TRL ChunkedLogProbFunction logp + torch surrogate", _policy_trl),
     Method("verl", "policy", "verl linear_cross_entropy logp + torch surrogate", _policy_verl, needs_cuda=True),
+    Method("fastcomt", "policy", "fastcomt linear_policy_loss", _policy_fastcomt),
     Method("floor", "logprobs", "floor: 1 GEMM", lambda c: _floor(c, backward=False), is_floor=True),
-    Method("fastcomt", "logprobs", "fastcomt linear_logprobs", _logprobs_fastcomt),
     Method("eager", "logprobs", "eager torch (bf16 logits, fp32 log-softmax)", _logprobs_eager),
     Method("compile", "logprobs", "torch.compile(eager, dynamic=True)", _logprobs_compile),
     Method("trl", "logprobs", "TRL ChunkedLogProbFunction (logp, entropy)", _logprobs_trl),
     Method("verl", "logprobs", "verl linear_cross_entropy (logp, entropy)", _logprobs_verl, needs_cuda=True),
+    Method("fastcomt", "logprobs", "fastcomt linear_logprobs", _logprobs_fastcomt),
     Method("floor", "ce", "floor: 3 GEMMs", lambda c: _floor(c, backward=True), is_floor=True),
-    Method("fastcomt", "ce", "fastcomt linear_cross_entropy", _ce_fastcomt),
     Method("eager", "ce", "eager torch (bf16 logits, fp32 cross-entropy)", _ce_eager),
     Method("compile", "ce", "torch.compile(eager, dynamic=True)", _ce_compile),
     Method("liger", "ce", "Liger LigerFusedLinearCrossEntropyLoss", _ce_liger, needs_cuda=True),
     Method("cce", "ce", "cut-cross-entropy (default filter)", _ce_cce("default"), needs_cuda=True),
     Method("cce-nofilter", "ce", "cut-cross-entropy (filter_eps=None)", _ce_cce(None), needs_cuda=True),
+    Method("fastcomt", "ce", "fastcomt linear_cross_entropy", _ce_fastcomt),
 )
 
 METHOD_NAMES = tuple(dict.fromkeys(m.name for m in METHODS))
 
 
 def methods_for(op: str, names: tuple[str, ...] | None = None) -> list[Method]:
-    """The methods of one op, floor first, optionally restricted to ``names``."""
+    """The methods of one op, floor first and fastcomt last (a sticky CUDA error or a hang in our kernel
+    cannot cost the floor's and the peers' rows), optionally restricted to ``names``."""
     return [m for m in METHODS if m.op == op and (names is None or m.name in names)]

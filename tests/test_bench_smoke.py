@@ -54,7 +54,9 @@ def smoke_run(tmp_path_factory):
            "--table", str(out / "table.md")]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    # Rows are appended as they are measured, then again with their group's ratios: the last one of a
+    # key is the row (read_jsonl's rule).
+    rows = read_jsonl(out / "rows.jsonl")
     return proc, rows, out
 
 

@@ -138,8 +138,10 @@ def compile_one(spec: dict[str, Any], arch: int) -> dict[str, Any]:
               "pointers": {k: str(v) for k, v in spec["pointers"].items()}}  # fmt: skip
     start = time.perf_counter()
     try:
+        # Constants keyed by argument position, the form every triton 3.x ASTSource accepts.
+        positional = {(fn.arg_names.index(name),): value for name, value in constants.items()}
         compiled = triton.compile(
-            ASTSource(fn, signature, constants, attrs),
+            ASTSource(fn, signature, positional, attrs),
             target=GPUTarget("cuda", arch, 32),
             options={"num_warps": spec["constants"]["num_warps"]},
         )

@@ -55,7 +55,8 @@ def compute_errors(out: Outputs, truth: Truth, mask: torch.Tensor) -> dict[str, 
     if truth.logp is not None:
         errors["err_logp"] = _max_abs(out.logp, truth.logp, mask)
         errors["err_entropy"] = _max_abs(out.entropy, truth.entropy, mask)
-        errors["err_maxprob"] = _max_abs(out.maxprob, truth.maxprob, mask)
+        if out.maxprob is not None:  # peers that report no max-prob are not compared on it
+            errors["err_maxprob"] = _max_abs(out.maxprob, truth.maxprob, mask)
     return errors
 
 
@@ -74,6 +75,8 @@ def _short(exc: BaseException) -> str:
 def _failure_status(method: Method, device: str, exc: BaseException) -> str:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return "oom"
+    if isinstance(exc, TimeoutError):
+        return f"timeout: {exc}"
     if method.needs_cuda and device == "cpu":
         return f"skipped: needs CUDA ({type(exc).__name__} on CPU)"
     return f"failed: {_short(exc)}"

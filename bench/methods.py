@@ -18,6 +18,7 @@ from bench.eager import PolicyConfig, eager_cross_entropy, eager_logprobs, eager
 from bench.inputs import BenchInputs
 
 OPS = ("policy", "logprobs", "ce")
+PEER_VERSIONS = {"trl": "1.16.0", "verl": "0.9.1"}
 
 
 @dataclass
@@ -89,8 +90,9 @@ def _scoring(fn: Callable[[], tuple[torch.Tensor, ...]], notes: str = "") -> Run
             return fn()
 
     def collect(out: tuple[torch.Tensor, ...]) -> Outputs:
-        logp, entropy, maxprob = (t.reshape(-1).float() for t in out)
-        return Outputs(logp=logp, entropy=entropy, maxprob=maxprob)
+        # Peers report log-prob and entropy only: their max-prob stays None (not compared).
+        logp, entropy, *maxprob = (t.reshape(-1).float() for t in out)
+        return Outputs(logp=logp, entropy=entropy, maxprob=maxprob[0] if maxprob else None)
 
     return Runner(step=step, collect=collect, notes=notes)
 
@@ -195,6 +197,61 @@ def _policy_cce(ctx: BuildContext) -> Runner:
     return _training(ctx, loss_fn, notes="default filter_eps")
 
 
+def _trl_logprobs(ctx: BuildContext, with_entropy: bool) -> Callable[[], tuple[torch.Tensor, ...]]:
+    """TRL 1.16's fused head called as its trainer calls it: active rows only, 32768-wide vocabulary
+    tiles, log-probs (and entropy) scattered back to [B, T]."""
+    from bench.peers import load_trl_chunked_logprob
+
+    trl = load_trl_chunked_logprob()
+    x = ctx.inputs
+    hidden, weight, targets, mask = x.bt(x.hidden), x.weight, x.bt(x.targets), x.bt(x.mask)
+    outputs = ("entropy",) if with_entropy else ()
+
+    def call() -> tuple[torch.Tensor, ...]:
+        logp, entropy, *_ = trl.ChunkedLogProbFunction.apply(
+            hidden[mask], weight, None, targets[mask], 1.0, 32768, None, 1.0, outputs
+        )
+        per_token = [logp] + ([entropy] if with_entropy else [])
+        return tuple(t.new_zeros(mask.shape).masked_scatter(mask, t) for t in per_token)
+
+    return call
+
+
+def _verl_logprobs(ctx: BuildContext) -> Callable[[], tuple[torch.Tensor, ...]]:
+    """verl 0.9.1's fused head (log-prob and entropy of every token, CUDA only), as its models call it."""
+    from bench.peers import load_verl_linear_cross_entropy
+
+    verl = load_verl_linear_cross_entropy()
+    x = ctx.inputs
+    hidden, weight, targets, mask = x.bt(x.hidden), x.weight, x.bt(x.targets), x.bt(x.mask)
+
+    def call() -> tuple[torch.Tensor, ...]:
+        logp, entropy = verl.linear_cross_entropy(hidden, weight, targets, 1.0, "none")
+        return tuple(torch.where(mask, t.reshape(mask.shape), 0.0) for t in (logp, entropy))
+
+    return call
+
+
+def _policy_trl(ctx: BuildContext) -> Runner:
+    logprobs = _trl_logprobs(ctx, with_entropy=False)
+    _, _, _, mask, advantages, old = _policy_args(ctx)
+    cfg = ctx.policy.as_dict()
+    return _training(
+        ctx, lambda: policy_surrogate(logprobs()[0], mask, advantages, old, **cfg),
+        notes=f"trl=={PEER_VERSIONS['trl']} ChunkedLogProbFunction, chunk_size=32768, logits recomputed in backward",
+    )  # fmt: skip
+
+
+def _policy_verl(ctx: BuildContext) -> Runner:
+    logprobs = _verl_logprobs(ctx)
+    _, _, _, mask, advantages, old = _policy_args(ctx)
+    cfg = ctx.policy.as_dict()
+    return _training(
+        ctx, lambda: policy_surrogate(logprobs()[0], mask, advantages, old, **cfg),
+        notes=f"verl=={PEER_VERSIONS['verl']} linear_cross_entropy (log-prob + entropy)",
+    )  # fmt: skip
+
+
 # ---------------------------------------------------------------- logprobs (forward scoring)
 
 
@@ -216,6 +273,14 @@ def _logprobs_compile(ctx: BuildContext) -> Runner:
     return _scoring(
         lambda: fn(x.hidden.detach(), x.weight.detach(), x.targets, x.mask), notes=f"backend={ctx.compile_backend}"
     )
+
+
+def _logprobs_trl(ctx: BuildContext) -> Runner:
+    return _scoring(_trl_logprobs(ctx, with_entropy=True), notes=f"trl=={PEER_VERSIONS['trl']}, outputs=('entropy',)")
+
+
+def _logprobs_verl(ctx: BuildContext) -> Runner:
+    return _scoring(_verl_logprobs(ctx), notes=f"verl=={PEER_VERSIONS['verl']}")
 
 
 # ---------------------------------------------------------------- cross-entropy
@@ -263,27 +328,32 @@ def _ce_cce(filter_eps: Any) -> Callable[[BuildContext], Runner]:
 
 METHODS: tuple[Method, ...] = (
     Method("floor", "policy", "floor: 3 GEMMs", lambda c: _floor(c, backward=True), is_floor=True),
-    Method("fastcomt", "policy", "fastcomt linear_policy_loss", _policy_fastcomt),
     Method("eager", "policy", "eager torch (bf16 logits, fp32 log-softmax)", _policy_eager),
     Method("compile", "policy", "torch.compile(eager, dynamic=True)", _policy_compile),
     Method("liger", "policy", "Liger LigerFusedLinearGRPOLoss", _policy_liger, needs_cuda=True),
     Method("cce", "policy", "cut-cross-entropy logp + torch surrogate", _policy_cce, needs_cuda=True),
+    Method("trl", "policy", "TRL ChunkedLogProbFunction logp + torch surrogate", _policy_trl),
+    Method("verl", "policy", "verl linear_cross_entropy logp + torch surrogate", _policy_verl, needs_cuda=True),
+    Method("fastcomt", "policy", "fastcomt linear_policy_loss", _policy_fastcomt),
     Method("floor", "logprobs", "floor: 1 GEMM", lambda c: _floor(c, backward=False), is_floor=True),
-    Method("fastcomt", "logprobs", "fastcomt linear_logprobs", _logprobs_fastcomt),
     Method("eager", "logprobs", "eager torch (bf16 logits, fp32 log-softmax)", _logprobs_eager),
     Method("compile", "logprobs", "torch.compile(eager, dynamic=True)", _logprobs_compile),
+    Method("trl", "logprobs", "TRL ChunkedLogProbFunction (logp, entropy)", _logprobs_trl),
+    Method("verl", "logprobs", "verl linear_cross_entropy (logp, entropy)", _logprobs_verl, needs_cuda=True),
+    Method("fastcomt", "logprobs", "fastcomt linear_logprobs", _logprobs_fastcomt),
     Method("floor", "ce", "floor: 3 GEMMs", lambda c: _floor(c, backward=True), is_floor=True),
-    Method("fastcomt", "ce", "fastcomt linear_cross_entropy", _ce_fastcomt),
     Method("eager", "ce", "eager torch (bf16 logits, fp32 cross-entropy)", _ce_eager),
     Method("compile", "ce", "torch.compile(eager, dynamic=True)", _ce_compile),
     Method("liger", "ce", "Liger LigerFusedLinearCrossEntropyLoss", _ce_liger, needs_cuda=True),
     Method("cce", "ce", "cut-cross-entropy (default filter)", _ce_cce("default"), needs_cuda=True),
     Method("cce-nofilter", "ce", "cut-cross-entropy (filter_eps=None)", _ce_cce(None), needs_cuda=True),
+    Method("fastcomt", "ce", "fastcomt linear_cross_entropy", _ce_fastcomt),
 )
 
 METHOD_NAMES = tuple(dict.fromkeys(m.name for m in METHODS))
 
 
 def methods_for(op: str, names: tuple[str, ...] | None = None) -> list[Method]:
-    """The methods of one op, floor first, optionally restricted to ``names``."""
+    """The methods of one op, floor first and fastcomt last (a sticky CUDA error or a hang in our kernel
+    cannot cost the floor's and the peers' rows), optionally restricted to ``names``."""
     return [m for m in METHODS if m.op == op and (names is None or m.name in names)]

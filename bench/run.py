@@ -26,6 +26,7 @@ GPU_TOKENS = (4096, 8192, 16384, 32768)
 DEFAULT_GPU_SHAPES = ",".join(f"{n}:{h}:{v}" for h, v in GPU_HEADS for n in GPU_TOKENS)
 DEFAULT_CPU_SHAPES = "32:32:500,64:32:500"
 OPS = ("policy", "logprobs", "ce")
+EXIT_DEVICE_LOST = 75  # the CUDA context broke (sticky error): rerun with --resume
 
 
 def _csv(choices: tuple[str, ...], what: str):
@@ -47,7 +48,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    method_names = ("fastcomt", "eager", "compile", "liger", "cce", "cce-nofilter", "floor")
+    method_names = ("fastcomt", "eager", "compile", "liger", "cce", "cce-nofilter", "trl", "verl", "floor")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available, else cpu")
     p.add_argument("--shapes", help=f"N:H:V,... (GPU default: {DEFAULT_GPU_SHAPES}; CPU: {DEFAULT_CPU_SHAPES})")
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="keep --out and skip rows already in it")
     p.add_argument("--budget-s", type=float, help="start no new measurement after this many seconds")
     p.add_argument("--strict", action="store_true", help="exit 1 unless every fastcomt row has status ok")
+    p.add_argument("--method-timeout-s", type=float, help="give up one measurement after this many seconds")
+    p.add_argument("--simulate-failure", choices=("error", "hang"),
+                   help="dry runs: fastcomt's rows fail this way, to check the other rows survive")
     p.add_argument("--site-dir", action="append", default=[], help="extra package folder appended to sys.path")
     return p
 
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.measure import Tolerances
     from bench.precision import set_tf32
     from bench.report import CPU_WARNING, append_jsonl, machine_info, read_jsonl, row_key, settings_id
-    from bench.sweep import Sweep, SweepConfig
+    from bench.sweep import StickyDeviceError, Sweep, SweepConfig
 
     if device == "cuda" and args.reps < 10:
         raise SystemExit(f"--reps: expected >= 10 on GPU (median and min need enough samples), got {args.reps}")
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, warmup=args.warmup, reps=args.reps,
         compile_backend=args.compile_backend or ("inductor" if device == "cuda" else "aot_eager"),
         policy=policy, tol=Tolerances(grad_rel_l2=args.tol_grad, logprob_max_abs=args.tol_logp),
-        budget_s=args.budget_s,
+        budget_s=args.budget_s, method_timeout_s=args.method_timeout_s, simulate_failure=args.simulate_failure,
     )
     set_tf32(args.tf32)
     _raise_recompile_limit()
@@ -163,13 +167,17 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("")
 
-    sweep = Sweep(cfg, kernels, {**settings, "machine": machine}, done, _log)
+    # Every row is on disk the moment it exists (read_jsonl keeps the last row of a key).
+    on_row = (lambda row: append_jsonl(args.out, [row])) if args.out is not None else (lambda row: None)
+    sweep = Sweep(cfg, kernels, {**settings, "machine": machine}, done, _log, on_row)
     all_rows: list[dict] = []
-    for shape in shapes:
-        for group, fresh in sweep.run_shape(shape):
-            all_rows.extend(group)
-            if args.out is not None and fresh:
-                append_jsonl(args.out, fresh)
+    try:
+        for shape in shapes:
+            for group, _ in sweep.run_shape(shape):
+                all_rows.extend(group)
+    except StickyDeviceError as exc:
+        _log(f"{exc}; exiting with {EXIT_DEVICE_LOST} so a rerun with --resume continues in a fresh process")
+        return EXIT_DEVICE_LOST
 
     _write_outputs(args, all_rows, machine, settings)
     if args.strict:

@@ -10,7 +10,8 @@ tokens so that ``[N, V]`` logits never exist:
 
 ``reference_*`` are the plain-torch full-logits versions of the same functions; ``ccrl_rewards``
 (the calibrated reward and group advantages) is loaded on first use. Tuning (chunk size,
-vocabulary block, dW accumulation dtype) goes through ``LMHeadConfig`` / ``lm_head_config``.
+vocabulary block, dW accumulation dtype, the sync-free path) goes through ``LMHeadConfig`` /
+``lm_head_config``; ``raise_deferred_errors`` reports what the sync-free path found.
 """
 
 if __name__ == "fastcomt.kernels":
@@ -20,7 +21,7 @@ if __name__ == "fastcomt.kernels":
 
     if not torch.cuda.is_available():
         # Without a GPU, Triton can only run these kernels in its interpreter. The switch is read when
-        # triton.language is first imported (fastcomt/__init__.py sets it early for that reason) and
+        # triton.language is first imported (fastcomt/__init__.py chooses it at the first `import triton`) and
         # when each kernel is defined, i.e. at import of lm_head_rows below.
         os.environ.setdefault("TRITON_INTERPRET", "1")
         import triton.language.standard as _tl_standard
@@ -34,6 +35,7 @@ if __name__ == "fastcomt.kernels":
             )
 
     from .config import LMHeadConfig, get_lm_head_config, lm_head_config, set_lm_head_config  # noqa: E402
+    from .deferred_checks import raise_deferred_errors  # noqa: E402
     from .linear_cross_entropy import linear_cross_entropy  # noqa: E402
     from .linear_logprobs import linear_logprobs  # noqa: E402
     from .linear_policy_loss import linear_policy_loss  # noqa: E402
@@ -54,6 +56,7 @@ if __name__ == "fastcomt.kernels":
         "reference_linear_logprobs",
         "reference_linear_policy_loss",
         "set_lm_head_config",
+        "raise_deferred_errors",
         "CCRLRewards",
         "ccrl_rewards",
         "ccrl_rewards_reference",

@@ -16,10 +16,16 @@ from typing import NamedTuple
 
 import torch
 
-# Large enough for cuBLAS to run near peak on a [chunk, H] x [H, V] GEMM at V ~ 150k,
-# small next to the weights and activations of the models this targets.
-DEFAULT_CUDA_CHUNK_BYTES = 1 << 30
+# The GPU budget of one chunk's logits (+ gradient) buffers. Every chunk but the first reads and
+# writes the fp32 dW (V*H*8 bytes), so fewer, larger chunks amortise that traffic; the memory target
+# is <= 2 GiB beyond the fp32 dW accumulator, which leaves ~0.5 GiB for dh and the gathered hidden
+# rows. bench/model.py at N=16384, H=3584, V=152064 (bf16, 4 TB/s): 1 GiB -> 15 chunks of 1152 rows,
+# 15.8 ms of dW traffic; 1.5 GiB -> 10 chunks of 1664 rows, 10.4 ms (both mostly hidden under the dW
+# GEMM's FLOPs at these chunk sizes; the additive bound drops from 1.30x to 1.23x the 3-GEMM floor).
+DEFAULT_CUDA_CHUNK_BYTES = 3 << 29  # 1.5 GiB
 DEFAULT_CPU_CHUNK_BYTES = 256 << 20
+# Vocabulary slice of the row kernel on GPU: 16 fp32 values per thread at 8 warps, no spills.
+CUDA_BLOCK_V = 4096
 # Chunks this large or larger are cut to a multiple of it, so GEMM tiles stay whole.
 ROW_ALIGNMENT = 128
 
@@ -41,6 +47,11 @@ class LMHeadConfig:
     # to ~0.1 and gradients by ~6% at V ~ 150k. fp32 costs 4 instead of 2 bytes per logit of chunk
     # memory and row-kernel traffic; the gradient is still written in the GEMM dtype for dh/dW.
     fp32_logits: bool = True
+    # No host sync per call (CUDA graphs, overlap): inactive rows go through the GEMMs with a zero
+    # coefficient instead of being dropped, and out-of-range targets are counted on the device and
+    # reported by raise_deferred_errors() (call it once per optimizer step). Costs the GEMM work of
+    # the inactive rows; the default checked path drops them and validates targets at once.
+    sync_free: bool = False
 
     def __post_init__(self) -> None:
         for name in ("chunk_rows", "chunk_bytes", "block_v", "num_warps"):
@@ -94,6 +105,19 @@ def logits_dtype(config: LMHeadConfig, gemm_dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if config.fp32_logits else gemm_dtype
 
 
+def chunk_dtypes(
+    hidden_dtype: torch.dtype, device: torch.device, fp32_logits: bool, write_grad: bool
+) -> tuple[torch.dtype, torch.dtype, torch.dtype]:
+    """(GEMM operands, logits chunk, gradient chunk) dtypes of one call. The gradient is written over
+    the logits when both share a dtype, else into its own buffer in the GEMM dtype (the dh/dW GEMMs
+    read it). The driver and the ahead-of-time compile test both read the row kernel's pointer
+    dtypes from here."""
+    gemm = compute_dtype(hidden_dtype, device)
+    logits = torch.float32 if fp32_logits else gemm
+    grad = gemm if write_grad and logits != gemm else logits
+    return gemm, logits, grad
+
+
 def resolve_chunk_rows(config: LMHeadConfig, vocab_size: int, dtype: torch.dtype, device: torch.device) -> int:
     """Rows per chunk: ``budget // (V * bytes per row)``, at least 1, cut to a multiple of ROW_ALIGNMENT
     when at least that large. A row holds its logits and, when they differ in dtype from the GEMM
@@ -115,9 +139,12 @@ def resolve_chunk_rows(config: LMHeadConfig, vocab_size: int, dtype: torch.dtype
 def resolve_block_v(config: LMHeadConfig, vocab_size: int, device: torch.device) -> int:
     if config.block_v is not None:
         return config.block_v
+    if device.type == "cuda":
+        # One width for every vocabulary: a small V only masks lanes, and one BLOCK_V means one compiled
+        # specialisation per epilogue and dtype (all compiled ahead of time in the tests).
+        return CUDA_BLOCK_V
     # The interpreter pays per operation, not per element: one wide slice is cheapest on CPU.
-    cap = 4096 if device.type == "cuda" else 8192
-    return min(triton_next_power_of_2(vocab_size), cap)
+    return min(triton_next_power_of_2(vocab_size), 8192)
 
 
 def resolve_num_warps(config: LMHeadConfig, block_v: int) -> int:
@@ -139,6 +166,7 @@ class Launch(NamedTuple):
     num_warps: int
     dw_in_weight_dtype: bool
     fp32_logits: bool
+    sync_free: bool
 
 
 def resolve_launch(config: LMHeadConfig | None, vocab_size: int, dtype: torch.dtype, device: torch.device) -> Launch:
@@ -151,4 +179,5 @@ def resolve_launch(config: LMHeadConfig | None, vocab_size: int, dtype: torch.dt
         resolve_num_warps(cfg, block_v),
         cfg.accumulate_dw_in_weight_dtype,
         cfg.fp32_logits,
+        cfg.sync_free,
     )

@@ -19,34 +19,15 @@ from typing import Optional
 
 import torch
 
-from .config import compute_dtype
-from .lm_head_rows import EPILOGUE_CE, EPILOGUE_SCORE, NUM_STATS, STAT_LOSS, lm_head_rows_kernel
+from .config import chunk_dtypes, compute_dtype
+from .gemm import gemm_into
+from .lm_head_rows import EPILOGUE_CE, EPILOGUE_SCORE, NUM_STATS, STAT_LOSS, lm_head_rows_kernel, row_kernel_constants
+from .deferred_checks import mask_rows_on_device
+from .triton_mode import check_kernel_mode
 from .validation import check_targets_in_range
 
 # tl.minimum(x, cap) with this cap leaves every finite weight untouched ("no truncation").
 NO_TIS_CAP = 3.0e38
-
-
-def _accumulate_dw(dw: torch.Tensor, dlogits: torch.Tensor, h_c: torch.Tensor) -> None:
-    """dW += dlogits.T @ h_c, accumulating in dW's dtype."""
-    if dw.dtype == dlogits.dtype:
-        dw.addmm_(dlogits.T, h_c)
-    elif dw.device.type == "cuda":
-        # bf16/fp16 operands, fp32 accumulator: cuBLAS adds into fp32 without a V x H temporary.
-        torch.addmm(dw, dlogits.T, h_c, out_dtype=dw.dtype, out=dw)
-    else:
-        # CPU computes in fp32 and may accumulate into a bf16/fp16 dW: one rounding per chunk,
-        # the same as a low-precision accumulator on GPU.
-        dw.add_(dlogits.T @ h_c)
-
-
-def _logits_gemm(h_c: torch.Tensor, w_c: torch.Tensor, out: torch.Tensor) -> None:
-    """out = h_c @ w_c.T; bf16/fp16 operands with an fp32 ``out`` use cuBLAS's fp32 output (the
-    accumulator is fp32 anyway), so no rounding to bf16 happens between the GEMM and the softmax."""
-    if out.dtype == h_c.dtype:
-        torch.matmul(h_c, w_c.T, out=out)
-    else:
-        torch.mm(h_c, w_c.T, out_dtype=out.dtype, out=out)
 
 
 def _gather(t: Optional[torch.Tensor], index: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -67,6 +48,7 @@ def run_lm_head_chunks(
     num_warps: int,
     fp32_logits: bool,
     dw_in_weight_dtype: bool = False,
+    sync_free: bool = False,
     # what to compute
     epilogue: int = EPILOGUE_SCORE,
     need_dh: bool = False,
@@ -95,26 +77,40 @@ def run_lm_head_chunks(
     device = hidden.device
     num_rows = hidden.shape[0]
     vocab_size, hidden_size = weight.shape
-    cdtype = compute_dtype(hidden.dtype, device)
     write_grad = epilogue != EPILOGUE_SCORE and (need_dh or need_dw)
+    cdtype, ldtype, gdtype = chunk_dtypes(hidden.dtype, device, fp32_logits, write_grad)
 
+    check_kernel_mode(lm_head_rows_kernel, device)
     stats = torch.zeros(NUM_STATS, num_rows, dtype=torch.float32, device=device)
     dw_dtype = weight.dtype if dw_in_weight_dtype else torch.float32
     dh_shape = (num_rows, hidden_size) if need_dh and write_grad else (0,)
     dw_shape = (vocab_size, hidden_size) if need_dw and write_grad else (0,)
-    dh = torch.zeros(dh_shape, dtype=cdtype, device=device)
-    dw = torch.zeros(dw_shape, dtype=dw_dtype, device=device)
+    # dW is written whole by the first chunk's GEMM (no zero fill); dh too when every row is computed.
+    dw = torch.empty(dw_shape, dtype=dw_dtype, device=device)
     loss_sum = torch.zeros((), dtype=torch.float32, device=device)
 
-    check_targets_in_range(targets, active, vocab_size)
-    all_active = bool(active.all())
-    index = None if all_active else active.nonzero().squeeze(1)
+    if sync_free:
+        # No host sync: every row goes through the GEMMs; inactive rows (and out-of-range targets,
+        # counted on the device for raise_deferred_errors) get coefficient 0 and statistics 0.
+        active, coef = mask_rows_on_device(targets, active, coef, vocab_size)
+        targets = torch.where(active, targets, 0)
+        # Padding may hold -inf log-probs; zero them so a dropped row cannot turn 0 * inf into NaN.
+        advantages, old_logprobs, ref_logprobs, behaviour_logprobs = (
+            None if t is None else torch.where(active, t, 0.0)
+            for t in (advantages, old_logprobs, ref_logprobs, behaviour_logprobs)
+        )
+        index = None
+    else:
+        check_targets_in_range(targets, active, vocab_size)
+        index = None if bool(active.all()) else active.nonzero().squeeze(1)
     num_active = num_rows if index is None else index.numel()
+    dh = (torch.empty if index is None else torch.zeros)(dh_shape, dtype=cdtype, device=device)
     if num_active == 0:
-        return loss_sum, stats, dh, dw
+        return loss_sum, stats, dh, dw.zero_()
 
     w_c = weight.to(cdtype)
-    tgt = (targets if index is None else targets.index_select(0, index)).contiguous()
+    # int64 targets whatever the caller's integer dtype: one specialisation of the row kernel fewer per dtype.
+    tgt = (targets if index is None else targets.index_select(0, index)).to(torch.int64).contiguous()
     coef_a = _gather(coef, index)
     adv_a = _gather(advantages, index)
     old_a = _gather(old_logprobs, index)
@@ -124,13 +120,12 @@ def run_lm_head_chunks(
     dummy = act_stats  # stands in for absent optional pointers; never read (constexpr flags)
 
     rows = max(1, min(chunk_rows, num_active))
-    ldtype = torch.float32 if fp32_logits else cdtype
     logits_buf = torch.empty(rows, vocab_size, dtype=ldtype, device=device)
     # dh/dW GEMMs take operands in cdtype: with fp32 logits and bf16/fp16 GEMMs the row kernel writes
     # the gradient into its own buffer; otherwise over the logits, in place.
     grad_buf = logits_buf
-    if write_grad and ldtype != cdtype:
-        grad_buf = torch.empty(rows, vocab_size, dtype=cdtype, device=device)
+    if gdtype != ldtype:
+        grad_buf = torch.empty(rows, vocab_size, dtype=gdtype, device=device)
     inv_temperature = 1.0 / temperature
     for start in range(0, num_active, rows):
         end = min(start + rows, num_active)
@@ -139,7 +134,7 @@ def run_lm_head_chunks(
         h_c = h_c.to(cdtype)
         logits = logits_buf[:rows_c]
         grad = grad_buf[:rows_c]
-        _logits_gemm(h_c, w_c, logits)
+        gemm_into(logits, h_c, w_c.T, accumulate=False)
         lm_head_rows_kernel[(rows_c,)](
             logits_ptr=logits,
             logits_row_stride=logits.stride(0),
@@ -161,14 +156,16 @@ def run_lm_head_chunks(
             beta=beta,
             entropy_coef=entropy_coef,
             tis_cap=tis_cap,
-            EPILOGUE=epilogue,
-            WRITE_GRAD=write_grad,
-            HAS_COEF=coef_a is not None,
-            HAS_OLD=old_a is not None,
-            HAS_REF=ref_a is not None,
-            HAS_TIS=beh_a is not None,
-            BLOCK_V=block_v,
-            num_warps=num_warps,
+            **row_kernel_constants(
+                epilogue=epilogue,
+                write_grad=write_grad,
+                has_coef=coef_a is not None,
+                has_old=old_a is not None,
+                has_ref=ref_a is not None,
+                has_tis=beh_a is not None,
+                block_v=block_v,
+                num_warps=num_warps,
+            ),
         )
         if not write_grad:
             continue
@@ -178,10 +175,12 @@ def run_lm_head_chunks(
             else:
                 dh.index_copy_(0, index[start:end], grad @ w_c)
         if need_dw:
-            _accumulate_dw(dw, grad, h_c)
+            gemm_into(dw, grad.T, h_c, accumulate=start > 0)
 
     if index is not None:
         stats[:, index] = act_stats
+    elif sync_free:
+        stats.copy_(torch.where(active, stats, 0.0))
     if epilogue != EPILOGUE_SCORE:
         losses = act_stats[STAT_LOSS]
         loss_sum = (losses * coef_a).sum() if coef_a is not None else losses.sum()
@@ -275,6 +274,7 @@ def ce_token_losses(
     num_warps: int,
     fp32_logits: bool,
     dw_in_weight_dtype: bool = False,
+    sync_free: bool = False,
     temperature: float = 1.0,
     need_dh: bool = False,
     need_dw: bool = False,
@@ -292,6 +292,7 @@ def ce_token_losses(
         block_v=block_v,
         num_warps=num_warps,
         fp32_logits=fp32_logits,
+        sync_free=sync_free,
         epilogue=EPILOGUE_CE,
         temperature=temperature,
     )

@@ -172,3 +172,32 @@ def lm_head_rows_kernel(
                 grad = -g * p - g_h * p * (log_p + entropy)
                 grad = tl.where(cols == target, grad + g, grad) * inv_temperature
                 tl.store(grad_row_ptr + cols, grad.to(grad_ptr.dtype.element_ty), mask=in_vocab)
+
+
+def row_kernel_constants(
+    *,
+    epilogue: int,
+    write_grad: bool,
+    has_coef: bool,
+    has_old: bool,
+    has_ref: bool,
+    has_tis: bool,
+    block_v: int,
+    num_warps: int,
+) -> dict[str, object]:
+    """The compile-time constants of one launch of ``lm_head_rows_kernel`` (the launch code's only
+    choice: the ahead-of-time compile test enumerates its outputs). Flags an epilogue never reads are
+    set False, so equivalent calls share one compiled specialisation."""
+    training = epilogue != EPILOGUE_SCORE
+    policy = epilogue == EPILOGUE_POLICY
+    write_grad = training and write_grad
+    return {
+        "EPILOGUE": epilogue,
+        "WRITE_GRAD": write_grad,
+        "HAS_COEF": write_grad and has_coef,  # the coefficient only scales the written gradient
+        "HAS_OLD": policy and has_old,
+        "HAS_REF": policy and has_ref,
+        "HAS_TIS": policy and has_tis,
+        "BLOCK_V": block_v,
+        "num_warps": num_warps,
+    }

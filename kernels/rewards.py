@@ -14,7 +14,7 @@ Advantages (advantage="grpo": (x - mean) / (std + eps), unbiased std; "dr_grpo":
 A group (or problem) with one member gets advantage 0; equal rewards give exactly 0, never NaN.
 
 One program per problem walks the batch for its members, reduces each member's tokens into
-per-step sums in registers (a [BLOCK_T, BLOCK_K] one-hot of span ids per chunk of tokens), keeps
+per-step sums in registers (a [BLOCK_T, BLOCK_K] one-hot of span ids per chunk of tokens, steps BLOCK_K at a time), keeps
 the members' rewards in a register vector, and computes both advantage levels from pairwise
 differences (R_i - R_j), which are exactly zero for equal rewards, so no rounding noise gets
 amplified by 1/eps. Everything is fp32 and uses only tl.exp/tl.sqrt, so it runs unchanged under
@@ -28,6 +28,8 @@ from typing import NamedTuple
 import torch
 import triton
 import triton.language as tl
+
+from .triton_mode import check_kernel_mode
 
 __all__ = ["CCRLRewards", "ccrl_rewards", "check_reward_inputs", "CONFIDENCE_MODES", "STEP_REWARDS", "ADVANTAGES"]
 
@@ -111,26 +113,23 @@ def check_reward_inputs(
 _NOT_FOUND = tl.constexpr(2147483647)
 
 
-@triton.jit
+# The 0/1 switches stay runtime values even when 1 (Triton would otherwise make a constant of a 1).
+@triton.jit(do_not_specialize=["signed", "dr_grpo", "dense"])
 def _ccrl_reward_kernel(
     logp_ptr, span_ptr, step_ok_ptr, answer_ptr, group_ptr, problem_ptr,
     reward_ptr, adv_ptr, plan_adv_ptr, conf_ptr, step_r_ptr,
     B, T, K,
     stride_logp, stride_span, stride_ok, stride_dense,
     lam, eps,
+    signed, dr_grpo, dense,  # 0/1 switches: runtime values, so they add no compiled specialisations
     CONF_MODE: tl.constexpr,  # 0 geomean, 1 min, 2 first
-    SIGNED: tl.constexpr,
-    DR_GRPO: tl.constexpr,
-    DENSE: tl.constexpr,
     BLOCK_T: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_M: tl.constexpr,
 ):
     problem = tl.program_id(0)
     offs_t = tl.arange(0, BLOCK_T)
-    offs_k = tl.arange(0, BLOCK_K)
     offs_m = tl.arange(0, BLOCK_M)
-    k_in = offs_k < K
 
     # The problem's members, in batch order: reward, plan group and batch index per slot.
     member_reward = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -139,48 +138,56 @@ def _ccrl_reward_kernel(
     count = tl.zeros([], dtype=tl.int32)
     for b in range(0, B):
         if tl.load(problem_ptr + b).to(tl.int64) == problem:
-            step_sum = tl.zeros([BLOCK_K], dtype=tl.float32)
-            step_cnt = tl.zeros([BLOCK_K], dtype=tl.float32)
-            step_min = tl.full([BLOCK_K], float("inf"), dtype=tl.float32)
-            first_pos = tl.full([BLOCK_K], _NOT_FOUND, dtype=tl.int32)
-            first_lp = tl.zeros([BLOCK_K], dtype=tl.float32)
-            for t0 in range(0, T, BLOCK_T):
-                t = t0 + offs_t
-                t_in = t < T
-                sid = tl.load(span_ptr + b * stride_span + t, mask=t_in, other=-1).to(tl.int32)
-                lp = tl.load(logp_ptr + b * stride_logp + t, mask=t_in, other=0.0).to(tl.float32)
-                hit = sid[:, None] == offs_k[None, :]
-                step_sum += tl.sum(tl.where(hit, lp[:, None], 0.0), axis=0)
-                step_cnt += tl.sum(hit.to(tl.float32), axis=0)
-                if CONF_MODE == 1:
-                    step_min = tl.minimum(step_min, tl.min(tl.where(hit, lp[:, None], float("inf")), axis=0))
-                if CONF_MODE == 2:
-                    pos = tl.min(tl.where(hit, t[:, None], _NOT_FOUND), axis=0)
-                    val = tl.sum(tl.where(hit & (t[:, None] == pos[None, :]), lp[:, None], 0.0), axis=0)
-                    take = (first_pos == _NOT_FOUND) & (pos != _NOT_FOUND)
-                    first_lp = tl.where(take, val, first_lp)
-                    first_pos = tl.where(take, pos, first_pos)
-            has_tokens = step_cnt > 0.0
-            if CONF_MODE == 0:
-                log_conf = step_sum / tl.maximum(step_cnt, 1.0)
-            elif CONF_MODE == 1:
-                log_conf = step_min
-            else:
-                log_conf = first_lp
-            conf = tl.where(has_tokens, tl.exp(tl.where(has_tokens, log_conf, 0.0)), 0.0)
-            z = tl.load(step_ok_ptr + b * stride_ok + offs_k, mask=k_in, other=0).to(tl.float32)
-            if SIGNED:
-                r = (2.0 * z - 1.0) * conf
-            else:
-                r = 1.0 - (conf - z) * (conf - z)
-            r = tl.where(has_tokens, r, 0.0)
-            n_steps = tl.sum(has_tokens.to(tl.float32), axis=0)
-            mean_r = tl.sum(r, axis=0) / tl.maximum(n_steps, 1.0)
+            # Steps in blocks of BLOCK_K (registers stay bounded for any K); the tokens are re-read
+            # once per block.
+            r_sum = tl.zeros([], dtype=tl.float32)
+            n_steps = tl.zeros([], dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                offs_k = k0 + tl.arange(0, BLOCK_K)
+                k_in = offs_k < K
+                step_sum = tl.zeros([BLOCK_K], dtype=tl.float32)
+                step_cnt = tl.zeros([BLOCK_K], dtype=tl.float32)
+                step_min = tl.full([BLOCK_K], float("inf"), dtype=tl.float32)
+                first_pos = tl.full([BLOCK_K], _NOT_FOUND, dtype=tl.int32)
+                first_lp = tl.zeros([BLOCK_K], dtype=tl.float32)
+                for t0 in range(0, T, BLOCK_T):
+                    t = t0 + offs_t
+                    t_in = t < T
+                    sid = tl.load(span_ptr + b * stride_span + t, mask=t_in, other=-1).to(tl.int32)
+                    lp = tl.load(logp_ptr + b * stride_logp + t, mask=t_in, other=0.0).to(tl.float32)
+                    hit = sid[:, None] == offs_k[None, :]
+                    step_sum += tl.sum(tl.where(hit, lp[:, None], 0.0), axis=0)
+                    step_cnt += tl.sum(hit.to(tl.float32), axis=0)
+                    if CONF_MODE == 1:
+                        step_min = tl.minimum(step_min, tl.min(tl.where(hit, lp[:, None], float("inf")), axis=0))
+                    if CONF_MODE == 2:
+                        pos = tl.min(tl.where(hit, t[:, None], _NOT_FOUND), axis=0)
+                        val = tl.sum(tl.where(hit & (t[:, None] == pos[None, :]), lp[:, None], 0.0), axis=0)
+                        take = (first_pos == _NOT_FOUND) & (pos != _NOT_FOUND)
+                        first_lp = tl.where(take, val, first_lp)
+                        first_pos = tl.where(take, pos, first_pos)
+                has_tokens = step_cnt > 0.0
+                if CONF_MODE == 0:
+                    log_conf = step_sum / tl.maximum(step_cnt, 1.0)
+                elif CONF_MODE == 1:
+                    log_conf = step_min
+                else:
+                    log_conf = first_lp
+                conf = tl.where(has_tokens, tl.exp(tl.where(has_tokens, log_conf, 0.0)), 0.0)
+                z = tl.load(step_ok_ptr + b * stride_ok + offs_k, mask=k_in, other=0).to(tl.float32)
+                if signed != 0:
+                    r = (2.0 * z - 1.0) * conf
+                else:
+                    r = 1.0 - (conf - z) * (conf - z)
+                r = tl.where(has_tokens, r, 0.0)
+                n_steps += tl.sum(has_tokens.to(tl.float32), axis=0)
+                r_sum += tl.sum(r, axis=0)
+                if dense != 0:
+                    tl.store(conf_ptr + b * stride_dense + offs_k, conf, mask=k_in)
+                    tl.store(step_r_ptr + b * stride_dense + offs_k, r, mask=k_in)
+            mean_r = r_sum / tl.maximum(n_steps, 1.0)
             reward = tl.load(answer_ptr + b).to(tl.float32) + lam * mean_r
             tl.store(reward_ptr + b, reward)
-            if DENSE:
-                tl.store(conf_ptr + b * stride_dense + offs_k, conf, mask=k_in)
-                tl.store(step_r_ptr + b * stride_dense + offs_k, r, mask=k_in)
             slot = offs_m == count
             member_reward = tl.where(slot, reward, member_reward)
             member_group = tl.where(slot, tl.load(group_ptr + b).to(tl.int64), member_group)
@@ -196,7 +203,7 @@ def _ccrl_reward_kernel(
     centred = tl.sum(same_f * diff, axis=1) / tl.maximum(n_group, 1.0)  # R_i - mean of i's group
     var = tl.sum(same_f * (centred * centred)[None, :], axis=1) / tl.maximum(n_group - 1.0, 1.0)
     adv = centred
-    if not DR_GRPO:
+    if dr_grpo == 0:
         adv = centred / (tl.sqrt(var) + eps)
     adv = tl.where(n_group > 1.5, adv, 0.0)
     tl.store(adv_ptr + member_seq, adv, mask=is_member)
@@ -210,10 +217,40 @@ def _ccrl_reward_kernel(
     plan_centred = tl.sum(weight[None, :] * plan_diff, axis=1) / tl.maximum(n_plans, 1.0)
     plan_var = tl.sum(weight * plan_centred * plan_centred, axis=0) / tl.maximum(n_plans - 1.0, 1.0)
     plan_adv = plan_centred
-    if not DR_GRPO:
+    if dr_grpo == 0:
         plan_adv = plan_centred / (tl.sqrt(plan_var) + eps)
     plan_adv = tl.where(n_plans > 1.5, plan_adv, 0.0)
     tl.store(plan_adv_ptr + member_seq, plan_adv, mask=is_member)
+
+
+# The largest problem (executions sharing a problem id) one program holds in registers. Its pairwise
+# [BLOCK_M, BLOCK_M] statistics spill at 128 (255 registers on sm_90, compiled ahead of time in
+# tests/test_kernels_compile.py); 64 compiles without spills.
+MAX_PROBLEM_SIZE = 64
+# Steps are reduced BLOCK_K at a time (any K works; more steps loop).
+REWARD_BLOCK_K = 16
+
+
+def reward_kernel_constants(
+    *, confidence: str, max_problem_size: int, block_t: int
+) -> dict[str, object]:
+    """The compile-time constants of one reward launch (the launch code's only choice: the AOT compile
+    test enumerates its outputs): only the confidence mode and the block sizes are compile-time."""
+    if block_t < 1 or block_t & (block_t - 1):
+        raise ValueError(f"block_t: expected a power of two, got {block_t}")
+    if max_problem_size > MAX_PROBLEM_SIZE:
+        raise ValueError(
+            f"max_problem_size: expected at most {MAX_PROBLEM_SIZE} executions per problem (one program keeps "
+            f"a problem's rewards in registers), got {max_problem_size}"
+        )
+    return {
+        "CONF_MODE": CONFIDENCE_MODES.index(confidence),
+        "BLOCK_T": block_t,
+        "BLOCK_K": REWARD_BLOCK_K,
+        # One problem width: 16 spilled a few bytes on ptxas's whim, and one width is one compile.
+        "BLOCK_M": MAX_PROBLEM_SIZE,
+        "num_warps": 4,
+    }
 
 
 def ccrl_rewards(
@@ -283,32 +320,44 @@ def ccrl_rewards(
                          f"{ids_name[:-4]} id), got {max_problem_size}")  # fmt: skip
     if num_problems < 1 or max_problem_size < 1:
         raise ValueError(f"num_problems and max_problem_size: expected >= 1, got {num_problems}, {max_problem_size}")
-    if block_t < 1 or block_t & (block_t - 1):
-        raise ValueError(f"block_t: expected a power of two, got {block_t}")
+    constants = reward_kernel_constants(
+        confidence=confidence, max_problem_size=max_problem_size, block_t=block_t
+    )
 
-    logprobs = logprobs if logprobs.stride(-1) == 1 else logprobs.contiguous()
-    span_ids = span_ids if span_ids.stride(-1) == 1 else span_ids.contiguous()
-    if step_correct.dtype == torch.bool:
-        step_correct = step_correct.to(torch.uint8)
-    if answer_correct.dtype == torch.bool:
-        answer_correct = answer_correct.to(torch.uint8)
-    step_correct = step_correct if step_correct.stride(-1) == 1 or K == 0 else step_correct.contiguous()
+    # One dtype per operand, so the launches share a handful of compiled specialisations; these
+    # casts are [B, T]-sized and cheap next to a rollout.
+    logprobs = logprobs.to(torch.float32).contiguous()
+    span_ids = span_ids.to(torch.int32).contiguous()
+    step_correct = step_correct.to(torch.float32).contiguous()
     if K == 0:  # keep a valid pointer for the (fully masked) step loads
         step_correct = torch.zeros(B, 1, dtype=torch.float32, device=device)
 
+    check_kernel_mode(_ccrl_reward_kernel, device)
     _ccrl_reward_kernel[(num_problems,)](
-        logprobs, span_ids, step_correct, answer_correct.contiguous(), group_ids.contiguous(), problems.contiguous(),
-        rewards, advantages, plan_advantages, conf, step_r,
-        B, T, K,
-        logprobs.stride(0), span_ids.stride(0), step_correct.stride(0), conf.stride(0),
-        float(lam), float(eps),
-        CONF_MODE=CONFIDENCE_MODES.index(confidence),
-        SIGNED=step_reward == "signed",
-        DR_GRPO=advantage == "dr_grpo",
-        DENSE=dense,
-        BLOCK_T=min(block_t, max(16, triton.next_power_of_2(max(T, 1)))),
-        BLOCK_K=max(2, triton.next_power_of_2(max(K, 1))),
-        BLOCK_M=max(2, triton.next_power_of_2(max_problem_size)),
+        logp_ptr=logprobs,
+        span_ptr=span_ids,
+        step_ok_ptr=step_correct,
+        answer_ptr=answer_correct.to(torch.float32).contiguous(),
+        group_ptr=group_ids.to(torch.int64).contiguous(),
+        problem_ptr=problems.to(torch.int64).contiguous(),
+        reward_ptr=rewards,
+        adv_ptr=advantages,
+        plan_adv_ptr=plan_advantages,
+        conf_ptr=conf,
+        step_r_ptr=step_r,
+        B=B,
+        T=T,
+        K=K,
+        stride_logp=logprobs.stride(0),
+        stride_span=span_ids.stride(0),
+        stride_ok=step_correct.stride(0),
+        stride_dense=conf.stride(0),
+        lam=float(lam),
+        eps=float(eps),
+        signed=int(step_reward == "signed"),
+        dr_grpo=int(advantage == "dr_grpo"),
+        dense=int(dense),
+        **constants,
     )
     return CCRLRewards(
         rewards, advantages, plan_advantages,

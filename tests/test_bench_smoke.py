@@ -26,8 +26,8 @@ from bench.report import attach_ratios, format_targets, read_jsonl  # noqa: E402
 
 # Every (op, method) the harness promises a row for, written out independently of bench/methods.py.
 EXPECTED_ROWS = {
-    ("policy", m) for m in ("floor", "fastcomt", "eager", "compile", "liger", "cce")
-} | {("logprobs", m) for m in ("floor", "fastcomt", "eager", "compile")} | {
+    ("policy", m) for m in ("floor", "fastcomt", "eager", "compile", "liger", "cce", "trl", "verl")
+} | {("logprobs", m) for m in ("floor", "fastcomt", "eager", "compile", "trl", "verl")} | {
     ("ce", m) for m in ("floor", "fastcomt", "eager", "compile", "liger", "cce", "cce-nofilter")
 }
 
@@ -54,7 +54,9 @@ def smoke_run(tmp_path_factory):
            "--table", str(out / "table.md")]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    # Rows are appended as they are measured, then again with their group's ratios: the last one of a
+    # key is the row (read_jsonl's rule).
+    rows = read_jsonl(out / "rows.jsonl")
     return proc, rows, out
 
 
@@ -72,6 +74,10 @@ def test_smoke_every_method_has_a_row_with_a_status(smoke_run):
     for key in (("policy", "cce"), ("ce", "cce"), ("ce", "cce-nofilter"), ("policy", "liger"), ("ce", "liger")):
         status = by[key]["status"]
         assert status.startswith(("ok", "inaccurate", "skipped: needs CUDA")), (key, status)
+    # TRL's head falls back to torch tiles off CUDA, so it runs here; verl's asserts CUDA tensors.
+    for op in ("policy", "logprobs"):
+        assert by[op, "trl"]["status"].split(":")[0] in ("ok", "inaccurate"), by[op, "trl"]["status"]
+        assert by[op, "verl"]["status"].startswith(("skipped: needs CUDA", "unavailable")), by[op, "verl"]["status"]
 
 
 def test_smoke_methods_that_ran_agree_with_float32(smoke_run):

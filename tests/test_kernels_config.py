@@ -13,10 +13,10 @@ CPU = torch.device("cpu")
 
 def test_chunk_rows_from_byte_budget():
     # bf16 GEMMs, fp32 logits (default): a row holds 151,936 fp32 logits and their bf16 gradient,
-    # 6 bytes each; 1 GiB / (151,936 * 6) = 1177 rows, cut to a multiple of 128.
-    assert resolve_chunk_rows(LMHeadConfig(), 151_936, torch.bfloat16, CUDA) == 1152
-    # bf16 logits, gradient written in place: 1 GiB / (151,936 * 2) = 3533 rows -> 3456.
-    assert resolve_chunk_rows(LMHeadConfig(fp32_logits=False), 151_936, torch.bfloat16, CUDA) == 3456
+    # 6 bytes each; 1.5 GiB / (151,936 * 6) = 1766 rows, cut to a multiple of 128.
+    assert resolve_chunk_rows(LMHeadConfig(), 151_936, torch.bfloat16, CUDA) == 1664
+    # bf16 logits, gradient written in place: 1.5 GiB / (151,936 * 2) = 5300 rows -> 5248.
+    assert resolve_chunk_rows(LMHeadConfig(fp32_logits=False), 151_936, torch.bfloat16, CUDA) == 5248
     # 256 MiB over an fp32 row of 32,000 logits = 2097 rows -> 2048.
     assert resolve_chunk_rows(LMHeadConfig(), 32_000, torch.float32, CPU) == 2048
     # Below the alignment the rows are kept as they are, and never drop under 1.

@@ -35,3 +35,40 @@ def test_triton_imported_too_early_is_a_clear_error():
     proc = _run("import triton.language\nimport fastcomt.kernels\n")
     assert proc.returncode != 0
     assert "TRITON_INTERPRET=1" in proc.stderr and "ImportError" in proc.stderr, proc.stderr
+
+
+def test_the_choice_follows_torch_cuda_check_not_device_nodes():
+    # With torch reporting a CUDA device, the first `import triton` leaves the interpreter off, whatever
+    # device nodes the machine has; without one it turns it on.
+    code = (
+        "import os, torch\ntorch.cuda.is_available = lambda: {cuda}\nimport fastcomt\nimport triton.language\n"
+        "print(os.environ.get('TRITON_INTERPRET'))"
+    )
+    for cuda, expected in ((True, "None"), (False, "1")):
+        proc = _run(code.format(cuda=cuda))
+        assert proc.returncode == 0 and proc.stdout.strip() == expected, proc.stdout + proc.stderr
+
+
+def test_importing_fastcomt_imports_neither_torch_nor_triton():
+    proc = _run("import sys, fastcomt\nprint(sorted(m for m in ('torch', 'triton') if m in sys.modules))")
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_cuda_tensors_never_reach_the_interpreter():
+    from fastcomt.kernels.lm_head_rows import lm_head_rows_kernel
+    from fastcomt.kernels.rewards import _ccrl_reward_kernel
+    from fastcomt.kernels.triton_mode import check_kernel_mode, kernel_is_interpreted
+
+    for kernel in (lm_head_rows_kernel, _ccrl_reward_kernel):
+        assert kernel_is_interpreted(kernel)  # this test process runs under the interpreter (no CUDA)
+        check_kernel_mode(kernel, torch.device("cpu"))
+        with pytest.raises(RuntimeError, match="expected a compiled Triton kernel for cuda tensors"):
+            check_kernel_mode(kernel, torch.device("cuda"))
+
+
+def test_cpu_tensors_with_the_interpreter_off_are_a_clear_error():
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import fastcomt.kernels\n" + LOGPROBS], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode != 0 and "expected Triton's interpreter for CPU tensors" in proc.stderr, proc.stderr

@@ -13,6 +13,7 @@ from fastcomt.kernels.fused_lm_head import (
     linear_ce_tokens_op,
     run_lm_head_chunks,
 )
+from fastcomt.kernels.config import Launch
 from fastcomt.kernels.lm_head_rows import EPILOGUE_POLICY, STAT_LOGP
 
 LAUNCH = {"chunk_rows": 4, "block_v": 32, "num_warps": 1, "fp32_logits": True}
@@ -62,3 +63,5 @@ def test_defaults_of_the_signature_are_the_score_epilogue():
 def test_only_tensors_and_launch_settings_are_required(fn):
     required = [n for n, p in inspect.signature(fn).parameters.items() if p.default is inspect.Parameter.empty]
     assert required == ["hidden", "weight", "targets", "active", "chunk_rows", "block_v", "num_warps", "fp32_logits"]
+    # Every launch setting is an argument of both ops, so **launch._asdict() fits them.
+    assert set(Launch._fields) <= set(inspect.signature(fn).parameters)

@@ -157,8 +157,15 @@ def test_single_token_and_padding_garbage():
 
 def test_frozen_weight_computes_no_dw(monkeypatch):
     calls = []
-    monkeypatch.setattr(fused_lm_head, "_accumulate_dw", lambda *a: calls.append(1))
     p = make_problem(seed=25)
+    original = fused_lm_head.gemm_into
+
+    def spy(out, a, b, *, accumulate):  # records the dW GEMMs (output shaped like the weight)
+        if out.shape == p.weight.shape:
+            calls.append(accumulate)
+        original(out, a, b, accumulate=accumulate)
+
+    monkeypatch.setattr(fused_lm_head, "gemm_into", spy)
     h = p.hidden.clone().requires_grad_()
     w = p.weight.clone()
     loss, _ = linear_policy_loss(h, w, p.targets, p.mask, p.advantages, p.old_logprobs, loss_type="grpo")

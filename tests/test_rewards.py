@@ -146,3 +146,21 @@ def test_bad_inputs():
         ccrl_rewards(lp, sid, z, a, g - 1)
     with pytest.raises(TypeError, match="answer_correct"):
         ccrl_rewards(lp, sid, z, [0, 1], g)
+
+
+@pytest.mark.parametrize("confidence", ["geomean", "min", "first"])
+def test_more_steps_than_one_block_match_reference(confidence):
+    # K = 40 steps spans three BLOCK_K=16 blocks of the kernel's step loop.
+    logprobs, span_ids, step_correct, answer_correct = _random_batch(seed=41, B=4, T=130, K=40, empty_rows=())
+    group_ids = torch.tensor([0, 0, 1, 1])
+    options = dict(confidence=confidence, dense=True)
+    out = ccrl_rewards(logprobs, span_ids, step_correct, answer_correct, group_ids, **options)
+    ref = ccrl_rewards_reference(logprobs, span_ids, step_correct, answer_correct, group_ids, **options)
+    assert int(span_ids.max()) >= 16
+    _assert_close(out, ref, dense=True)
+
+
+def test_problem_larger_than_the_register_block_is_refused():
+    lp, sid, z, a = _random_batch(seed=3, B=65, T=4, K=1, empty_rows=())
+    with pytest.raises(ValueError, match="max_problem_size: expected at most 64"):
+        ccrl_rewards(lp, sid, z, a, torch.zeros(65, dtype=torch.long))

@@ -32,9 +32,10 @@ $(VLLM_STAMP): pyproject.toml
 
 install-vllm: $(VLLM_STAMP)
 
-# The real-engine tests (tests/test_rollout_vllm*.py) in the vLLM venv; without it they skip.
+# The real-engine tests in the vLLM venv (in the main venv they skip, saying why).
+VLLM_TESTS := tests/test_rollout_vllm_real.py tests/test_rollout_vllm_http_real.py tests/test_rl_vllm_real.py
 test-vllm: $(VLLM_STAMP)
-	$(VLLM_BIN)/python -m pytest -q -ra tests/test_rollout_vllm_real.py
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_BIN)/python -m pytest -q -ra $(VLLM_TESTS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

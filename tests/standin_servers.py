@@ -36,7 +36,8 @@ from fastcomt.rollout.weights import read_checkpoint
 # A fault plan maps (path, 0-based index of this request on that path) to a fault name or None:
 # "500", "503", "429" (with Retry-After: 0), "400", "drop" (close before doing the work), "drop_after" (do
 # the work, then close without answering), "not_json" (200 with a truncated body), "bad_fields"
-# (200, JSON without meta_info), "abort" (200, every output finished with type "abort").
+# (200, JSON without meta_info), "abort" (200, every output finished with type "abort"), "die" (close
+# the connection and stop the server: later connections are refused, as after a crash).
 FaultPlan = Callable[[str, int], str | None]
 
 
@@ -70,6 +71,8 @@ class FakeSGLangRuntime:
         self.live_rids: set[str] = set()
         self.calls: list[tuple[str, Any]] = []  # (operation, body) in arrival order
         self.seen_rids: list[str] = []
+        # Idle flushes to refuse, as SGLang does right after a request has returned to the client.
+        self.refuse_flushes = 0
         self._lock = threading.Lock()
 
     # /generate ---------------------------------------------------------------------------------
@@ -152,6 +155,9 @@ class FakeSGLangRuntime:
             self.calls.append(("flush_cache", None))
             if self.in_flight:
                 return False  # SGLang refuses to flush while requests run
+            if self.refuse_flushes > 0:
+                self.refuse_flushes -= 1
+                return False
             self.cache.clear()
             return True
 
@@ -230,9 +236,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, body: dict[str, Any] | None) -> None:
         path = self.path.split("?")[0]
+        if self.server.dead:  # accepted just before the listening socket closed
+            self._drop()
+            return
         fault = self.server.next_fault(path)
         if fault == "drop":
             self._drop()
+            return
+        if fault == "die":
+            self._drop()
+            self.server.die()
             return
         if fault in ("500", "503", "429", "400"):
             # A 429 says when to come back, as rate-limited APIs do.
@@ -293,6 +306,7 @@ class _Server(ThreadingHTTPServer):
         self.faults = faults
         self.counts: dict[str, int] = {}
         self.errors: list[Exception] = []
+        self.dead = False
         self._count_lock = threading.Lock()
 
     def next_fault(self, path: str) -> str | None:
@@ -303,6 +317,17 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # dropped connections are intentional here
+
+    def die(self) -> None:
+        """Stop serving and close the listening socket (from another thread: shutdown waits for
+        the serving loop, which must not be this handler's caller)."""
+        self.dead = True
+
+        def stop() -> None:
+            self.shutdown()
+            self.server_close()
+
+        threading.Thread(target=stop, daemon=True).start()
 
 
 class _Running:
@@ -336,8 +361,9 @@ class _Running:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if not self._server.dead:
+            self._server.shutdown()
+            self._server.server_close()
         self._thread.join(timeout=5)
 
 
@@ -350,6 +376,8 @@ class StandInSGLangServer(_Running):
         rt = self.runtime
         if path == "/generate":
             return 200, rt.generate(body)
+        if path == "/health":
+            return 200, ""
         if path == "/flush_cache":
             ok = rt.flush_cache()
             return (200, "Cache flushed.\n") if ok else (400, "Flush cache failed: requests are running.\n")

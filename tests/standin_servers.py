@@ -500,3 +500,67 @@ class StandInChatServer(_Running):
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }
+
+
+class StandInVLLMServer(_Running):
+    """The subset of a vLLM 0.32.0 OpenAI-compatible server (dev mode) that ``VLLMHTTPEngine`` uses:
+    ``/v1/completions`` with token-id prompts (one sample per request, sampled by a
+    ``TransformersEngine`` with the request's seed), a whole-block prefix cache whose hits are
+    reported in ``usage.prompt_tokens_details.cached_tokens``, ``/reset_prefix_cache`` (can be told
+    to refuse), ``/collective_rpc`` ``reload_weights`` from a folder, ``/health``."""
+
+    def __init__(self, engine: TransformersEngine, *, block_size: int = 4, faults: FaultPlan | None = None) -> None:
+        self.engine = engine
+        self.block_size = block_size
+        self.blocks: set[tuple[int, ...]] = set()  # cached whole-block prefixes
+        self.refuse_resets = 0
+        self.calls: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
+        super().__init__(self._route, faults)
+
+    def _route(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if path == "/health":
+            return 200, ""
+        with self._lock:
+            self.calls.append((path, body))
+        if path == "/v1/completions":
+            return 200, self._complete(body)
+        if path == "/reset_prefix_cache":
+            with self._lock:
+                if self.refuse_resets > 0:
+                    self.refuse_resets -= 1
+                    return 200, {"success": False}
+                self.blocks.clear()
+            return 200, {"success": True}
+        if path == "/collective_rpc":
+            if body.get("method") != "reload_weights":
+                return 400, {"error": {"message": f"unknown method {body.get('method')!r}"}}
+            pairs = read_checkpoint(body["kwargs"]["weights_path"])
+            self.engine.update_weights(list(pairs.items()), self.engine.weight_version + 1)
+            return 200, {"results": [None]}
+        return 404, {"error": {"message": f"no route {path}"}}
+
+    def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        prompt = tuple(body["prompt"])
+        if body.get("top_k", 0) not in (0, -1) or body.get("top_p", 1.0) != 1.0 or body.get("logprobs") != 0:
+            raise RequestRejected(400, "the stand-in serves top_k=0, top_p=1, logprobs=0 only")
+        sampling = SamplingParams(temperature=float(body["temperature"]), max_new_tokens=int(body["max_tokens"]),
+                                  stop_token_ids=tuple(body.get("stop_token_ids") or ()))  # fmt: skip
+        b = self.block_size
+        with self._lock:
+            hittable = (len(prompt) - 1) // b
+            hit = 0
+            while hit < hittable and prompt[: (hit + 1) * b] in self.blocks:
+                hit += 1
+            self.blocks.update(prompt[: (k + 1) * b] for k in range(len(prompt) // b))
+        sample = self.engine.generate([GroupRequest(prompt, (int(body["seed"]),), sampling)])[0].samples[0]
+        tokens = list(sample.token_ids)
+        return {
+            "object": "text_completion",
+            "choices": [{
+                "index": 0, "text": "", "token_ids": tokens, "finish_reason": sample.finish_reason,
+                "logprobs": {"token_logprobs": list(sample.logprobs), "tokens": [f"token_id:{t}" for t in tokens]},
+            }],  # fmt: skip
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(tokens),
+                      "prompt_tokens_details": {"cached_tokens": hit * b}},  # fmt: skip
+        }

@@ -52,7 +52,7 @@ import torch
 from fastcomt.http_retry import HTTPStatusError, RetryPolicy, request_json
 from fastcomt.rollout.cache_flush import confirm_flush
 from fastcomt.rollout.engine import RolloutEngine, WeightsSource, check_groups, check_version
-from fastcomt.rollout.server_health import server_call
+from fastcomt.rollout.server_health import ServerDiedError, server_call
 from fastcomt.rollout.sglang_protocol import (
     TARGET_SGLANG_VERSION,
     GenerationAbortedError,
@@ -266,12 +266,13 @@ class SGLangHTTPEngine(RolloutEngine):
                 self._check_success(url, "/end_weight_update", post("/end_weight_update", {}))
             # The update's own flush can be refused (see cache_flush): flush again, confirmed.
             self._flush(url, what)
-        except BaseException:
+        except BaseException as exc:
             # Resume the server if it is still there, but report the first error, not this one.
-            try:
-                self._post(url, "/continue_generation", {})
-            except Exception:
-                pass
+            if not isinstance(exc, ServerDiedError):
+                try:
+                    self._post(url, "/continue_generation", {})
+                except Exception:
+                    pass
             raise
         post("/continue_generation", {})
 

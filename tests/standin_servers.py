@@ -36,7 +36,8 @@ from fastcomt.rollout.weights import read_checkpoint
 # A fault plan maps (path, 0-based index of this request on that path) to a fault name or None:
 # "500", "503", "429" (with Retry-After: 0), "400", "drop" (close before doing the work), "drop_after" (do
 # the work, then close without answering), "not_json" (200 with a truncated body), "bad_fields"
-# (200, JSON without meta_info), "abort" (200, every output finished with type "abort").
+# (200, JSON without meta_info), "abort" (200, every output finished with type "abort"), "die" (close
+# the connection and stop the server: later connections are refused, as after a crash).
 FaultPlan = Callable[[str, int], str | None]
 
 
@@ -70,6 +71,8 @@ class FakeSGLangRuntime:
         self.live_rids: set[str] = set()
         self.calls: list[tuple[str, Any]] = []  # (operation, body) in arrival order
         self.seen_rids: list[str] = []
+        # Idle flushes to refuse, as SGLang does right after a request has returned to the client.
+        self.refuse_flushes = 0
         self._lock = threading.Lock()
 
     # /generate ---------------------------------------------------------------------------------
@@ -152,6 +155,9 @@ class FakeSGLangRuntime:
             self.calls.append(("flush_cache", None))
             if self.in_flight:
                 return False  # SGLang refuses to flush while requests run
+            if self.refuse_flushes > 0:
+                self.refuse_flushes -= 1
+                return False
             self.cache.clear()
             return True
 
@@ -230,9 +236,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, body: dict[str, Any] | None) -> None:
         path = self.path.split("?")[0]
+        if self.server.dead:  # accepted just before the listening socket closed
+            self._drop()
+            return
         fault = self.server.next_fault(path)
         if fault == "drop":
             self._drop()
+            return
+        if fault == "die":
+            self._drop()
+            self.server.die()
             return
         if fault in ("500", "503", "429", "400"):
             # A 429 says when to come back, as rate-limited APIs do.
@@ -293,6 +306,7 @@ class _Server(ThreadingHTTPServer):
         self.faults = faults
         self.counts: dict[str, int] = {}
         self.errors: list[Exception] = []
+        self.dead = False
         self._count_lock = threading.Lock()
 
     def next_fault(self, path: str) -> str | None:
@@ -303,6 +317,17 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # dropped connections are intentional here
+
+    def die(self) -> None:
+        """Stop serving and close the listening socket (from another thread: shutdown waits for
+        the serving loop, which must not be this handler's caller)."""
+        self.dead = True
+
+        def stop() -> None:
+            self.shutdown()
+            self.server_close()
+
+        threading.Thread(target=stop, daemon=True).start()
 
 
 class _Running:
@@ -336,8 +361,9 @@ class _Running:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if not self._server.dead:
+            self._server.shutdown()
+            self._server.server_close()
         self._thread.join(timeout=5)
 
 
@@ -350,6 +376,8 @@ class StandInSGLangServer(_Running):
         rt = self.runtime
         if path == "/generate":
             return 200, rt.generate(body)
+        if path == "/health":
+            return 200, ""
         if path == "/flush_cache":
             ok = rt.flush_cache()
             return (200, "Cache flushed.\n") if ok else (400, "Flush cache failed: requests are running.\n")
@@ -471,4 +499,68 @@ class StandInChatServer(_Running):
             "model": body.get("model"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+
+
+class StandInVLLMServer(_Running):
+    """The subset of a vLLM 0.32.0 OpenAI-compatible server (dev mode) that ``VLLMHTTPEngine`` uses:
+    ``/v1/completions`` with token-id prompts (one sample per request, sampled by a
+    ``TransformersEngine`` with the request's seed), a whole-block prefix cache whose hits are
+    reported in ``usage.prompt_tokens_details.cached_tokens``, ``/reset_prefix_cache`` (can be told
+    to refuse), ``/collective_rpc`` ``reload_weights`` from a folder, ``/health``."""
+
+    def __init__(self, engine: TransformersEngine, *, block_size: int = 4, faults: FaultPlan | None = None) -> None:
+        self.engine = engine
+        self.block_size = block_size
+        self.blocks: set[tuple[int, ...]] = set()  # cached whole-block prefixes
+        self.refuse_resets = 0
+        self.calls: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
+        super().__init__(self._route, faults)
+
+    def _route(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if path == "/health":
+            return 200, ""
+        with self._lock:
+            self.calls.append((path, body))
+        if path == "/v1/completions":
+            return 200, self._complete(body)
+        if path == "/reset_prefix_cache":
+            with self._lock:
+                if self.refuse_resets > 0:
+                    self.refuse_resets -= 1
+                    return 200, {"success": False}
+                self.blocks.clear()
+            return 200, {"success": True}
+        if path == "/collective_rpc":
+            if body.get("method") != "reload_weights":
+                return 400, {"error": {"message": f"unknown method {body.get('method')!r}"}}
+            pairs = read_checkpoint(body["kwargs"]["weights_path"])
+            self.engine.update_weights(list(pairs.items()), self.engine.weight_version + 1)
+            return 200, {"results": [None]}
+        return 404, {"error": {"message": f"no route {path}"}}
+
+    def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        prompt = tuple(body["prompt"])
+        if body.get("top_k", 0) not in (0, -1) or body.get("top_p", 1.0) != 1.0 or body.get("logprobs") != 0:
+            raise RequestRejected(400, "the stand-in serves top_k=0, top_p=1, logprobs=0 only")
+        sampling = SamplingParams(temperature=float(body["temperature"]), max_new_tokens=int(body["max_tokens"]),
+                                  stop_token_ids=tuple(body.get("stop_token_ids") or ()))  # fmt: skip
+        b = self.block_size
+        with self._lock:
+            hittable = (len(prompt) - 1) // b
+            hit = 0
+            while hit < hittable and prompt[: (hit + 1) * b] in self.blocks:
+                hit += 1
+            self.blocks.update(prompt[: (k + 1) * b] for k in range(len(prompt) // b))
+        sample = self.engine.generate([GroupRequest(prompt, (int(body["seed"]),), sampling)])[0].samples[0]
+        tokens = list(sample.token_ids)
+        return {
+            "object": "text_completion",
+            "choices": [{
+                "index": 0, "text": "", "token_ids": tokens, "finish_reason": sample.finish_reason,
+                "logprobs": {"token_logprobs": list(sample.logprobs), "tokens": [f"token_id:{t}" for t in tokens]},
+            }],  # fmt: skip
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(tokens),
+                      "prompt_tokens_details": {"cached_tokens": hit * b}},  # fmt: skip
         }

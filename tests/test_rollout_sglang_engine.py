@@ -126,3 +126,13 @@ def test_constructor_validation(fake_sglang):
         SGLangEngine("m", skip_tokenizer_init=False)
     with pytest.raises(ValueError, match="model_path"):
         SGLangEngine("")
+
+
+def test_a_refused_flush_is_confirmed_by_asking_again(fake_sglang, checkpoint):
+    engine = SGLangEngine(str(checkpoint))
+    runtime = fake_sglang.engines[0].runtime
+    engine.generate(_groups())
+    runtime.refuse_flushes = 1  # "not flushed" right after a request, as SGLang 0.5.23 answers
+    runtime.calls.clear()
+    engine.update_weights(tiny_qwen2(seed=1).state_dict(), version=1)
+    assert [op for op, _ in runtime.calls][-2:] == ["flush_cache", "flush_cache"] and not runtime.cache

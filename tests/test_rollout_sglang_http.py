@@ -4,6 +4,7 @@ as the Transformers engine, retries without loss or duplication, clear errors, w
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from rollout_models import random_ids, tiny_qwen2
 from standin_servers import FakeSGLangRuntime, StandInSGLangServer, encode_torch_tensors
 
 from fastcomt.http_retry import HTTPStatusError, MalformedResponseError, RetriesExhaustedError
-from fastcomt.rollout import GenerationAbortedError, GroupRequest, SamplingParams, SGLangHTTPEngine, TransformersEngine, rollout_totals
+from fastcomt.rollout import CacheFlushError, GenerationAbortedError, ServerDiedError, GroupRequest, SamplingParams, SGLangHTTPEngine, TransformersEngine, rollout_totals
 
 # On an empty radix cache, by hand: the shared prompt (14) and each plan (4, 7) once, the other
 # problem's prefix (9) once, plus the last prompt token that each of the 8 siblings recomputes.
@@ -219,3 +220,37 @@ def test_a_group_aborted_every_time_is_reported(server):
     server.set_faults(lambda path, n: "abort" if path == "/generate" else None)
     with _engine(server.url, max_retries=1) as engine, pytest.raises(GenerationAbortedError, match="aborted 2 times"):
         engine.generate(_groups()[:1])
+
+
+def test_a_refused_flush_is_asked_again_until_it_succeeds(server, tmp_path):
+    # SGLang can answer "not flushed" right after a request returns; the old KV would then be served.
+    tiny_qwen2(seed=1).save_pretrained(tmp_path / "w")
+    with _engine(server.url) as engine:
+        engine.generate(_groups()[:1])
+        server.runtime.refuse_flushes = 2
+        server.runtime.calls.clear()
+        engine.update_weights(tmp_path / "w", version=1)
+        ops = [op for op, _ in server.runtime.calls]
+        assert ops == ["pause_generation", "update_weights_from_disk", "flush_cache", "flush_cache", "flush_cache", "continue_generation"]
+        assert not server.runtime.cache and engine.weight_version == 1
+
+
+def test_a_flush_refused_every_time_is_a_clear_error(server):
+    with _engine(server.url) as engine:
+        engine.generate(_groups()[:1])
+        server.runtime.refuse_flushes = 1000
+        with pytest.raises(CacheFlushError, match=r"/flush_cache: the prefix cache was not flushed after 10 attempts"):
+            engine.flush_cache()
+        assert server.runtime.cache  # nothing was flushed, and the caller knows it
+
+
+@pytest.mark.parametrize("endpoint", ["/update_weights_from_disk", "/flush_cache"])
+def test_a_server_that_dies_during_a_weight_push_is_a_clear_error(server, tmp_path, endpoint):
+    tiny_qwen2(seed=1).save_pretrained(tmp_path / "w")
+    server.set_faults(lambda path, n: "die" if path == endpoint else None)
+    with _engine(server.url, timeout=5) as engine:
+        start = time.monotonic()
+        with pytest.raises(ServerDiedError, match=r"died during the weight update to version 1: it no longer answers /health"):
+            engine.update_weights(tmp_path / "w", version=1)
+        assert time.monotonic() - start < 20  # retries are bounded: an error, not a hang
+        assert engine.weight_version == 0

@@ -20,7 +20,8 @@ APIs used (paths inside the sglang 0.5.23 wheel):
 
 No pause is needed around a weight update here (``pause_generation`` is an HTTP-server feature):
 ``generate`` and ``update_weights`` hold the same lock, so the scheduler is idle when weights
-change and the radix cache can be flushed. The cache is flushed after every update.
+change and the radix cache can be flushed. The cache is flushed after every update, and every
+flush is confirmed (asked again until SGLang reports success, ``cache_flush``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 
+from fastcomt.rollout.cache_flush import confirm_flush
 from fastcomt.rollout.engine import RolloutEngine, WeightsSource, check_groups, check_version
 from fastcomt.rollout.sglang_protocol import (
     TARGET_SGLANG_VERSION,
@@ -122,7 +124,7 @@ class SGLangEngine(RolloutEngine):
                 _check(engine.update_weights_from_disk(model_path=os.fspath(weights)), "update_weights_from_disk")
             else:
                 self._push_tensors(engine, named_tensors(weights))
-            _check(engine.flush_cache(), "flush_cache")
+            _confirmed_flush(engine)
             self._version = version
 
     def _push_tensors(self, engine: Any, pairs: list[tuple[str, torch.Tensor]]) -> None:
@@ -141,7 +143,7 @@ class SGLangEngine(RolloutEngine):
 
     def flush_cache(self) -> None:
         with self._lock:
-            _check(self._open().flush_cache(), "flush_cache")
+            _confirmed_flush(self._open())
 
     def close(self) -> None:
         with self._lock:
@@ -187,6 +189,22 @@ def _buckets(pairs: list[tuple[str, torch.Tensor]], max_bytes: int) -> list[list
         out[-1].append((name, tensor))
         size += nbytes
     return out
+
+
+def _confirmed_flush(engine: Any) -> None:
+    """``flush_cache`` until SGLang says it flushed: right after a request returns it can answer
+    "not flushed", and the next request would then reuse KV of the old weights (``cache_flush``)."""
+    confirm_flush(lambda: _succeeded(engine.flush_cache()), what="sglang Engine.flush_cache")
+
+
+def _succeeded(answer: Any) -> bool:
+    if isinstance(answer, tuple) and answer and isinstance(answer[0], bool):
+        return answer[0]
+    if hasattr(answer, "success"):
+        return bool(answer.success)
+    if isinstance(answer, dict) and "success" in answer:
+        return bool(answer["success"])
+    return True  # builds that answer nothing raise on failure themselves
 
 
 def _check(answer: Any, what: str) -> None:

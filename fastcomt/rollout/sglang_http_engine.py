@@ -23,7 +23,10 @@ inside the sglang 0.5.23 wheel, ``srt/entrypoints/http_server.py``):
 Weight sync: pause (mode "abort": this client holds no request in flight during an update, so
 only strangers' requests are cut) -> [begin session] -> update (``flush_cache=true``,
 ``weight_version``) -> [end session] -> ``/flush_cache`` -> continue. The prefix cache is flushed
-after every update: its KV came from the old weights.
+after every update: its KV came from the old weights. A flush is confirmed: right after a request
+returns, SGLang can still answer that it did not flush (and then serves old-weight KV), so
+``/flush_cache`` is asked again until it succeeds (``cache_flush``). A server that dies during an
+update (SGLang 0.5.23 on CPU can crash in ``update_weights_from_disk``) raises ``ServerDiedError``.
 
 Reliability: every HTTP call has a timeout and retries with exponential backoff on connection
 errors, 429 and 5xx (``fastcomt.http_retry``); a 4xx raises at once. Each attempt carries fresh
@@ -46,8 +49,10 @@ from typing import Any
 
 import torch
 
-from fastcomt.http_retry import RetryPolicy, request_json
+from fastcomt.http_retry import HTTPStatusError, RetryPolicy, request_json
+from fastcomt.rollout.cache_flush import confirm_flush
 from fastcomt.rollout.engine import RolloutEngine, WeightsSource, check_groups, check_version
+from fastcomt.rollout.server_health import ServerDiedError, server_call
 from fastcomt.rollout.sglang_protocol import (
     TARGET_SGLANG_VERSION,
     GenerationAbortedError,
@@ -233,21 +238,24 @@ class SGLangHTTPEngine(RolloutEngine):
                 self._state.notify_all()
 
     def _update_server(self, url: str, path: str | None, payloads: list[str] | None, version: int) -> None:
-        self._post(url, "/pause_generation", {"mode": self._pause_mode})
+        what = f"the weight update to version {version}"
+
+        def post(endpoint: str, payload: Any) -> Any:
+            return server_call(url, what, lambda: self._post(url, endpoint, payload))
+
+        post("/pause_generation", {"mode": self._pause_mode})
         try:
             if payloads is None:
-                self._check_success(url, "/update_weights_from_disk", self._post(
-                    url, "/update_weights_from_disk",
-                    {"model_path": path, "weight_version": str(version), "flush_cache": True},
-                ))
+                self._check_success(url, "/update_weights_from_disk", post(
+                    "/update_weights_from_disk", {"model_path": path, "weight_version": str(version), "flush_cache": True},
+                ))  # fmt: skip
             else:
-                self._check_success(url, "/begin_weight_update", self._post(url, "/begin_weight_update", {"selector": "all"}))
+                self._check_success(url, "/begin_weight_update", post("/begin_weight_update", {"selector": "all"}))
                 try:
-                    self._check_success(url, "/update_weights_from_tensor", self._post(
-                        url, "/update_weights_from_tensor",
-                        {"serialized_named_tensors": payloads, "flush_cache": True,
-                         "weight_version": str(version)},
-                    ))
+                    self._check_success(url, "/update_weights_from_tensor", post(
+                        "/update_weights_from_tensor",
+                        {"serialized_named_tensors": payloads, "flush_cache": True, "weight_version": str(version)},
+                    ))  # fmt: skip
                 except BaseException:
                     # Close the session so the server accepts the next update; report the first error.
                     try:
@@ -255,10 +263,18 @@ class SGLangHTTPEngine(RolloutEngine):
                     except Exception:
                         pass
                     raise
-                self._check_success(url, "/end_weight_update", self._post(url, "/end_weight_update", {}))
-            self._post(url, "/flush_cache", {}, expect_json=False)
-        finally:
-            self._post(url, "/continue_generation", {})
+                self._check_success(url, "/end_weight_update", post("/end_weight_update", {}))
+            # The update's own flush can be refused (see cache_flush): flush again, confirmed.
+            self._flush(url, what)
+        except BaseException as exc:
+            # Resume the server if it is still there, but report the first error, not this one.
+            if not isinstance(exc, ServerDiedError):
+                try:
+                    self._post(url, "/continue_generation", {})
+                except Exception:
+                    pass
+            raise
+        post("/continue_generation", {})
 
     def flush_cache(self) -> None:
         self._open_pool()
@@ -267,11 +283,25 @@ class SGLangHTTPEngine(RolloutEngine):
             self._updating = True
         try:
             for url in self._urls:
-                self._post(url, "/flush_cache", {}, expect_json=False)
+                self._flush(url, "a prefix-cache flush")
         finally:
             with self._state:
                 self._updating = False
                 self._state.notify_all()
+
+    def _flush(self, url: str, what: str) -> None:
+        """``/flush_cache`` until it answers 200 ("Cache flushed."); it answers 400 while it holds requests."""
+
+        def once() -> bool:
+            try:
+                server_call(url, what, lambda: self._post(url, "/flush_cache", {}, expect_json=False))
+            except HTTPStatusError as exc:
+                if exc.status == 400:
+                    return False
+                raise
+            return True
+
+        confirm_flush(once, what=f"{url}/flush_cache")
 
     def close(self) -> None:
         pool, self._pool = self._pool, None

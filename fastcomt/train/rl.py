@@ -266,10 +266,16 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 def _build_engine(cfg: RLConfig, model: torch.nn.Module, device: torch.device, *, version: int) -> RolloutEngine:
-    if cfg.rollout.engine == "sglang":
-        from fastcomt.rollout import SGLangEngine
+    if cfg.rollout.engine in ("sglang", "vllm", "vllm_http"):
+        # These load model.path themselves (version 0); a resumed run pushes its weights.
+        from fastcomt.rollout import SGLangEngine, VLLMEngine, VLLMHTTPEngine
 
-        engine = SGLangEngine(cfg.model.path, weight_version=0)
+        if cfg.rollout.engine == "sglang":
+            engine: RolloutEngine = SGLangEngine(cfg.model.path, weight_version=0)
+        elif cfg.rollout.engine == "vllm":
+            engine = VLLMEngine(cfg.model.path, weight_version=0, **cfg.rollout.vllm_args)
+        else:
+            engine = VLLMHTTPEngine(cfg.rollout.server_urls, weight_version=0)
         if version:
             push_weights(engine, model, version)
         return engine

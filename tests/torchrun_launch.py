@@ -18,9 +18,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(nproc: int, args: Sequence[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`torchrun --nproc_per_node nproc` of tests/distributed_driver.py with `args` (the result, not checked)."""
+def torchrun(nproc: int, args: Sequence[str], *, script: str = DRIVER.name,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`torchrun --nproc_per_node nproc` of tests/<script> (default: distributed_driver.py) with `args`
+    (the result, not checked)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRITON_INTERPRET": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", "--max_restarts=0", str(DRIVER), *args]  # fmt: skip
+           f"--master_port={free_port()}", "--max_restarts=0", str(DRIVER.with_name(script)), *args]  # fmt: skip
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -343,18 +343,27 @@ def push_weights(engine: RolloutEngine, model: torch.nn.Module, version: int, *,
     Sharded (torchrun): every rank gathers the full weights bucket by bucket (a collective; never
     the whole model at once) and installs each bucket in its own engine, or, when the engine is
     `shared` by all ranks (servers), rank 0 alone installs them; a barrier keeps any rank from
-    sampling before the update is complete.
+    sampling before the update is complete. An engine with `update_weights_in_buckets` (the SGLang
+    fleet) gets the buckets streamed into one weight-update session per server.
     """
+    inner = getattr(engine, "inner", engine)  # CountingEngine wraps the engine
+    streamed = getattr(inner, "update_weights_in_buckets", None)  # a server fleet takes buckets as they come
     if ctx is None or not ctx.enabled:
+        if streamed is not None:
+            streamed(gathered_buckets(model), version)
+            return
         engine.update_weights([(name, p.detach()) for name, p in model.named_parameters()], version)
         engine.flush_cache()
         return
     installs = ctx.is_main or not shared
-    for bucket in gathered_buckets(model):
+    if installs and streamed is not None:
+        streamed(gathered_buckets(model), version)  # the other ranks' loop below joins the same gathers
+    else:
+        for bucket in gathered_buckets(model):
+            if installs:
+                engine.update_weights(bucket, version)
         if installs:
-            engine.update_weights(bucket, version)
-    if installs:
-        engine.flush_cache()
+            engine.flush_cache()
     barrier(ctx)
 
 

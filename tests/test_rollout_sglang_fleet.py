@@ -134,3 +134,35 @@ def test_buckets_are_bounded(model):
     biggest = max(p.numel() * p.element_size() for p in model.parameters())
     assert len(sizes) > 2 and all(s <= max(1 << 16, biggest) for s in sizes)
     assert sum(sizes) == sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def test_rl_run_on_a_fleet_pushes_every_step_to_both_servers(tmp_path):
+    """`fastcomt rl` with a fleet: two steps, each followed by a bucketed push (version 1, 2) to both servers."""
+    from fastcomt.tasks import synthetic_problems
+    from fastcomt.tokenizer import train_tokenizer
+    from fastcomt.train.models import build_tiny_model, load_pretrained_model
+    from fastcomt.train.rl import run_rl
+    from fastcomt_recipes.pretrain import tokenizer_texts
+
+    tok = train_tokenizer(tokenizer_texts(synthetic_problems(16, seed=5)), kind="number_word", number_max=120, vocab_size=900)
+    model = build_tiny_model({"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64},
+                             len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+    model.save_pretrained(tmp_path / "start")
+    tok.save_pretrained(tmp_path / "start")
+    a = StandInSGLangServer(FakeSGLangRuntime(TransformersEngine(copy.deepcopy(model))))
+    b = StandInSGLangServer(FakeSGLangRuntime(TransformersEngine(copy.deepcopy(model))))
+    with a, b, _fleet((a, b)) as fleet:
+        summary = run_rl({
+            "output_dir": str(tmp_path / "run"), "model": {"path": str(tmp_path / "start")}, "steps": 2,
+            "data": {"num_problems": 12, "seed": 1}, "progress": False,
+            "rollout": {"problems_per_step": 4, "executions_per_plan": 2, "max_new_tokens": 6, "plan_max_new_tokens": 6},
+            "loss": {"micro_batch_tokens": 64},
+        }, engine=fleet)  # fmt: skip
+    assert summary["steps"] == 2 and fleet.weight_version == 2
+    final = dict(load_pretrained_model(str(tmp_path / "run" / "final")).named_parameters())
+    for server in (a, b):
+        assert server.runtime.weight_version == "2"
+        assert any(op == "generate" for op, _ in server.runtime.calls)  # both servers sampled
+        for name, p in server.runtime.engine.model.named_parameters():
+            torch.testing.assert_close(p, final[name], rtol=0, atol=0)
+    assert not a.errors and not b.errors

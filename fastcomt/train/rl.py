@@ -116,7 +116,7 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
         reference = shard_model(reference, ctx, mixed_precision=autocast_dtype is not None)
     # Under torchrun each rank's own engine is built from the full weights before they are sharded.
     own_engine = engine is None
-    shared_engine = not own_engine
+    shared_engine = not own_engine or cfg.rollout.engine == "sglang_servers"  # one fleet for every rank
     if engine is None:
         engine = _build_engine(cfg, model, device, version=0)
     model = shard_model(model, ctx, mixed_precision=autocast_dtype is not None)
@@ -320,6 +320,10 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 def _build_engine(cfg: RLConfig, model: torch.nn.Module, device: torch.device, *, version: int) -> RolloutEngine:
+    if cfg.rollout.engine == "sglang_servers":  # started from model.path: they hold version 0
+        from fastcomt.rollout.sglang_fleet import SGLangFleetEngine
+
+        return SGLangFleetEngine(list(cfg.rollout.server_urls or ()), weight_version=0)
     if cfg.rollout.engine == "sglang":
         from fastcomt.rollout import SGLangEngine
 

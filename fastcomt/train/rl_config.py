@@ -33,8 +33,10 @@ class RolloutConfig:
     """Per step: `problems_per_step` problems, M = `plans_per_problem` plans each, G =
     `executions_per_plan` executions per plan (sharing the [prompt + plan + marker] prefix)."""
 
-    # transformers: in-process Hugging Face generate (any device); sglang: in-process SGLang (GPU)
-    engine: Literal["transformers", "sglang"] = "transformers"
+    # transformers: in-process Hugging Face generate (any device); sglang: in-process SGLang (GPU);
+    # sglang_servers: running SGLang servers at `server_urls` (shared by all trainer ranks; docs/scale.md)
+    engine: Literal["transformers", "sglang", "sglang_servers"] = "transformers"
+    server_urls: list[str] | None = None  # sglang_servers: http://host:port of each server
     problems_per_step: int = 8  # problems drawn per RL step
     plans_per_problem: int = 1  # M; with M > 1 plans are sampled and get plan-level advantages
     executions_per_plan: int = 8  # G: executions per plan (format cot: samples per problem)
@@ -148,6 +150,8 @@ def check_rl_config(cfg: RLConfig) -> None:
         raise ValueError(f"loss.beta: expected >= 0, got {cfg.loss.beta}")
     if cfg.loss.tis_cap is not None and cfg.loss.tis_cap <= 0:
         raise ValueError(f"loss.tis_cap: expected > 0 or null, got {cfg.loss.tis_cap}")
+    if cfg.rollout.engine == "sglang_servers" and not cfg.rollout.server_urls:
+        raise ValueError("rollout.server_urls: expected the SGLang servers' URLs for engine 'sglang_servers', got none")
     if cfg.rollout.temperature <= 0:
         raise ValueError(f"rollout.temperature: expected > 0 (RL samples), got {cfg.rollout.temperature}")
     if not 0.0 <= cfg.tau <= 1.0:

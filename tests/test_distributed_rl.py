@@ -82,8 +82,11 @@ def test_two_ranks_match_one_process_and_a_killed_run_resumes_on_one(start_dir, 
     _assert_steps_match(ref[:KILL_AFTER], got[:KILL_AFTER])
     assert all(m["grad_norm"] > 0 and m["trained_tokens"] > 0 for m in ref)  # something was trained
 
+    lines = (two_dir / "metrics.jsonl").read_text().splitlines()
     resumed = run_rl(_config(start_dir, two_dir))
     assert resumed["steps"] == STEPS and resumed["world_size"] == 1
+    # the resumed run kept the two ranks' lines, timings included (a fresh start would rewrite them)
+    assert (two_dir / "metrics.jsonl").read_text().splitlines()[:KILL_AFTER] == lines[:KILL_AFTER]
     got = _metrics(two_dir / "metrics.jsonl")
     assert [m["step"] for m in got] == list(range(1, STEPS + 1))
     _assert_steps_match(ref, got)

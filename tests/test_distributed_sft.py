@@ -1,8 +1,10 @@
 """`fastcomt sft` under torchrun (2 CPU processes, gloo, FSDP2) against the same run on one process.
 
-One two-rank run serves both checks: its first steps must give the one-process losses and gradient
-norms (same global batch, same normaliser), then rank 1 is killed right after a checkpoint, and one
-plain process resumes from the sharded checkpoint and must finish exactly as the one-process run did.
+One chain of runs checks both the match and resuming across world sizes: one plain process stops
+after step 1 (a one-process checkpoint); two ranks resume from it (full weights and optimizer state
+sharded on load) and must give the one-process losses and gradient norms for steps 2-4 (same global
+batch, same normaliser); rank 1 is killed right after the step-4 checkpoint; one plain process
+resumes from that sharded checkpoint and must finish exactly as the one-process run did.
 """
 
 import json
@@ -17,7 +19,7 @@ from fastcomt.train.sft import run_sft
 from torchrun_launch import torchrun
 
 MODEL = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
-STEPS, KILL_AFTER = 4, 3
+STEPS, FIRST, KILL_AFTER = 5, 1, 4
 
 
 def _config(records, out_dir):
@@ -27,7 +29,7 @@ def _config(records, out_dir):
         "tokenizer": {"kind": "number_word", "number_max": 20},
         "model": MODEL,
         # 48-token rows, ~200 tokens a step: 3-4 packed rows per step, so the two ranks get 2 + 1 or 2 + 2
-        "optim": {"row_tokens": 48, "tokens_per_step": 200, "warmup_steps": 1, "lr": 1e-2, "max_steps": STEPS, "epochs": 2},
+        "optim": {"row_tokens": 48, "tokens_per_step": 200, "warmup_steps": 1, "lr": 1e-2, "max_steps": STEPS, "epochs": 3},
         "progress": False,
         "save_every": 1,
         "keep_last": 10,
@@ -47,11 +49,16 @@ def records(tmp_path_factory):
     return path
 
 
-def test_two_ranks_match_one_process_and_a_killed_run_resumes_on_one(records, tmp_path):
+def test_one_then_two_ranks_then_one_match_the_one_process_run(records, tmp_path):
     one = run_sft(_config(records, tmp_path / "one"))
     assert one["steps"] == STEPS and one["world_size"] == 1
 
     two_dir = tmp_path / "two"
+    first = run_sft(_config(records, two_dir), stop_after_steps=FIRST)
+    assert first["steps"] == FIRST and not (two_dir / "checkpoints" / f"step_{FIRST:08d}" / "sharded").exists()
+    # a resumed run keeps the lines of the steps it did not redo, timings included: a run that started
+    # over instead would log the same losses (by design) but not the same timings
+    before = (two_dir / "metrics.jsonl").read_text().splitlines()
     config = tmp_path / "two.yaml"
     config.write_text(yaml.safe_dump(_config(records, two_dir)))
     proc = torchrun(2, ["sft", str(config), "--kill-rank", "1", "--kill-after-step", str(KILL_AFTER)])
@@ -61,10 +68,12 @@ def test_two_ranks_match_one_process_and_a_killed_run_resumes_on_one(records, tm
     assert state["world_size"] == 2 and state["step"] == KILL_AFTER
     assert (two_dir / "checkpoints" / f"step_{KILL_AFTER:08d}" / "sharded" / ".metadata").is_file()
 
-    # the steps the two ranks finished: the one-process losses and gradient norms
+    # the steps the two ranks did: the one-process losses and gradient norms
+    lines = (two_dir / "metrics.jsonl").read_text().splitlines()
+    assert lines[:FIRST] == before, "the two ranks did not resume from the one-process checkpoint"
     ref, got = _metrics(tmp_path / "one" / "metrics.jsonl"), _metrics(two_dir / "metrics.jsonl")
     assert [m["step"] for m in got[:KILL_AFTER]] == list(range(1, KILL_AFTER + 1))
-    for r, g in zip(ref[:KILL_AFTER], got[:KILL_AFTER]):
+    for r, g in zip(ref[FIRST:KILL_AFTER], got[FIRST:KILL_AFTER]):
         assert (g["tokens"], g["loss_tokens"], g["rows"]) == (r["tokens"], r["loss_tokens"], r["rows"])
         assert g["loss"] == pytest.approx(r["loss"], abs=1e-5, rel=1e-5)
         assert g["grad_norm"] == pytest.approx(r["grad_norm"], abs=1e-5, rel=1e-5)
@@ -72,6 +81,7 @@ def test_two_ranks_match_one_process_and_a_killed_run_resumes_on_one(records, tm
     # one plain process picks the sharded checkpoint up and finishes as the one-process run did
     resumed = run_sft(_config(records, two_dir))
     assert resumed["steps"] == STEPS and resumed["world_size"] == 1
+    assert (two_dir / "metrics.jsonl").read_text().splitlines()[:KILL_AFTER] == lines[:KILL_AFTER]
     got = _metrics(two_dir / "metrics.jsonl")
     assert [m["step"] for m in got] == list(range(1, STEPS + 1))
     for r, g in zip(ref, got):

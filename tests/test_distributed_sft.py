@@ -18,7 +18,10 @@ from fastcomt.comt.records import ComtRecord
 from fastcomt.train.sft import run_sft
 from torchrun_launch import torchrun
 
-MODEL = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
+# tied LM head and embedding here (the root holds both); the CCRL test's model is untied (the embedding
+# is its own FSDP unit)
+MODEL = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64,
+         "tie_word_embeddings": True}
 STEPS, FIRST, KILL_AFTER = 5, 1, 4
 
 

@@ -1,6 +1,7 @@
-"""FSDP2 sharding of a Hugging Face causal LM: `fully_shard` on every decoder layer, then the root.
+"""FSDP2 sharding of a Hugging Face causal LM: `fully_shard` on every decoder layer, on an untied input
+embedding, then the root (the final norm and the LM head, and a tied embedding).
 
-Why the root holds the embedding, final norm and LM head: the trainers never call the model's own
+Why the root holds the LM head: the trainers never call the model's own
 forward (that would compute [tokens, vocab] logits); they take hidden states from the base model and
 hand the LM head weight to the fused loss. `register_fsdp_forward_method` makes that hidden-states
 call a forward in FSDP's eyes, so the root's pre-forward all-gathers the root parameters (LM head
@@ -59,6 +60,11 @@ def shard_model(model: nn.Module, ctx: DistContext, *, mixed_precision: bool) ->
     modules = []
     for layer in decoder_layers(model):
         modules.append(fully_shard(layer, mesh=mesh, mp_policy=mp))
+    embedding = model.get_input_embeddings()
+    if embedding.weight is not model.get_output_embeddings().weight:
+        # an untied input embedding is its own unit: gathered for its lookup only (a tied one is the
+        # LM head too, and stays with the root)
+        modules.append(fully_shard(embedding, mesh=mesh, mp_policy=mp))
     modules.append(fully_shard(model, mesh=mesh, mp_policy=mp))
     for module in modules:
         module.set_gradient_divide_factor(1.0)  # sum, not mean: see the module docstring

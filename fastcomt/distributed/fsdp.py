@@ -68,7 +68,9 @@ def shard_model(model: nn.Module, ctx: DistContext, *, mixed_precision: bool) ->
     modules.append(fully_shard(model, mesh=mesh, mp_policy=mp))
     for module in modules:
         module.set_gradient_divide_factor(1.0)  # sum, not mean: see the module docstring
-        module.set_force_sum_reduction_for_comms(True)  # plain SUM (gloo has no PREMUL_SUM)
+        force_sum = getattr(module, "set_force_sum_reduction_for_comms", None)  # torch >= 2.8
+        if force_sum is not None:
+            force_sum(True)  # plain SUM then a divide by 1 (gloo has no PREMUL_SUM; NCCL has both)
     setattr(model, HIDDEN_STATES_METHOD, MethodType(hidden_states_method, model))
     register_fsdp_forward_method(model, HIDDEN_STATES_METHOD)
     return model

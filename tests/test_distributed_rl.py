@@ -37,14 +37,15 @@ def start_dir(tmp_path_factory):
     return path
 
 
-def _config(start_dir, out_dir):
+def _config(start_dir, out_dir, weight_sync="tensor"):
     return {
         "output_dir": str(out_dir),
         "model": {"path": str(start_dir)},
         "steps": STEPS,
         "data": {"num_problems": 12, "seed": 1},
         # 3 problems a step: the ranks get 2 and 1 (uneven shares, padded passes on rank 1)
-        "rollout": {"problems_per_step": 3, "executions_per_plan": 2, "max_new_tokens": 8, "plan_max_new_tokens": 8},
+        "rollout": {"problems_per_step": 3, "executions_per_plan": 2, "max_new_tokens": 8, "plan_max_new_tokens": 8,
+                    "weight_sync": weight_sync},
         "loss": {"micro_batch_tokens": 64, "beta": 0.05},
         "optim": {"lr": 1e-2, "warmup_steps": 0, "min_lr_ratio": 0.5},
         "progress": False,
@@ -70,7 +71,9 @@ def test_two_ranks_match_one_process_and_a_killed_run_resumes_on_one(start_dir, 
 
     two_dir = tmp_path / "two"
     config = tmp_path / "two.yaml"
-    config.write_text(yaml.safe_dump(_config(start_dir, two_dir)))
+    # the two ranks sync their engines through per-rank folders (weight_sync: disk), the one-process
+    # run in memory: the rollouts must not tell the difference
+    config.write_text(yaml.safe_dump(_config(start_dir, two_dir, "disk")))
     proc = torchrun(2, ["rl", str(config), "--kill-rank", "1", "--kill-after-step", str(KILL_AFTER)])
     assert proc.returncode != 0, "rank 1 was to be killed: " + proc.stdout[-2000:] + proc.stderr[-2000:]
     state = json.loads((two_dir / "checkpoints" / f"step_{KILL_AFTER:08d}" / "trainer_state.json").read_text())
@@ -83,7 +86,8 @@ def test_two_ranks_match_one_process_and_a_killed_run_resumes_on_one(start_dir, 
     assert all(m["grad_norm"] > 0 and m["trained_tokens"] > 0 for m in ref)  # something was trained
 
     lines = (two_dir / "metrics.jsonl").read_text().splitlines()
-    resumed = run_rl(_config(start_dir, two_dir))
+    assert sorted(p.name for p in (two_dir / "weight_sync").iterdir()) == ["rank00000", "rank00001"]
+    resumed = run_rl(_config(start_dir, two_dir, "disk"))
     assert resumed["steps"] == STEPS and resumed["world_size"] == 1
     # the resumed run kept the two ranks' lines, timings included (a fresh start would rewrite them)
     assert (two_dir / "metrics.jsonl").read_text().splitlines()[:KILL_AFTER] == lines[:KILL_AFTER]

@@ -136,8 +136,10 @@ def test_buckets_are_bounded(model):
     assert sum(sizes) == sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def test_rl_run_on_a_fleet_pushes_every_step_to_both_servers(tmp_path):
-    """`fastcomt rl` with a fleet: two steps, each followed by a bucketed push (version 1, 2) to both servers."""
+@pytest.mark.parametrize("sync", ["tensor", "disk"])
+def test_rl_run_on_a_fleet_pushes_every_step_to_both_servers(tmp_path, sync):
+    """`fastcomt rl` with a fleet: two steps, each followed by a push (version 1, 2) to both servers,
+    streamed in buckets (tensor) or written bucket by bucket to a folder the servers load (disk)."""
     from fastcomt.tasks import synthetic_problems
     from fastcomt.tokenizer import train_tokenizer
     from fastcomt.train.models import build_tiny_model, load_pretrained_model
@@ -155,10 +157,16 @@ def test_rl_run_on_a_fleet_pushes_every_step_to_both_servers(tmp_path):
         summary = run_rl({
             "output_dir": str(tmp_path / "run"), "model": {"path": str(tmp_path / "start")}, "steps": 2,
             "data": {"num_problems": 12, "seed": 1}, "progress": False,
-            "rollout": {"problems_per_step": 4, "executions_per_plan": 2, "max_new_tokens": 6, "plan_max_new_tokens": 6},
+            "rollout": {"problems_per_step": 4, "executions_per_plan": 2, "max_new_tokens": 6, "plan_max_new_tokens": 6,
+                        "weight_sync": sync},
             "loss": {"micro_batch_tokens": 64},
         }, engine=fleet)  # fmt: skip
     assert summary["steps"] == 2 and fleet.weight_version == 2
+    for server in (a, b):
+        ops = [op for op, _ in server.runtime.calls]
+        assert ops.count("update_weights_from_disk" if sync == "disk" else "end_weight_update") == 2, ops
+    if sync == "disk":  # only the newest version's folder is kept
+        assert sorted(p.name for p in (tmp_path / "run" / "weight_sync").iterdir()) == ["v00000002"]
     final = dict(load_pretrained_model(str(tmp_path / "run" / "final")).named_parameters())
     for server in (a, b):
         assert server.runtime.weight_version == "2"

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -43,7 +44,7 @@ from fastcomt.device import resolve_device
 from fastcomt.distributed import (DistContext, all_gather_objects, all_reduce_max, all_reduce_sum, barrier, clip_grad_norm,
                                   init_distributed, shard_model, shutdown_distributed, unwrap_grad_norm)
 from fastcomt.distributed.sharded_state import full_model_copy
-from fastcomt.distributed.weight_sync import gathered_buckets
+from fastcomt.distributed.weight_sync import gathered_buckets, write_buckets
 from fastcomt.metrics.calibration import expected_calibration_error, overconfident_error_rate
 from fastcomt.formats import generate_comt, generate_cot
 from fastcomt.rollout.engine import RolloutEngine
@@ -141,8 +142,12 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
         truncate_metrics(metrics_path, after_step=state["step"])
 
     # 3. The rollout engine holds its own copy of the weights, at version = steps done.
+    sync_dir = None
+    if cfg.rollout.weight_sync == "disk":
+        sync_dir = Path(cfg.rollout.weight_sync_dir or out_dir / "weight_sync")
+    sync_dtype = autocast_dtype  # bf16 on a bf16 GPU run: half the bytes for the servers to read
     if state["step"]:
-        push_weights(engine, model, state["step"], ctx=ctx, shared=shared_engine)
+        push_weights(engine, model, state["step"], ctx=ctx, shared=shared_engine, via_disk=sync_dir, dtype=sync_dtype)
     counting = CountingEngine(engine)
     pool = load_problem_pool(cfg)
     sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
@@ -204,7 +209,7 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
                 t_update = time.perf_counter()
 
                 # weight sync: the engine samples the next step with the new weights
-                push_weights(counting, model, step + 1, ctx=ctx, shared=shared_engine)
+                push_weights(counting, model, step + 1, ctx=ctx, shared=shared_engine, via_disk=sync_dir, dtype=sync_dtype)
                 t_sync = time.perf_counter()
                 if ctx.enabled:  # metrics over every rank's rollouts
                     scored, totals = _merge_ranks(ctx, scored, totals)
@@ -341,7 +346,7 @@ def _build_engine(cfg: RLConfig, model: torch.nn.Module, device: torch.device, *
 
 @torch.no_grad()
 def push_weights(engine: RolloutEngine, model: torch.nn.Module, version: int, *, ctx: DistContext | None = None,
-                 shared: bool = False) -> None:  # fmt: skip
+                 shared: bool = False, via_disk: Path | None = None, dtype: torch.dtype | None = None) -> None:  # fmt: skip
     """Install the policy's weights in the engine as `version`, then drop its cached prefixes.
 
     Sharded (torchrun): every rank gathers the full weights bucket by bucket (a collective; never
@@ -349,7 +354,30 @@ def push_weights(engine: RolloutEngine, model: torch.nn.Module, version: int, *,
     `shared` by all ranks (servers), rank 0 alone installs them; a barrier keeps any rank from
     sampling before the update is complete. An engine with `update_weights_in_buckets` (the SGLang
     fleet) gets the buckets streamed into one weight-update session per server.
+
+    via_disk: write the buckets (cast to `dtype`) into `via_disk/v<version>` and have the engine load
+    that folder (SGLang servers: `/update_weights_from_disk`); the previous version's folder is then
+    removed. Every rank joins the gathers; the writer is the installing rank.
     """
+    installs = ctx is None or not ctx.enabled or ctx.is_main or not shared
+    if via_disk is not None:
+        root = Path(via_disk)
+        if ctx is not None and ctx.enabled and not shared:  # every rank writes for its own engine
+            root = root / f"rank{ctx.rank:05d}"
+        if installs:
+            folder = write_buckets(gathered_buckets(model), root / f"v{version:08d}",
+                                   config=getattr(model, "config", None), dtype=dtype)  # fmt: skip
+            engine.update_weights(str(folder), version)
+            engine.flush_cache()
+            for old in root.glob("v*"):
+                if old != folder:
+                    shutil.rmtree(old, ignore_errors=True)
+        else:
+            for _ in gathered_buckets(model):  # the collective gathers the writer's loop makes
+                pass
+        if ctx is not None:
+            barrier(ctx)
+        return
     inner = getattr(engine, "inner", engine)  # CountingEngine wraps the engine
     streamed = getattr(inner, "update_weights_in_buckets", None)  # a server fleet takes buckets as they come
     if ctx is None or not ctx.enabled:
@@ -359,7 +387,6 @@ def push_weights(engine: RolloutEngine, model: torch.nn.Module, version: int, *,
         engine.update_weights([(name, p.detach()) for name, p in model.named_parameters()], version)
         engine.flush_cache()
         return
-    installs = ctx.is_main or not shared
     if installs and streamed is not None:
         streamed(gathered_buckets(model), version)  # the other ranks' loop below joins the same gathers
     else:

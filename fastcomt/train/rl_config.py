@@ -37,6 +37,11 @@ class RolloutConfig:
     # sglang_servers: running SGLang servers at `server_urls` (shared by all trainer ranks; docs/scale.md)
     engine: Literal["transformers", "sglang", "sglang_servers"] = "transformers"
     server_urls: list[str] | None = None  # sglang_servers: http://host:port of each server
+    # how new weights reach the engine after each update: tensor (in memory; for servers, CUDA IPC on
+    # the same node) or disk (written bucket by bucket to weight_sync_dir, which the engine loads:
+    # servers on other machines that share that file system)
+    weight_sync: Literal["tensor", "disk"] = "tensor"
+    weight_sync_dir: str | None = None  # disk: null = <output_dir>/weight_sync
     problems_per_step: int = 8  # problems drawn per RL step
     plans_per_problem: int = 1  # M; with M > 1 plans are sampled and get plan-level advantages
     executions_per_plan: int = 8  # G: executions per plan (format cot: samples per problem)

@@ -7,6 +7,7 @@ The trainers never call the model's LM head: they take hidden states from the ba
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from fastcomt.config import config_from_dict
 
 from .config import ModelConfig
 
-__all__ = ["ModelConfig", "build_model", "build_tiny_model", "load_pretrained_model", "base_model", "hidden_states", "lm_head_weight", "default_attn_implementation"]
+__all__ = ["ModelConfig", "build_model", "build_tiny_model", "load_pretrained_model", "base_model", "hidden_states", "lm_head_weight", "default_attn_implementation",
+           "build_device", "build_config"]
 
 _FAMILIES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
 
@@ -97,6 +99,20 @@ def build_model(config: ModelConfig, vocab_size: int, *, pad_token_id: int | Non
         return load_pretrained_model(config.path, device=device, attn_implementation=config.attn_implementation,
                                      gradient_checkpointing=config.gradient_checkpointing)  # fmt: skip
     return build_tiny_model(config, vocab_size, pad_token_id=pad_token_id, eos_token_id=eos_token_id, device=device)
+
+
+def build_device(ctx: Any, device: torch.device) -> torch.device:
+    """Where to build the model: `device` on one process; the CPU under torchrun, so that no GPU ever
+    holds the whole fp32 model: FSDP2 moves one module at a time to the GPU as it shards it."""
+    return torch.device("cpu") if ctx.enabled else device
+
+
+def build_config(config: ModelConfig, ctx: Any, device: torch.device) -> ModelConfig:
+    """`config` with the attention kernel chosen for the training `device` (the model may be built on
+    the CPU first, see `build_device`)."""
+    if not ctx.enabled or config.attn_implementation:
+        return config
+    return dataclasses.replace(config, attn_implementation=default_attn_implementation(device))
 
 
 def base_model(model: PreTrainedModel) -> torch.nn.Module:

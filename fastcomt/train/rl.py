@@ -56,7 +56,7 @@ from .checkpoint import save_checkpoint, truncate_metrics
 from .final_model import write_final_model
 from .interrupt import EXIT_INTERRUPTED, StopOnSignal, resume_hint
 from .loss_head import describe_loss_head, resolve_loss_head
-from .models import build_model, hidden_states, lm_head_weight
+from .models import build_config, build_device, build_model, hidden_states, lm_head_weight
 from .resume import resume_newest_loadable
 from .rl_batch import CountingEngine, PolicyBatch, ScoredBatch, build_policy_batch, micro_batches, score_rollouts
 from .rl_config import PolicyLossConfig, RLConfig, check_rl_config, max_completion_tokens
@@ -107,8 +107,8 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
 
     # 1. Tokenizer, policy, optional frozen reference, optimizer and schedule.
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.path)
-    model = build_model(cfg.model, len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                        eos_token_id=tokenizer.eos_token_id, device=device)  # fmt: skip
+    model = build_model(build_config(cfg.model, ctx, device), len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                        eos_token_id=tokenizer.eos_token_id, device=build_device(ctx, device))  # fmt: skip
     model.train()
     reference = None
     if cfg.loss.beta > 0:
@@ -120,51 +120,56 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
     shared_engine = not own_engine or cfg.rollout.engine == "sglang_servers"  # one fleet for every rank
     if engine is None:
         engine = _build_engine(cfg, model, device, version=0)
-    model = shard_model(model, ctx, mixed_precision=autocast_dtype is not None)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
-        weight_decay=cfg.optim.weight_decay, fused=device.type == "cuda",
-    )  # fmt: skip
-    total_updates = cfg.steps * cfg.loss.updates_per_batch
-    scheduler = cosine_scheduler(optimizer, warmup_steps=cfg.optim.warmup_steps, total_steps=total_updates,
-                                 min_lr_ratio=cfg.optim.min_lr_ratio)  # fmt: skip
+    try:  # an engine built here is closed if the set-up fails (the loop's own try closes it later)
+        model = shard_model(model, ctx, mixed_precision=autocast_dtype is not None)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
+            weight_decay=cfg.optim.weight_decay, fused=device.type == "cuda",
+        )  # fmt: skip
+        total_updates = cfg.steps * cfg.loss.updates_per_batch
+        scheduler = cosine_scheduler(optimizer, warmup_steps=cfg.optim.warmup_steps, total_steps=total_updates,
+                                     min_lr_ratio=cfg.optim.min_lr_ratio)  # fmt: skip
 
-    # 2. Resume from the newest checkpoint (weights, optimizer, scheduler, RNG, counters).
-    ckpt_root = out_dir / "checkpoints"
-    state: dict[str, Any] = {"step": 0, "generated_tokens": 0, "trained_tokens": 0, "train_seconds": 0.0}
-    latest = None
-    if cfg.resume:  # the newest checkpoint that loads (a damaged newer one is named and skipped)
-        latest, loaded = resume_newest_loadable(ckpt_root, model=model, optimizer=optimizer, scheduler=scheduler,
-                                                map_location=device, rank=ctx.rank)  # fmt: skip
-        state.update({k: loaded[k] for k in state if k in loaded})
-    metrics_path = out_dir / "metrics.jsonl"
-    if ctx.is_main:
-        truncate_metrics(metrics_path, after_step=state["step"])
+        # 2. Resume from the newest checkpoint (weights, optimizer, scheduler, RNG, counters).
+        ckpt_root = out_dir / "checkpoints"
+        state: dict[str, Any] = {"step": 0, "generated_tokens": 0, "trained_tokens": 0, "train_seconds": 0.0}
+        latest = None
+        if cfg.resume:  # the newest checkpoint that loads (a damaged newer one is named and skipped)
+            latest, loaded = resume_newest_loadable(ckpt_root, model=model, optimizer=optimizer, scheduler=scheduler,
+                                                    map_location=device, rank=ctx.rank)  # fmt: skip
+            state.update({k: loaded[k] for k in state if k in loaded})
+        metrics_path = out_dir / "metrics.jsonl"
+        if ctx.is_main:
+            truncate_metrics(metrics_path, after_step=state["step"])
 
-    # 3. The rollout engine holds its own copy of the weights, at version = steps done.
-    sync_dir = None
-    if cfg.rollout.weight_sync == "disk":
-        sync_dir = Path(cfg.rollout.weight_sync_dir or out_dir / "weight_sync")
-    sync_dtype = autocast_dtype  # bf16 on a bf16 GPU run: half the bytes for the servers to read
-    if state["step"]:
-        push_weights(engine, model, state["step"], ctx=ctx, shared=shared_engine, via_disk=sync_dir, dtype=sync_dtype)
-    counting = CountingEngine(engine)
-    pool = load_problem_pool(cfg)
-    sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                              max_new_tokens=cfg.rollout.max_new_tokens)  # fmt: skip
-    if cfg.rollout.plan_temperature is not None or cfg.rollout.plans_per_problem > 1:
-        plan_t = cfg.rollout.temperature if cfg.rollout.plan_temperature is None else cfg.rollout.plan_temperature
-        plan_sampling = SamplingParams(temperature=plan_t, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                                       max_new_tokens=cfg.rollout.plan_max_new_tokens)  # fmt: skip
-    else:
-        plan_sampling = SamplingParams(temperature=0.0, max_new_tokens=cfg.rollout.plan_max_new_tokens)
+        # 3. The rollout engine holds its own copy of the weights, at version = steps done.
+        sync_dir = None
+        if cfg.rollout.weight_sync == "disk":
+            sync_dir = Path(cfg.rollout.weight_sync_dir or out_dir / "weight_sync")
+        sync_dtype = autocast_dtype  # bf16 on a bf16 GPU run: half the bytes for the servers to read
+        if state["step"]:
+            push_weights(engine, model, state["step"], ctx=ctx, shared=shared_engine, via_disk=sync_dir, dtype=sync_dtype)
+        counting = CountingEngine(engine)
+        pool = load_problem_pool(cfg)
+        sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                                  max_new_tokens=cfg.rollout.max_new_tokens)  # fmt: skip
+        if cfg.rollout.plan_temperature is not None or cfg.rollout.plans_per_problem > 1:
+            plan_t = cfg.rollout.temperature if cfg.rollout.plan_temperature is None else cfg.rollout.plan_temperature
+            plan_sampling = SamplingParams(temperature=plan_t, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                                           max_new_tokens=cfg.rollout.plan_max_new_tokens)  # fmt: skip
+        else:
+            plan_sampling = SamplingParams(temperature=0.0, max_new_tokens=cfg.rollout.plan_max_new_tokens)
 
-    def save(interrupted: bool) -> Path:
-        trainer_state = {k: state[k] for k in ("generated_tokens", "trained_tokens", "train_seconds")}
-        trainer_state.update(total_steps=cfg.steps, interrupted=interrupted, config=config_to_dict(cfg))
-        return save_checkpoint(ckpt_root, state["step"], model=model, optimizer=optimizer, scheduler=scheduler,
-                               tokenizer=tokenizer, trainer_state=trainer_state, keep_last=cfg.keep_last,
-                               dist_ctx=ctx)  # fmt: skip
+        def save(interrupted: bool) -> Path:
+            trainer_state = {k: state[k] for k in ("generated_tokens", "trained_tokens", "train_seconds")}
+            trainer_state.update(total_steps=cfg.steps, interrupted=interrupted, config=config_to_dict(cfg))
+            return save_checkpoint(ckpt_root, state["step"], model=model, optimizer=optimizer, scheduler=scheduler,
+                                   tokenizer=tokenizer, trainer_state=trainer_state, keep_last=cfg.keep_last,
+                                   dist_ctx=ctx)  # fmt: skip
+    except BaseException:
+        if own_engine:
+            engine.close()
+        raise
 
     # 4. The loop.
     checkpoint = latest
@@ -251,7 +256,9 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
     summary = {
         "output_dir": str(out_dir),
         "checkpoint": str(checkpoint) if checkpoint else None,
-        "model_dir": str(Path(checkpoint) / "model") if checkpoint else None,
+        # a loadable model folder: the checkpoint's (one process), else the final one (a sharded checkpoint has none)
+        "model_dir": str(Path(checkpoint) / "model") if checkpoint and (Path(checkpoint) / "model").is_dir()
+        else (str(final) if final else None),
         "final_model": str(final) if final else None,
         "interrupted": interrupted,
         "stopped_by": stop.requested if interrupted else None,  # SIGINT / SIGTERM, or None
@@ -338,7 +345,7 @@ def _build_engine(cfg: RLConfig, model: torch.nn.Module, device: torch.device, *
         return engine
     from fastcomt.rollout import TransformersEngine
 
-    engine_model = copy.deepcopy(model).eval().requires_grad_(False)
+    engine_model = copy.deepcopy(model).eval().requires_grad_(False).to(device)  # under torchrun: built on the CPU
     if device.type == "cuda" and cfg.precision == "bf16":
         engine_model = engine_model.to(torch.bfloat16)
     return TransformersEngine(engine_model, weight_version=version, max_batch_samples=cfg.rollout.max_batch_samples)

@@ -52,7 +52,7 @@ from .config import DataConfig, DataFile, SFTConfig
 from .final_model import write_final_model
 from .interrupt import EXIT_INTERRUPTED, StopOnSignal, resume_hint
 from .loss_head import describe_loss_head, resolve_loss_head
-from .models import build_model, hidden_states, lm_head_weight
+from .models import build_config, build_device, build_model, hidden_states, lm_head_weight
 from .resume import resume_newest_loadable
 from .packing import IGNORE_INDEX, Example, PackedRow, collate_row, epoch_plan, make_example
 from .schedule import cosine_scheduler
@@ -129,8 +129,8 @@ def _run_sft(cfg: SFTConfig, ctx: DistContext, device: torch.device, *, stop_aft
         total_steps = min(total_steps, cfg.optim.max_steps)
 
     # 3. Model, optimizer, schedule.
-    model = build_model(cfg.model, len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                        eos_token_id=tokenizer.eos_token_id, device=device)  # fmt: skip
+    model = build_model(build_config(cfg.model, ctx, device), len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                        eos_token_id=tokenizer.eos_token_id, device=build_device(ctx, device))  # fmt: skip
     model = shard_model(model, ctx, mixed_precision=autocast_dtype is not None)  # FSDP2 under torchrun, else as is
     model.train()
     optimizer = torch.optim.AdamW(

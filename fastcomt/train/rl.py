@@ -88,10 +88,11 @@ def run_rl(
     cfg = config if isinstance(config, RLConfig) else config_from_dict(RLConfig, config)
     check_rl_config(cfg)
     ctx, device = init_distributed(resolve_device(cfg.device))
-    try:
-        return _run_rl(cfg, ctx, device, stop_after_steps=stop_after_steps, engine=engine)
-    finally:
-        shutdown_distributed(ctx)
+    summary = _run_rl(cfg, ctx, device, stop_after_steps=stop_after_steps, engine=engine)
+    # only after a run that finished on this rank: a rank that failed must not wait in a barrier for
+    # ranks that are waiting for it elsewhere (it exits, and torchrun stops the others)
+    shutdown_distributed(ctx)
+    return summary
 
 
 def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after_steps: int | None,

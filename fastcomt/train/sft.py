@@ -76,10 +76,11 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
     cfg = config if isinstance(config, SFTConfig) else config_from_dict(SFTConfig, config)
     device = resolve_device(cfg.device)
     ctx, device = init_distributed(device)
-    try:
-        return _run_sft(cfg, ctx, device, stop_after_steps=stop_after_steps)
-    finally:
-        shutdown_distributed(ctx)
+    summary = _run_sft(cfg, ctx, device, stop_after_steps=stop_after_steps)
+    # only after a run that finished on this rank: a rank that failed must not wait in a barrier for
+    # ranks that are waiting for it elsewhere (it exits, and torchrun stops the others)
+    shutdown_distributed(ctx)
+    return summary
 
 
 def _run_sft(cfg: SFTConfig, ctx: DistContext, device: torch.device, *, stop_after_steps: int | None) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """One rank of a test run under torchrun: `fastcomt sft|rl --config FILE`, optionally killed mid-run.
 
-    distributed_driver.py sft CONFIG [--kill-rank R --kill-after-step S]
+    distributed_driver.py sft CONFIG [--kill-rank R (--kill-after-step S | --kill-in-save-step S)]
 
---kill-rank/--kill-after-step: rank R dies (os._exit, no clean-up, as a lost node would) right after
-the checkpoint of step S is written; the other ranks block on the next collective until torchrun
-tears them down. What is left on disk is what a real crash leaves.
+--kill-rank with --kill-after-step: rank R dies (os._exit, no clean-up, as a lost node would) right
+after the checkpoint of step S is complete; with --kill-in-save-step: after writing its shards of
+step S's checkpoint, before the checkpoint is complete. The other ranks block on the next collective
+until torchrun tears them down. What is left on disk is what a real crash leaves.
 """
 
 from __future__ import annotations
@@ -20,12 +21,24 @@ def main() -> int:
     parser.add_argument("config")
     parser.add_argument("--kill-rank", type=int)
     parser.add_argument("--kill-after-step", type=int)
+    parser.add_argument("--kill-in-save-step", type=int)
     args = parser.parse_args()
     if args.command == "sft":
         import fastcomt.train.sft as recipe
     else:
         import fastcomt.train.rl as recipe
-    if args.kill_rank is not None and int(os.environ["RANK"]) == args.kill_rank:
+    if args.kill_rank is not None and int(os.environ["RANK"]) == args.kill_rank and args.kill_in_save_step is not None:
+        import fastcomt.train.checkpoint as checkpoint
+
+        write_shards = checkpoint.save_sharded_state
+
+        def write_then_die(folder, **kwargs):
+            write_shards(folder, **kwargs)
+            if f"step_{args.kill_in_save_step:08d}" in str(folder):
+                os._exit(17)
+
+        checkpoint.save_sharded_state = write_then_die
+    if args.kill_rank is not None and int(os.environ["RANK"]) == args.kill_rank and args.kill_after_step is not None:
         save = recipe.save_checkpoint
 
         def save_then_die(root, step, **kwargs):

@@ -50,7 +50,7 @@ def _config(start_dir, out_dir, weight_sync="tensor"):
         "optim": {"lr": 1e-2, "warmup_steps": 0, "min_lr_ratio": 0.5},
         "progress": False,
         "save_every": 1,
-        "keep_last": 10,
+        "keep_last": 2,
     }
 
 
@@ -79,6 +79,8 @@ def test_two_ranks_match_one_process_and_a_killed_run_resumes_on_one(start_dir, 
     state = json.loads((two_dir / "checkpoints" / f"step_{KILL_AFTER:08d}" / "trainer_state.json").read_text())
     assert state["world_size"] == 2 and state["step"] == KILL_AFTER
     assert (two_dir / "checkpoints" / f"step_{KILL_AFTER:08d}" / "rng_rank00001.pt").is_file()
+    kept = sorted(p.name for p in (two_dir / "checkpoints").iterdir() if p.name.startswith("step_"))
+    assert kept == [f"step_{s:08d}" for s in (KILL_AFTER - 1, KILL_AFTER)]  # keep_last: 2, pruned by rank 0
 
     ref, got = _metrics(tmp_path / "one" / "metrics.jsonl"), _metrics(two_dir / "metrics.jsonl")
     assert [m["step"] for m in got[:KILL_AFTER]] == list(range(1, KILL_AFTER + 1))

@@ -146,7 +146,8 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
         # 3. The rollout engine holds its own copy of the weights, at version = steps done.
         sync_dir = None
         if cfg.rollout.weight_sync == "disk":
-            sync_dir = Path(cfg.rollout.weight_sync_dir or out_dir / "weight_sync")
+            # absolute: the servers resolve the path on their side
+            sync_dir = Path(cfg.rollout.weight_sync_dir or out_dir / "weight_sync").resolve()
         sync_dtype = autocast_dtype  # bf16 on a bf16 GPU run: half the bytes for the servers to read
         if state["step"]:
             push_weights(engine, model, state["step"], ctx=ctx, shared=shared_engine, via_disk=sync_dir, dtype=sync_dtype)

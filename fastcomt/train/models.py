@@ -7,6 +7,7 @@ The trainers never call the model's LM head: they take hidden states from the ba
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from fastcomt.config import config_from_dict
 
 from .config import ModelConfig
 
-__all__ = ["ModelConfig", "build_model", "build_tiny_model", "load_pretrained_model", "base_model", "lm_head_weight", "default_attn_implementation"]
+__all__ = ["ModelConfig", "build_model", "build_tiny_model", "load_pretrained_model", "base_model", "hidden_states", "lm_head_weight", "default_attn_implementation",
+           "build_device", "build_config"]
 
 _FAMILIES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
 
@@ -99,12 +101,41 @@ def build_model(config: ModelConfig, vocab_size: int, *, pad_token_id: int | Non
     return build_tiny_model(config, vocab_size, pad_token_id=pad_token_id, eos_token_id=eos_token_id, device=device)
 
 
+def build_device(ctx: Any, device: torch.device) -> torch.device:
+    """Where to build the model: `device` on one process; the CPU under torchrun, so that no GPU ever
+    holds the whole fp32 model: FSDP2 moves one module at a time to the GPU as it shards it."""
+    return torch.device("cpu") if ctx.enabled else device
+
+
+def build_config(config: ModelConfig, ctx: Any, device: torch.device) -> ModelConfig:
+    """`config` with the attention kernel chosen for the training `device` (the model may be built on
+    the CPU first, see `build_device`)."""
+    if not ctx.enabled or config.attn_implementation:
+        return config
+    return dataclasses.replace(config, attn_implementation=default_attn_implementation(device))
+
+
 def base_model(model: PreTrainedModel) -> torch.nn.Module:
     """The transformer without its LM head (returns hidden states)."""
     base = getattr(model, model.base_model_prefix, None)
     if base is None or base is model:
         raise TypeError(f"{type(model).__name__} has no separate base model under {model.base_model_prefix!r}")
     return base
+
+
+def hidden_states(model: PreTrainedModel, **kwargs: Any) -> torch.Tensor:
+    """The base model's last hidden states (the LM head is not run).
+
+    Under FSDP2 the model carries a registered forward method for this (distributed/fsdp.py), so the
+    root's parameters, the LM head among them, are gathered for the loss that follows; otherwise this
+    is `base_model(model)(**kwargs).last_hidden_state`.
+    """
+    from fastcomt.distributed.fsdp import HIDDEN_STATES_METHOD
+
+    method = getattr(model, HIDDEN_STATES_METHOD, None)
+    if method is not None:
+        return method(**kwargs)
+    return base_model(model)(**kwargs).last_hidden_state
 
 
 def lm_head_weight(model: PreTrainedModel) -> torch.Tensor:

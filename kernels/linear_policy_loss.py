@@ -8,7 +8,7 @@ from .config import LMHeadConfig, resolve_launch
 from .fused_lm_head import NO_TIS_CAP, fused_lm_head_op
 from .lm_head_rows import EPILOGUE_POLICY, STAT_ENTROPY, STAT_LOGP
 from .policy_metrics import policy_metrics
-from .validation import check_policy_inputs
+from .validation import check_loss_normalizer, check_policy_inputs
 
 
 def linear_policy_loss(
@@ -29,6 +29,7 @@ def linear_policy_loss(
     entropy_coef: float = 0.0,
     temperature: float = 1.0,
     max_tokens: int | None = None,
+    loss_normalizer: float | torch.Tensor | None = None,
     config: LMHeadConfig | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Token-level clipped surrogate over the tokens where ``mask`` is nonzero.
@@ -42,6 +43,9 @@ def linear_policy_loss(
     Aggregation (``loss_type``): "grpo" mean over each sequence's tokens then over the B sequences;
     "bnpo"/"dapo" mean over all masked tokens; "dr_grpo" sum / (B * max_tokens), max_tokens
     defaulting to T. A flat [N] layout is one sequence. Advantages are [B] or [B, T] (flat: [N]).
+    ``loss_normalizer`` (dapo only; a number or a 0-dim tensor) replaces dapo's local token count:
+    the sum over tokens is divided by it instead, e.g. by TRL's token count of the whole generation
+    batch across micro-batches and processes, so that accumulated micro-batches add up to one mean.
 
     Returns the scalar loss (autograd to hidden and weight; weight gradients only when it requires
     grad) and detached fp32 metrics: clip_frac_low, clip_frac_high, kl, entropy, ratio.
@@ -51,6 +55,7 @@ def linear_policy_loss(
         loss_type=loss_type, eps_low=eps_low, eps_high=eps_high, beta=beta, tis_cap=tis_cap,
         entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens,
     )  # fmt: skip
+    normalizer = check_loss_normalizer(loss_normalizer, loss_type, hidden.device)
     layout, active, adv, opts = checked.layout, checked.active, checked.advantages, checked.options
     old, ref, behaviour = checked.old, checked.ref, checked.behaviour
     grad_on = torch.is_grad_enabled()
@@ -92,6 +97,8 @@ def linear_policy_loss(
     )
     if opts.loss_type == "grpo":
         loss = loss_sum / num_seqs
+    elif normalizer is not None:
+        loss = loss_sum / normalizer
     elif opts.loss_type in ("bnpo", "dapo"):
         loss = loss_sum / active.sum().clamp(min=1)
     else:  # dr_grpo

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .validation import (
     check_linear_inputs,
+    check_loss_normalizer,
     check_mask,
     check_policy_inputs,
     check_positive,
@@ -102,6 +103,7 @@ def reference_linear_policy_loss(
     entropy_coef: float = 0.0,
     temperature: float = 1.0,
     max_tokens: int | None = None,
+    loss_normalizer: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Token-level clipped surrogate with full logits (see ``fastcomt.kernels.linear_policy_loss``)."""
     checked = check_policy_inputs(
@@ -109,6 +111,7 @@ def reference_linear_policy_loss(
         loss_type=loss_type, eps_low=eps_low, eps_high=eps_high, beta=beta, tis_cap=tis_cap,
         entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens,
     )  # fmt: skip
+    normalizer = check_loss_normalizer(loss_normalizer, loss_type, hidden.device)
     layout, active, adv, opts = checked.layout, checked.active, checked.advantages, checked.options
     old, ref, behaviour = checked.old, checked.ref, checked.behaviour
     check_targets_in_range(targets.reshape(-1), active, layout.vocab_size)
@@ -147,6 +150,8 @@ def reference_linear_policy_loss(
     if opts.loss_type == "grpo":
         per_seq = (per_token * m).reshape(seq_shape).sum(-1) / m.reshape(seq_shape).sum(-1).clamp(min=1)
         loss = per_seq.mean()
+    elif normalizer is not None:
+        loss = (per_token * m).sum() / normalizer.to(dtype)
     elif opts.loss_type in ("bnpo", "dapo"):
         loss = (per_token * m).sum() / m.sum().clamp(min=1)
     else:  # dr_grpo

@@ -239,3 +239,24 @@ def check_policy_inputs(
     behaviour = check_token_values(behaviour_logprobs, "behaviour_logprobs", layout, device)
     opts = check_policy_options(layout, has_ref=ref is not None, **options)  # type: ignore[arg-type]
     return PolicyInputs(layout, active, adv, old, ref, behaviour, opts)
+
+
+def check_loss_normalizer(
+    loss_normalizer: float | torch.Tensor | None, loss_type: str, device: torch.device
+) -> torch.Tensor | None:
+    """The dapo denominator a caller passes (a positive number or a 0-dim tensor), as a float32 tensor
+    on ``device``; None when not given. A tensor is not checked for positivity (that would sync)."""
+    if loss_normalizer is None:
+        return None
+    if loss_type != "dapo":
+        raise ValueError(f"loss_normalizer: expected None unless loss_type='dapo', got loss_type={loss_type!r}")
+    if isinstance(loss_normalizer, torch.Tensor):
+        if loss_normalizer.dim() != 0 or loss_normalizer.dtype.is_complex:
+            raise ValueError(
+                f"loss_normalizer: expected a 0-dim real tensor, got shape {list(loss_normalizer.shape)} "
+                f"and dtype {loss_normalizer.dtype}"
+            )
+        return loss_normalizer.to(device=device, dtype=torch.float32)
+    if isinstance(loss_normalizer, bool) or not isinstance(loss_normalizer, (int, float)) or not loss_normalizer > 0:
+        raise ValueError(f"loss_normalizer: expected a positive number or a 0-dim tensor, got {loss_normalizer!r}")
+    return torch.tensor(float(loss_normalizer), dtype=torch.float32, device=device)

@@ -43,9 +43,10 @@ def linear_policy_loss(
     Aggregation (``loss_type``): "grpo" mean over each sequence's tokens then over the B sequences;
     "bnpo"/"dapo" mean over all masked tokens; "dr_grpo" sum / (B * max_tokens), max_tokens
     defaulting to T. A flat [N] layout is one sequence. Advantages are [B] or [B, T] (flat: [N]).
-    ``loss_normalizer`` (dapo only; a number or a 0-dim tensor) replaces dapo's local token count:
-    the sum over tokens is divided by it instead, e.g. by TRL's token count of the whole generation
-    batch across micro-batches and processes, so that accumulated micro-batches add up to one mean.
+    ``loss_normalizer`` (a positive number or a 0-dim tensor) replaces the loss type's denominator:
+    the token sum (bnpo/dapo/dr_grpo) or the sum of per-sequence means (grpo) is divided by it
+    instead. TRL's dapo passes its token count of the whole generation batch across micro-batches and
+    processes; verl passes its global token or sequence count over the data-parallel size.
 
     Returns the scalar loss (autograd to hidden and weight; weight gradients only when it requires
     grad) and detached fp32 metrics: clip_frac_low, clip_frac_high, kl, entropy, ratio.
@@ -55,7 +56,7 @@ def linear_policy_loss(
         loss_type=loss_type, eps_low=eps_low, eps_high=eps_high, beta=beta, tis_cap=tis_cap,
         entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens,
     )  # fmt: skip
-    normalizer = check_loss_normalizer(loss_normalizer, loss_type, hidden.device)
+    normalizer = check_loss_normalizer(loss_normalizer, hidden.device)
     layout, active, adv, opts = checked.layout, checked.active, checked.advantages, checked.options
     old, ref, behaviour = checked.old, checked.ref, checked.behaviour
     grad_on = torch.is_grad_enabled()
@@ -95,10 +96,10 @@ def linear_policy_loss(
         launch.block_v,
         launch.num_warps, launch.fp32_logits,
     )
-    if opts.loss_type == "grpo":
-        loss = loss_sum / num_seqs
-    elif normalizer is not None:
+    if normalizer is not None:
         loss = loss_sum / normalizer
+    elif opts.loss_type == "grpo":
+        loss = loss_sum / num_seqs
     elif opts.loss_type in ("bnpo", "dapo"):
         loss = loss_sum / active.sum().clamp(min=1)
     else:  # dr_grpo

@@ -111,7 +111,7 @@ def reference_linear_policy_loss(
         loss_type=loss_type, eps_low=eps_low, eps_high=eps_high, beta=beta, tis_cap=tis_cap,
         entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens,
     )  # fmt: skip
-    normalizer = check_loss_normalizer(loss_normalizer, loss_type, hidden.device)
+    normalizer = check_loss_normalizer(loss_normalizer, hidden.device)
     layout, active, adv, opts = checked.layout, checked.active, checked.advantages, checked.options
     old, ref, behaviour = checked.old, checked.ref, checked.behaviour
     check_targets_in_range(targets.reshape(-1), active, layout.vocab_size)
@@ -149,7 +149,7 @@ def reference_linear_policy_loss(
     seq_shape = (layout.num_sequences, layout.seq_len)
     if opts.loss_type == "grpo":
         per_seq = (per_token * m).reshape(seq_shape).sum(-1) / m.reshape(seq_shape).sum(-1).clamp(min=1)
-        loss = per_seq.mean()
+        loss = per_seq.mean() if normalizer is None else per_seq.sum() / normalizer.to(dtype)
     elif normalizer is not None:
         loss = (per_token * m).sum() / normalizer.to(dtype)
     elif opts.loss_type in ("bnpo", "dapo"):

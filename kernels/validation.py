@@ -241,15 +241,11 @@ def check_policy_inputs(
     return PolicyInputs(layout, active, adv, old, ref, behaviour, opts)
 
 
-def check_loss_normalizer(
-    loss_normalizer: float | torch.Tensor | None, loss_type: str, device: torch.device
-) -> torch.Tensor | None:
-    """The dapo denominator a caller passes (a positive number or a 0-dim tensor), as a float32 tensor
+def check_loss_normalizer(loss_normalizer: float | torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """The loss denominator a caller passes (a positive number or a 0-dim tensor), as a float32 tensor
     on ``device``; None when not given. A tensor is not checked for positivity (that would sync)."""
     if loss_normalizer is None:
         return None
-    if loss_type != "dapo":
-        raise ValueError(f"loss_normalizer: expected None unless loss_type='dapo', got loss_type={loss_type!r}")
     if isinstance(loss_normalizer, torch.Tensor):
         if loss_normalizer.dim() != 0 or loss_normalizer.dtype.is_complex:
             raise ValueError(

@@ -33,7 +33,7 @@ def add_site_dirs(dirs: list[str]) -> None:
     so a torch that slipped into such a folder can never shadow the machine's own torch."""
     for d in dirs:
         if not os.path.isdir(d):
-            raise ValueError(f"--site-dir must be an existing folder, got {d!r}")
+            raise ValueError(f"--site-dir: expected an existing folder, got {d!r}")
         if d not in sys.path:
             sys.path.append(d)
 

@@ -29,10 +29,10 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+            raise ValueError(f"loss_type: expected one of {LOSS_TYPES}, got {self.loss_type!r}")
         for name in ("eps_low", "eps_high"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -61,7 +61,7 @@ def policy_surrogate(
         return (per_token * m).sum() / m.sum().clamp(min=1)
     if loss_type == "dr_grpo":
         return (per_token * m).sum() / m.numel()
-    raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    raise ValueError(f"loss_type: expected one of {LOSS_TYPES}, got {loss_type!r}")
 
 
 def _upcast(logits: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ class Shape:
         for name in ("n", "h", "v"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"shape {name.upper()} must be a positive int, got {value!r}")
+                raise ValueError(f"shape {name.upper()}: expected a positive int, got {value!r}")
 
     @property
     def label(self) -> str:
@@ -45,7 +45,7 @@ class Shape:
         """Parses "N:H:V", e.g. "16384:3584:152064"."""
         parts = text.strip().split(":")
         if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-            raise ValueError(f"a shape must be written N:H:V with positive integers, got {text!r}")
+            raise ValueError(f"shape: expected N:H:V with positive integers, got {text!r}")
         return cls(*(int(p) for p in parts))
 
 
@@ -53,7 +53,7 @@ def parse_shapes(text: str) -> list[Shape]:
     """Parses a comma-separated list of N:H:V shapes."""
     shapes = [Shape.parse(part) for part in text.split(",") if part.strip()]
     if not shapes:
-        raise ValueError(f"shapes must list at least one N:H:V, got {text!r}")
+        raise ValueError(f"shapes: expected at least one N:H:V, got {text!r}")
     return shapes
 
 
@@ -107,7 +107,7 @@ def calibrate_head_scale(sample_logits: torch.Tensor, target_entropy: float, *, 
     """
     vocab = sample_logits.shape[-1]
     if not 0.0 < target_entropy < math.log(vocab):
-        raise ValueError(f"target entropy must lie in (0, log V = {math.log(vocab):.3f}) nats, got {target_entropy}")
+        raise ValueError(f"target_entropy: expected a value in (0, log V = {math.log(vocab):.3f}) nats, got {target_entropy}")
     lo, hi = math.log(1e-3), math.log(1e4)
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
@@ -139,11 +139,11 @@ def make_inputs(
 ) -> BenchInputs:
     """Builds one shape's inputs (deterministic for a given seed, shape and device type)."""
     if not isinstance(seq_len, int) or seq_len <= 0 or shape.n % seq_len:
-        raise ValueError(f"seq_len must be a positive divisor of N={shape.n}, got {seq_len!r}")
+        raise ValueError(f"seq_len: expected a positive divisor of N={shape.n}, got {seq_len!r}")
     if not 0.0 <= pad_fraction < 0.5:
-        raise ValueError(f"pad_fraction must lie in [0, 0.5), got {pad_fraction}")
+        raise ValueError(f"pad_fraction: expected a value in [0, 0.5), got {pad_fraction}")
     if logprob_noise < 0:
-        raise ValueError(f"logprob_noise must be >= 0, got {logprob_noise}")
+        raise ValueError(f"logprob_noise: expected >= 0, got {logprob_noise}")
     n, h, v = shape.n, shape.h, shape.v
     gen = torch.Generator(device=device)
     gen.manual_seed(shape_seed(seed, shape))

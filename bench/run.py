@@ -33,7 +33,7 @@ def _csv(choices: tuple[str, ...], what: str):
         items = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
         bad = [s for s in items if s not in choices]
         if bad or not items:
-            raise argparse.ArgumentTypeError(f"{what} must be a comma list of {', '.join(choices)}; got {text!r}")
+            raise argparse.ArgumentTypeError(f"{what}: expected a comma list of {', '.join(choices)}, got {text!r}")
         return items
 
     return parse
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.sweep import Sweep, SweepConfig
 
     if device == "cuda" and args.reps < 10:
-        raise SystemExit(f"--reps must be >= 10 on GPU (median and min need enough samples), got {args.reps}")
+        raise SystemExit(f"--reps: expected >= 10 on GPU (median and min need enough samples), got {args.reps}")
     if args.resume and args.out is None:
         raise SystemExit("--resume needs --out (the file to resume)")
     try:
@@ -125,13 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         raise SystemExit(f"bad argument: {exc}") from None
     if not 0 < args.entropy < math.log(min(s.v for s in shapes)):
-        raise SystemExit(f"--entropy must lie in (0, log V) nats for every shape, got {args.entropy}")
+        raise SystemExit(f"--entropy: expected a value in (0, log V) nats for every shape, got {args.entropy}")
     if not 0 <= args.pad_fraction < 0.5 or args.logprob_noise < 0:
-        raise SystemExit("--pad-fraction must lie in [0, 0.5) and --logprob-noise must be >= 0")
+        raise SystemExit(f"--pad-fraction, --logprob-noise: expected [0, 0.5) and >= 0, got {args.pad_fraction}, {args.logprob_noise}")
     seq_len = args.seq_len or (1024 if device == "cuda" else 16)
     for s in shapes:
         if s.n % seq_len:
-            raise SystemExit(f"--seq-len {seq_len} must divide every N; shape {s.label} does not fit")
+            raise SystemExit(f"--seq-len: expected a divisor of every N, got {seq_len} (shape {s.label} does not fit)")
     cfg = SweepConfig(
         device=device, ops=args.ops, method_names=None if args.methods is None else (*args.methods, "floor"),
         seq_len=seq_len, entropy=args.entropy, pad_fraction=args.pad_fraction, logprob_noise=args.logprob_noise,

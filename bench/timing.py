@@ -22,7 +22,7 @@ def synchronize(device: str) -> None:
 def time_repetitions(step: Callable[[], Any], reset: Callable[[], None], reps: int, device: str) -> list[float]:
     """Milliseconds of ``reps`` calls of ``step``; ``reset`` (e.g. dropping .grad) runs outside the timing."""
     if reps < 1:
-        raise ValueError(f"reps must be >= 1, got {reps}")
+        raise ValueError(f"reps: expected >= 1, got {reps}")
     if device == "cuda":
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
         for start, end in events:

@@ -46,9 +46,9 @@ class LMHeadConfig:
         for name in ("chunk_rows", "chunk_bytes", "block_v", "num_warps"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+                raise ValueError(f"{name}: expected a positive int or None, got {value!r}")
         if self.block_v is not None and self.block_v & (self.block_v - 1):
-            raise ValueError(f"block_v must be a power of two, got {self.block_v}")
+            raise ValueError(f"block_v: expected a power of two, got {self.block_v}")
 
 
 _default = LMHeadConfig()

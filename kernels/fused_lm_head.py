@@ -8,10 +8,13 @@ first GEMM. The gradient is thus finished in the forward call; the autograd back
 saved ``dh``/``dW`` by the incoming scalar.
 
 The ops are registered with ``torch.library.custom_op`` (fake + autograd) so a ``torch.compile``'d
-training step sees them as single opaque nodes. Argument checks live in the public wrappers, except
+training step sees them as single opaque nodes. They are called by keyword: every argument after the
+tensors and the launch settings has a default. Argument checks live in the public wrappers, except
 the target-range check, which needs a host sync and so runs inside the op.
 """
 
+import inspect
+from types import SimpleNamespace
 from typing import Optional
 
 import torch
@@ -58,25 +61,29 @@ def run_lm_head_chunks(
     weight: torch.Tensor,
     targets: torch.Tensor,
     active: torch.Tensor,
-    coef: Optional[torch.Tensor],
-    advantages: Optional[torch.Tensor],
-    old_logprobs: Optional[torch.Tensor],
-    ref_logprobs: Optional[torch.Tensor],
-    behaviour_logprobs: Optional[torch.Tensor],
-    epilogue: int,
-    need_dh: bool,
-    need_dw: bool,
-    temperature: float,
-    eps_low: float,
-    eps_high: float,
-    beta: float,
-    entropy_coef: float,
-    tis_cap: float,
-    dw_in_weight_dtype: bool,
+    # launch settings (config.Launch's fields; callers pass **launch._asdict())
     chunk_rows: int,
     block_v: int,
     num_warps: int,
     fp32_logits: bool,
+    dw_in_weight_dtype: bool = False,
+    # what to compute
+    epilogue: int = EPILOGUE_SCORE,
+    need_dh: bool = False,
+    need_dw: bool = False,
+    # per-token inputs of the training epilogues (None: absent)
+    coef: Optional[torch.Tensor] = None,
+    advantages: Optional[torch.Tensor] = None,
+    old_logprobs: Optional[torch.Tensor] = None,
+    ref_logprobs: Optional[torch.Tensor] = None,
+    behaviour_logprobs: Optional[torch.Tensor] = None,
+    # scalar settings
+    temperature: float = 1.0,
+    eps_low: float = 0.0,
+    eps_high: float = 0.0,
+    beta: float = 0.0,
+    entropy_coef: float = 0.0,
+    tis_cap: float = NO_TIS_CAP,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Runs the fused LM head over the active rows of ``hidden [N, H]``.
 
@@ -134,26 +141,26 @@ def run_lm_head_chunks(
         grad = grad_buf[:rows_c]
         _logits_gemm(h_c, w_c, logits)
         lm_head_rows_kernel[(rows_c,)](
-            logits,
-            logits.stride(0),
-            grad,
-            grad.stride(0),
-            tgt[start:end],
-            act_stats,
-            act_stats.stride(0),
-            start,
-            coef_a[start:end] if coef_a is not None else dummy,
-            adv_a[start:end] if adv_a is not None else dummy,
-            old_a[start:end] if old_a is not None else dummy,
-            ref_a[start:end] if ref_a is not None else dummy,
-            beh_a[start:end] if beh_a is not None else dummy,
-            vocab_size,
-            inv_temperature,
-            eps_low,
-            eps_high,
-            beta,
-            entropy_coef,
-            tis_cap,
+            logits_ptr=logits,
+            logits_row_stride=logits.stride(0),
+            grad_ptr=grad,
+            grad_row_stride=grad.stride(0),
+            targets_ptr=tgt[start:end],
+            stats_ptr=act_stats,
+            stats_stride=act_stats.stride(0),
+            stats_offset=start,
+            coef_ptr=coef_a[start:end] if coef_a is not None else dummy,
+            adv_ptr=adv_a[start:end] if adv_a is not None else dummy,
+            old_ptr=old_a[start:end] if old_a is not None else dummy,
+            ref_ptr=ref_a[start:end] if ref_a is not None else dummy,
+            behaviour_ptr=beh_a[start:end] if beh_a is not None else dummy,
+            vocab_size=vocab_size,
+            inv_temperature=inv_temperature,
+            eps_low=eps_low,
+            eps_high=eps_high,
+            beta=beta,
+            entropy_coef=entropy_coef,
+            tis_cap=tis_cap,
             EPILOGUE=epilogue,
             WRITE_GRAD=write_grad,
             HAS_COEF=coef_a is not None,
@@ -182,68 +189,57 @@ def run_lm_head_chunks(
 
 
 # ---- custom op: loss_sum + stats with the gradient finished in forward -------------------------
+#
+# The op is run_lm_head_chunks itself: its Python signature (names, types, defaults) is the one place
+# the argument list is written; the schema is inferred from it, and the fake and autograd functions
+# below read the arguments back by name through the same signature.
+
+fused_lm_head_op = torch.library.custom_op("fastcomt::fused_lm_head", run_lm_head_chunks, mutates_args=())
 
 
-@torch.library.custom_op("fastcomt::fused_lm_head", mutates_args=())
-def fused_lm_head_op(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    targets: torch.Tensor,
-    active: torch.Tensor,
-    coef: Optional[torch.Tensor],
-    advantages: Optional[torch.Tensor],
-    old_logprobs: Optional[torch.Tensor],
-    ref_logprobs: Optional[torch.Tensor],
-    behaviour_logprobs: Optional[torch.Tensor],
-    epilogue: int,
-    need_dh: bool,
-    need_dw: bool,
-    temperature: float,
-    eps_low: float,
-    eps_high: float,
-    beta: float,
-    entropy_coef: float,
-    tis_cap: float,
-    dw_in_weight_dtype: bool,
-    chunk_rows: int,
-    block_v: int,
-    num_warps: int,
-    fp32_logits: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return run_lm_head_chunks(
-        hidden, weight, targets, active, coef, advantages, old_logprobs, ref_logprobs, behaviour_logprobs,
-        epilogue, need_dh, need_dw, temperature, eps_low, eps_high, beta, entropy_coef, tis_cap,
-        dw_in_weight_dtype, chunk_rows, block_v, num_warps, fp32_logits,
-    )  # fmt: skip
+def _bind(fn, args: tuple, kwargs: Optional[dict] = None) -> SimpleNamespace:
+    """``fn``'s arguments by name, defaults filled in, from a call's args/kwargs (the fake) or from
+    autograd's ``inputs`` tuple (setup_context), which lists every argument in signature order."""
+    bound = inspect.signature(fn).bind(*args, **(kwargs or {}))
+    bound.apply_defaults()
+    return SimpleNamespace(**bound.arguments)
+
+
+def _gradients_by_name(fn, **grads: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], ...]:
+    """What autograd's backward returns: one entry per argument of ``fn``, in signature order, the
+    given gradients by name and None elsewhere."""
+    return tuple(grads.get(name) for name in inspect.signature(fn).parameters)
+
+
+def _output_shapes(a: SimpleNamespace) -> tuple[tuple[int, ...], tuple[int, ...], torch.dtype, torch.dtype]:
+    """Shapes and dtypes of (dh, dw): empty when that gradient is not requested."""
+    num_rows, hidden_size = a.hidden.shape
+    vocab_size = a.weight.shape[0]
+    write_grad = a.epilogue != EPILOGUE_SCORE
+    dh_shape = (num_rows, hidden_size) if a.need_dh and write_grad else (0,)
+    dw_shape = (vocab_size, hidden_size) if a.need_dw and write_grad else (0,)
+    dw_dtype = a.weight.dtype if a.dw_in_weight_dtype else torch.float32
+    return dh_shape, dw_shape, compute_dtype(a.hidden.dtype, a.hidden.device), dw_dtype
 
 
 @fused_lm_head_op.register_fake
-def _fused_lm_head_fake(hidden, weight, targets, active, coef, advantages, old_logprobs, ref_logprobs,
-                        behaviour_logprobs, epilogue, need_dh, need_dw, temperature, eps_low, eps_high, beta,
-                        entropy_coef, tis_cap, dw_in_weight_dtype, chunk_rows, block_v, num_warps,
-                        fp32_logits):  # fmt: skip
-    num_rows, hidden_size = hidden.shape
-    vocab_size = weight.shape[0]
-    cdtype = compute_dtype(hidden.dtype, hidden.device)
-    write_grad = epilogue != EPILOGUE_SCORE and (need_dh or need_dw)
-    dw_dtype = weight.dtype if dw_in_weight_dtype else torch.float32
-    loss_sum = hidden.new_empty((), dtype=torch.float32)
-    stats = hidden.new_empty(NUM_STATS, num_rows, dtype=torch.float32)
-    dh = hidden.new_empty((num_rows, hidden_size) if need_dh and write_grad else (0,), dtype=cdtype)
-    dw = weight.new_empty((vocab_size, hidden_size) if need_dw and write_grad else (0,), dtype=dw_dtype)
-    return loss_sum, stats, dh, dw
+def _fused_lm_head_fake(*args, **kwargs):
+    a = _bind(run_lm_head_chunks, args, kwargs)
+    dh_shape, dw_shape, dh_dtype, dw_dtype = _output_shapes(a)
+    loss_sum = a.hidden.new_empty((), dtype=torch.float32)
+    stats = a.hidden.new_empty(NUM_STATS, a.hidden.shape[0], dtype=torch.float32)
+    return loss_sum, stats, a.hidden.new_empty(dh_shape, dtype=dh_dtype), a.weight.new_empty(dw_shape, dtype=dw_dtype)
 
 
 def _fused_lm_head_setup(ctx, inputs, output) -> None:
-    hidden, weight = inputs[0], inputs[1]
-    epilogue, need_dh, need_dw = inputs[9], inputs[10], inputs[11]
+    a = _bind(run_lm_head_chunks, inputs)
     _, _, dh, dw = output
     ctx.save_for_backward(dh, dw)
-    ctx.hidden_dtype = hidden.dtype
-    ctx.weight_dtype = weight.dtype
-    write_grad = epilogue != EPILOGUE_SCORE
-    ctx.has_dh = write_grad and need_dh
-    ctx.has_dw = write_grad and need_dw
+    ctx.hidden_dtype = a.hidden.dtype
+    ctx.weight_dtype = a.weight.dtype
+    write_grad = a.epilogue != EPILOGUE_SCORE
+    ctx.has_dh = write_grad and a.need_dh
+    ctx.has_dw = write_grad and a.need_dw
 
 
 def _scaled(grad: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -256,9 +252,11 @@ def _scaled(grad: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torc
 def _fused_lm_head_backward(ctx, grad_loss, grad_stats, grad_dh, grad_dw):
     # Only loss_sum is differentiable; the stats (log-probs, entropy) are reported, not trained on.
     dh, dw = ctx.saved_tensors
-    grad_hidden = _scaled(dh, grad_loss, ctx.hidden_dtype) if ctx.has_dh else None
-    grad_weight = _scaled(dw, grad_loss, ctx.weight_dtype) if ctx.has_dw else None
-    return (grad_hidden, grad_weight) + (None,) * 21
+    return _gradients_by_name(
+        run_lm_head_chunks,
+        hidden=_scaled(dh, grad_loss, ctx.hidden_dtype) if ctx.has_dh else None,
+        weight=_scaled(dw, grad_loss, ctx.weight_dtype) if ctx.has_dw else None,
+    )
 
 
 fused_lm_head_op.register_autograd(_fused_lm_head_backward, setup_context=_fused_lm_head_setup)
@@ -267,54 +265,66 @@ fused_lm_head_op.register_autograd(_fused_lm_head_backward, setup_context=_fused
 # ---- custom op: per-token cross-entropy (reduction="none"), gradient recomputed in backward ------
 
 
-@torch.library.custom_op("fastcomt::linear_ce_tokens", mutates_args=())
-def linear_ce_tokens_op(
+def ce_token_losses(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     targets: torch.Tensor,
     active: torch.Tensor,
-    temperature: float,
-    need_dh: bool,
-    need_dw: bool,
-    dw_in_weight_dtype: bool,
     chunk_rows: int,
     block_v: int,
     num_warps: int,
     fp32_logits: bool,
+    dw_in_weight_dtype: bool = False,
+    temperature: float = 1.0,
+    need_dh: bool = False,
+    need_dw: bool = False,
 ) -> torch.Tensor:
+    """Per-token cross-entropy ``[N]`` fp32 (0 on inactive rows); the op's signature, like
+    run_lm_head_chunks's, is written only here."""
     # A per-token upstream gradient is only known in backward, so forward computes the losses
     # alone (one GEMM) and backward reruns the chunks with that gradient as the row coefficient.
     _, stats, _, _ = run_lm_head_chunks(
-        hidden, weight, targets, active, None, None, None, None, None, EPILOGUE_CE, False, False,
-        temperature, 0.0, 0.0, 0.0, 0.0, NO_TIS_CAP, dw_in_weight_dtype, chunk_rows, block_v, num_warps,
-        fp32_logits,
-    )  # fmt: skip
+        hidden=hidden,
+        weight=weight,
+        targets=targets,
+        active=active,
+        chunk_rows=chunk_rows,
+        block_v=block_v,
+        num_warps=num_warps,
+        fp32_logits=fp32_logits,
+        epilogue=EPILOGUE_CE,
+        temperature=temperature,
+    )
     return stats[STAT_LOSS].clone()
 
 
+linear_ce_tokens_op = torch.library.custom_op("fastcomt::linear_ce_tokens", ce_token_losses, mutates_args=())
+
+
 @linear_ce_tokens_op.register_fake
-def _linear_ce_tokens_fake(hidden, weight, targets, active, temperature, need_dh, need_dw, dw_in_weight_dtype,
-                           chunk_rows, block_v, num_warps, fp32_logits):  # fmt: skip
+def _ce_token_losses_fake(*args, **kwargs):
+    hidden = _bind(ce_token_losses, args, kwargs).hidden
     return hidden.new_empty(hidden.shape[0], dtype=torch.float32)
 
 
-def _linear_ce_tokens_setup(ctx, inputs, output) -> None:
-    hidden, weight, targets, active = inputs[:4]
-    ctx.save_for_backward(hidden, weight, targets, active)
-    ctx.options = inputs[4:]
+def _ce_token_losses_setup(ctx, inputs, output) -> None:
+    options = vars(_bind(ce_token_losses, inputs))
+    tensors = [options.pop(name) for name in ("hidden", "weight", "targets", "active")]
+    ctx.save_for_backward(*tensors)
+    ctx.options = options  # the launch and scalar settings, by name
 
 
-def _linear_ce_tokens_backward(ctx, grad_tokens):
+def _ce_token_losses_backward(ctx, grad_tokens):
     hidden, weight, targets, active = ctx.saved_tensors
-    temperature, need_dh, need_dw, dw_in_weight_dtype, chunk_rows, block_v, num_warps, fp32_logits = ctx.options
+    options = ctx.options
     _, _, dh, dw = fused_lm_head_op(
-        hidden, weight, targets, active, grad_tokens.to(torch.float32), None, None, None, None, EPILOGUE_CE,
-        need_dh, need_dw, temperature, 0.0, 0.0, 0.0, 0.0, NO_TIS_CAP, dw_in_weight_dtype, chunk_rows,
-        block_v, num_warps, fp32_logits,
-    )  # fmt: skip
-    grad_hidden = dh.to(hidden.dtype) if need_dh else None
-    grad_weight = dw.to(weight.dtype) if need_dw else None
-    return (grad_hidden, grad_weight) + (None,) * 10
+        hidden, weight, targets, active, epilogue=EPILOGUE_CE, coef=grad_tokens.to(torch.float32), **options
+    )
+    return _gradients_by_name(
+        ce_token_losses,
+        hidden=dh.to(hidden.dtype) if options["need_dh"] else None,
+        weight=dw.to(weight.dtype) if options["need_dw"] else None,
+    )
 
 
-linear_ce_tokens_op.register_autograd(_linear_ce_tokens_backward, setup_context=_linear_ce_tokens_setup)
+linear_ce_tokens_op.register_autograd(_ce_token_losses_backward, setup_context=_ce_token_losses_setup)

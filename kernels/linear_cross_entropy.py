@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .config import LMHeadConfig, resolve_launch
-from .fused_lm_head import NO_TIS_CAP, fused_lm_head_op, linear_ce_tokens_op
+from .fused_lm_head import fused_lm_head_op, linear_ce_tokens_op
 from .lm_head_rows import EPILOGUE_CE
 from .validation import check_linear_inputs, check_positive, check_reduction
 
@@ -31,7 +31,7 @@ def linear_cross_entropy(
     layout = check_linear_inputs(hidden, weight, targets)
     check_reduction(reduction)
     if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
-        raise ValueError(f"ignore_index must be an int, got {ignore_index!r}")
+        raise ValueError(f"ignore_index: expected an int, got {ignore_index!r}")
     temperature = check_positive(temperature, "temperature")
     grad_on = torch.is_grad_enabled()
     need_dh = grad_on and hidden.requires_grad
@@ -43,16 +43,28 @@ def linear_cross_entropy(
 
     if reduction == "none":
         losses = linear_ce_tokens_op(
-            flat_hidden, weight, flat_targets, active, temperature, need_dh, need_dw, launch.dw_in_weight_dtype,
-            launch.chunk_rows, launch.block_v, launch.num_warps, launch.fp32_logits,
-        )  # fmt: skip
+            hidden=flat_hidden,
+            weight=weight,
+            targets=flat_targets,
+            active=active,
+            **launch._asdict(),
+            temperature=temperature,
+            need_dh=need_dh,
+            need_dw=need_dw,
+        )
         return losses.reshape(layout.batch_shape)
 
     loss_sum, _, _, _ = fused_lm_head_op(
-        flat_hidden, weight, flat_targets, active, None, None, None, None, None, EPILOGUE_CE, need_dh, need_dw,
-        temperature, 0.0, 0.0, 0.0, 0.0, NO_TIS_CAP, launch.dw_in_weight_dtype, launch.chunk_rows, launch.block_v,
-        launch.num_warps, launch.fp32_logits,
-    )  # fmt: skip
+        hidden=flat_hidden,
+        weight=weight,
+        targets=flat_targets,
+        active=active,
+        **launch._asdict(),
+        epilogue=EPILOGUE_CE,
+        need_dh=need_dh,
+        need_dw=need_dw,
+        temperature=temperature,
+    )
     if reduction == "sum":
         return loss_sum
     # Dividing outside the op lets autograd carry the 1/n into the saved gradients' scale.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .config import LMHeadConfig, resolve_launch
-from .fused_lm_head import NO_TIS_CAP, fused_lm_head_op
+from .fused_lm_head import fused_lm_head_op
 from .lm_head_rows import EPILOGUE_SCORE, STAT_ENTROPY, STAT_LOGP, STAT_MAXPROB
 from .validation import check_linear_inputs, check_mask, check_positive
 
@@ -33,13 +33,13 @@ def linear_logprobs(
     active = check_mask(mask, layout, hidden.device)
     launch = resolve_launch(config, layout.vocab_size, hidden.dtype, hidden.device)
     _, stats, _, _ = fused_lm_head_op(
-        hidden.detach().reshape(layout.num_rows, layout.hidden_size),
-        weight.detach(),
-        targets.reshape(-1),
-        active,
-        None, None, None, None, None,
-        EPILOGUE_SCORE, False, False, temperature, 0.0, 0.0, 0.0, 0.0, NO_TIS_CAP, False,
-        launch.chunk_rows, launch.block_v, launch.num_warps, launch.fp32_logits,
-    )  # fmt: skip
+        hidden=hidden.detach().reshape(layout.num_rows, layout.hidden_size),
+        weight=weight.detach(),
+        targets=targets.reshape(-1),
+        active=active,
+        **launch._asdict(),
+        epilogue=EPILOGUE_SCORE,
+        temperature=temperature,
+    )
     shape = layout.batch_shape
     return stats[STAT_LOGP].reshape(shape), stats[STAT_ENTROPY].reshape(shape), stats[STAT_MAXPROB].reshape(shape)

@@ -22,13 +22,22 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+# Host values: plain ints, since they index tensors and pass through the custom op's int schema.
 EPILOGUE_SCORE = 0  # forward only: log-prob, entropy, max-prob
 EPILOGUE_CE = 1  # loss = -log p(target)
 EPILOGUE_POLICY = 2  # clipped surrogate (+ k3 KL, TIS weight, entropy bonus)
 
-# Row statistics written per token, in this order, into a [4, n] fp32 buffer.
+# Row statistics written per token, in this order, into a [NUM_STATS, n] fp32 buffer.
 STAT_LOGP, STAT_ENTROPY, STAT_MAXPROB, STAT_LOSS = 0, 1, 2, 3
 NUM_STATS = 4
+
+# The same values as tl.constexpr, the only kind of global a @triton.jit function may read.
+_SCORE = tl.constexpr(EPILOGUE_SCORE)
+_CE = tl.constexpr(EPILOGUE_CE)
+_LOGP_ROW = tl.constexpr(STAT_LOGP)
+_ENTROPY_ROW = tl.constexpr(STAT_ENTROPY)
+_MAXPROB_ROW = tl.constexpr(STAT_MAXPROB)
+_LOSS_ROW = tl.constexpr(STAT_LOSS)
 
 
 @triton.jit
@@ -77,7 +86,7 @@ def lm_head_rows_kernel(
     beta,
     entropy_coef,
     tis_cap,
-    EPILOGUE: tl.constexpr,
+    EPILOGUE: tl.constexpr,  # _SCORE, _CE or the policy epilogue
     WRITE_GRAD: tl.constexpr,
     HAS_COEF: tl.constexpr,
     HAS_OLD: tl.constexpr,
@@ -117,12 +126,12 @@ def lm_head_rows_kernel(
     z_target = tl.load(row_ptr + target).to(tl.float32) * inv_temperature
     logp = z_target - lse
 
-    tl.store(stats_ptr + 0 * stats_stride + stats_offset + row, logp)
-    tl.store(stats_ptr + 1 * stats_stride + stats_offset + row, entropy)
-    tl.store(stats_ptr + 2 * stats_stride + stats_offset + row, maxprob)
+    tl.store(stats_ptr + _LOGP_ROW * stats_stride + stats_offset + row, logp)
+    tl.store(stats_ptr + _ENTROPY_ROW * stats_stride + stats_offset + row, entropy)
+    tl.store(stats_ptr + _MAXPROB_ROW * stats_stride + stats_offset + row, maxprob)
 
-    if EPILOGUE != 0:
-        if EPILOGUE == 1:
+    if EPILOGUE != _SCORE:
+        if EPILOGUE == _CE:
             loss = -logp
             g = -1.0
             g_h = 0.0
@@ -146,7 +155,7 @@ def lm_head_rows_kernel(
             loss, g, g_h = _policy_token(
                 logp, entropy, old, adv, ref, tis, eps_low, eps_high, beta, entropy_coef, HAS_REF
             )
-        tl.store(stats_ptr + 3 * stats_stride + stats_offset + row, loss)
+        tl.store(stats_ptr + _LOSS_ROW * stats_stride + stats_offset + row, loss)
 
         if WRITE_GRAD:
             if HAS_COEF:

@@ -94,7 +94,7 @@ def check_reward_inputs(
             raise ValueError(f"{name}: expected an integer tensor of shape [{B}], got {t.dtype} {_shape(t)}")
     devices = {t.device for _, t in named}
     if len(devices) != 1:
-        raise ValueError(f"all inputs must be on one device, got {sorted(str(d) for d in devices)}")
+        raise ValueError(f"logprobs, span_ids, step_correct, answer_correct, group_ids, problem_ids: expected one device, got {sorted(str(d) for d in devices)}")
     if confidence not in CONFIDENCE_MODES:
         raise ValueError(f"confidence: expected one of {CONFIDENCE_MODES}, got {confidence!r}")
     if step_reward not in STEP_REWARDS:

@@ -46,30 +46,30 @@ def check_linear_inputs(hidden: torch.Tensor, weight: torch.Tensor, targets: tor
     """Checks hidden [B,T,H] or [N,H], weight [V,H] and targets [B,T] or [N]; returns the layout."""
     for name, t in (("hidden", hidden), ("weight", weight), ("targets", targets)):
         if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if hidden.dim() not in (2, 3):
-        raise ValueError(f"hidden must have shape [B, T, H] or [N, H], got {_shape(hidden)}")
+        raise ValueError(f"hidden: expected shape [B, T, H] or [N, H], got {_shape(hidden)}")
     if hidden.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"hidden must be float16, bfloat16, float32 or float64, got {hidden.dtype}")
+        raise ValueError(f"hidden: expected dtype float16, bfloat16, float32 or float64, got {hidden.dtype}")
     if weight.dim() != 2:
-        raise ValueError(f"weight must have shape [V, H], got {_shape(weight)}")
+        raise ValueError(f"weight: expected shape [V, H], got {_shape(weight)}")
     if weight.shape[1] != hidden.shape[-1]:
         raise ValueError(
-            f"weight must have shape [V, H] with H={hidden.shape[-1]} (hidden's last dim), got {_shape(weight)}"
+            f"weight: expected shape [V, H] with H={hidden.shape[-1]} (hidden's last dim), got {_shape(weight)}"
         )
     if weight.shape[0] == 0:
-        raise ValueError("weight must have at least one vocabulary row, got V=0")
+        raise ValueError("weight: expected at least one vocabulary row, got V=0")
     if weight.dtype != hidden.dtype:
-        raise ValueError(f"weight must have hidden's dtype {hidden.dtype}, got {weight.dtype}")
+        raise ValueError(f"weight: expected hidden's dtype {hidden.dtype}, got {weight.dtype}")
     if weight.device != hidden.device:
-        raise ValueError(f"weight must be on hidden's device {hidden.device}, got {weight.device}")
+        raise ValueError(f"weight: expected hidden's device {hidden.device}, got {weight.device}")
     batch_shape = tuple(hidden.shape[:-1])
     if tuple(targets.shape) != batch_shape:
-        raise ValueError(f"targets must have shape {list(batch_shape)} (hidden without H), got {_shape(targets)}")
+        raise ValueError(f"targets: expected shape {list(batch_shape)} (hidden without H), got {_shape(targets)}")
     if targets.dtype not in INDEX_DTYPES:
-        raise ValueError(f"targets must be an integer tensor, got {targets.dtype}")
+        raise ValueError(f"targets: expected an integer dtype, got {targets.dtype}")
     if targets.device != hidden.device:
-        raise ValueError(f"targets must be on hidden's device {hidden.device}, got {targets.device}")
+        raise ValueError(f"targets: expected hidden's device {hidden.device}, got {targets.device}")
     num_rows = 1
     for s in batch_shape:
         num_rows *= s
@@ -83,13 +83,13 @@ def check_mask(
     if mask is None:
         return torch.ones(layout.num_rows, dtype=torch.bool, device=device)
     if not isinstance(mask, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(mask).__name__}")
     if tuple(mask.shape) != layout.batch_shape:
-        raise ValueError(f"{name} must have shape {list(layout.batch_shape)} like targets, got {_shape(mask)}")
+        raise ValueError(f"{name}: expected shape {list(layout.batch_shape)} like targets, got {_shape(mask)}")
     if mask.device != device:
-        raise ValueError(f"{name} must be on hidden's device {device}, got {mask.device}")
+        raise ValueError(f"{name}: expected hidden's device {device}, got {mask.device}")
     if mask.dtype.is_complex:
-        raise ValueError(f"{name} must be bool, integer or float (nonzero = active), got {mask.dtype}")
+        raise ValueError(f"{name}: expected a bool, integer or float dtype (nonzero = active), got {mask.dtype}")
     return (mask != 0).reshape(-1)
 
 
@@ -103,11 +103,11 @@ def check_token_values(
     if t is None:
         return None
     if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
+        raise ValueError(f"{name}: expected a floating-point dtype, got {t.dtype}")
     if t.device != device:
-        raise ValueError(f"{name} must be on hidden's device {device}, got {t.device}")
+        raise ValueError(f"{name}: expected hidden's device {device}, got {t.device}")
     shape = tuple(t.shape)
     if shape == layout.batch_shape:
         flat = t.reshape(-1)
@@ -117,7 +117,7 @@ def check_token_values(
         expected = [list(layout.batch_shape)]
         if allow_per_sequence and len(layout.batch_shape) == 2:
             expected.insert(0, list(layout.batch_shape[:1]))
-        raise ValueError(f"{name} must have shape {' or '.join(map(str, expected))}, got {_shape(t)}")
+        raise ValueError(f"{name}: expected shape {' or '.join(map(str, expected))}, got {_shape(t)}")
     return flat.to(torch.promote_types(t.dtype, torch.float32))
 
 
@@ -126,24 +126,24 @@ def check_targets_in_range(targets: torch.Tensor, active: torch.Tensor, vocab_si
     bad = active & ((targets < 0) | (targets >= vocab_size))
     if bool(bad.any()):
         first = int(targets[bad][0])
-        raise ValueError(f"targets must lie in [0, {vocab_size}) on active tokens, found {first}")
+        raise ValueError(f"targets: expected values in [0, {vocab_size}) on active tokens, got {first}")
 
 
 def check_positive(value: float, name: str) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+        raise ValueError(f"{name}: expected a positive number, got {value!r}")
     return float(value)
 
 
 def check_non_negative(value: float, name: str) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        raise ValueError(f"{name}: expected a non-negative number, got {value!r}")
     return float(value)
 
 
 def check_reduction(reduction: str) -> str:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
     return reduction
 
 
@@ -175,17 +175,17 @@ def check_policy_settings(
     """The policy loss's scalar options on their own (no tensors needed, so `FusedPolicyLoss` can
     reject bad ones at construction); `max_tokens` stays None when not given."""
     if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+        raise ValueError(f"loss_type: expected one of {LOSS_TYPES}, got {loss_type!r}")
     eps_low = check_non_negative(eps_low, "eps_low")
     eps_high = check_non_negative(eps_high, "eps_high")
     beta = check_non_negative(beta, "beta")
     if tis_cap is not None:
         tis_cap = check_positive(tis_cap, "tis_cap")
     if not isinstance(entropy_coef, (int, float)) or isinstance(entropy_coef, bool):
-        raise ValueError(f"entropy_coef must be a number, got {entropy_coef!r}")
+        raise ValueError(f"entropy_coef: expected a number, got {entropy_coef!r}")
     temperature = check_positive(temperature, "temperature")
     if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0):
-        raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+        raise ValueError(f"max_tokens: expected a positive int, got {max_tokens!r}")
     return PolicyOptions(loss_type, eps_low, eps_high, beta, tis_cap, float(entropy_coef), temperature, max_tokens)
 
 
@@ -194,7 +194,7 @@ def check_policy_options(layout: TokenLayout, *, has_ref: bool, **settings: Any)
     default `max_tokens` (the sequence length)."""
     options = check_policy_settings(**settings)
     if options.beta > 0 and not has_ref:
-        raise ValueError("ref_logprobs must be given when beta > 0 (the KL penalty needs the reference log-probs)")
+        raise ValueError("ref_logprobs: expected a tensor when beta > 0 (the KL penalty needs the reference log-probs), got None")
     if options.max_tokens is None:
         options = replace(options, max_tokens=layout.seq_len)
     return options
@@ -229,11 +229,11 @@ def check_policy_inputs(
     layout = check_linear_inputs(hidden, weight, targets)
     device = hidden.device
     if mask is None:
-        raise ValueError("mask must be a tensor shaped like targets (the completion tokens to train on), got None")
+        raise ValueError("mask: expected a tensor shaped like targets (the completion tokens to train on), got None")
     active = check_mask(mask, layout, device)
     adv = check_token_values(advantages, "advantages", layout, device, allow_per_sequence=True)
     if adv is None:
-        raise ValueError("advantages must be a tensor of shape [B] or [B, T], got None")
+        raise ValueError("advantages: expected a tensor of shape [B] or [B, T], got None")
     old = check_token_values(old_logprobs, "old_logprobs", layout, device)
     ref = check_token_values(ref_logprobs, "ref_logprobs", layout, device)
     behaviour = check_token_values(behaviour_logprobs, "behaviour_logprobs", layout, device)

@@ -211,7 +211,7 @@ def test_head_scale_bisection_recovers_a_hand_computed_scale():
     p1 = math.exp(3) / (1 + math.exp(3))
     target = -(p1 * math.log(p1) + (1 - p1) * math.log(1 - p1))
     assert math.isclose(calibrate_head_scale(torch.tensor([[0.0, 1.0]]), target), 3.0, rel_tol=1e-6)
-    with pytest.raises(ValueError, match="target entropy"):
+    with pytest.raises(ValueError, match="target_entropy"):
         calibrate_head_scale(torch.tensor([[0.0, 1.0]]), 0.8)  # above log 2
 
 

@@ -84,6 +84,14 @@ def run_lm_head_chunks(
     beta: float = 0.0,
     entropy_coef: float = 0.0,
     tis_cap: float = NO_TIS_CAP,
+    # peers' policy-loss semantics (lm_head_rows._policy_token); 0 / None / False: off
+    is_weights: Optional[torch.Tensor] = None,
+    delta: float = 0.0,
+    clip_ratio_c: float = 0.0,
+    bias_corrected_kl: bool = False,
+    # LM-head variant: logits = softcap * tanh(logit_scale * (h @ W.T) / softcap); softcap 0: none
+    logit_scale: float = 1.0,
+    softcap: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Runs the fused LM head over the active rows of ``hidden [N, H]``.
 
@@ -120,6 +128,7 @@ def run_lm_head_chunks(
     old_a = _gather(old_logprobs, index)
     ref_a = _gather(ref_logprobs, index)
     beh_a = _gather(behaviour_logprobs, index)
+    isw_a = _gather(is_weights, index)
     act_stats = stats if index is None else torch.empty(NUM_STATS, num_active, dtype=torch.float32, device=device)
     dummy = act_stats  # stands in for absent optional pointers; never read (constexpr flags)
 
@@ -154,6 +163,7 @@ def run_lm_head_chunks(
             old_ptr=old_a[start:end] if old_a is not None else dummy,
             ref_ptr=ref_a[start:end] if ref_a is not None else dummy,
             behaviour_ptr=beh_a[start:end] if beh_a is not None else dummy,
+            is_weight_ptr=isw_a[start:end] if isw_a is not None else dummy,
             vocab_size=vocab_size,
             inv_temperature=inv_temperature,
             eps_low=eps_low,
@@ -161,12 +171,21 @@ def run_lm_head_chunks(
             beta=beta,
             entropy_coef=entropy_coef,
             tis_cap=tis_cap,
+            delta=delta if delta > 0 else 1.0,
+            clip_ratio_c=clip_ratio_c if clip_ratio_c > 0 else 1.0,
+            logit_scale=logit_scale,
+            softcap=softcap if softcap > 0 else 1.0,
             EPILOGUE=epilogue,
             WRITE_GRAD=write_grad,
             HAS_COEF=coef_a is not None,
             HAS_OLD=old_a is not None,
             HAS_REF=ref_a is not None,
             HAS_TIS=beh_a is not None,
+            HAS_IS_WEIGHT=isw_a is not None,
+            HAS_DELTA=delta > 0,
+            HAS_DUAL_CLIP=clip_ratio_c > 0,
+            BIAS_CORRECTED_KL=bias_corrected_kl,
+            HAS_SOFTCAP=softcap > 0,
             BLOCK_V=block_v,
             num_warps=num_warps,
         )
@@ -278,6 +297,8 @@ def ce_token_losses(
     temperature: float = 1.0,
     need_dh: bool = False,
     need_dw: bool = False,
+    logit_scale: float = 1.0,
+    softcap: float = 0.0,
 ) -> torch.Tensor:
     """Per-token cross-entropy ``[N]`` fp32 (0 on inactive rows); the op's signature, like
     run_lm_head_chunks's, is written only here."""
@@ -294,6 +315,8 @@ def ce_token_losses(
         fp32_logits=fp32_logits,
         epilogue=EPILOGUE_CE,
         temperature=temperature,
+        logit_scale=logit_scale,
+        softcap=softcap,
     )
     return stats[STAT_LOSS].clone()
 

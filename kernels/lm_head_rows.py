@@ -12,7 +12,9 @@ the row again and writes, for each logit,
     dloss/dlogit_j = (g * (1[j = target] - p_j) - g_h * p_j * (log p_j + H)) / temperature,
 
 into the gradient buffer: the logits buffer itself when both share a dtype (no extra allocation), or a
-buffer in the GEMM dtype when the logits are kept in fp32 for accuracy. Everything is loaded,
+buffer in the GEMM dtype when the logits are kept in fp32 for accuracy. The LM-head variants (logit
+scale, Gemma's softcap; see logprob_rows._transform) are applied to each loaded logit, and the
+gradient is multiplied by their derivative (``1 / temperature`` for the plain head). Everything is loaded,
 converted to fp32, computed and cast back only at the store (the CPU interpreter mishandles bf16
 arithmetic), and only ``tl.exp``/``tl.log`` are used (no libdevice).
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+from .logprob_rows import _transform
 
 # Host values: plain ints, since they index tensors and pass through the custom op's int schema.
 EPILOGUE_SCORE = 0  # forward only: log-prob, entropy, max-prob
@@ -42,24 +46,48 @@ _LOSS_ROW = tl.constexpr(STAT_LOSS)
 
 @triton.jit
 def _policy_token(
-    logp, entropy, old, adv, ref, tis, eps_low, eps_high, beta, entropy_coef, HAS_REF: tl.constexpr
+    logp, entropy, old, adv, ref, weight, eps_low, eps_high, delta, clip_ratio_c, beta, entropy_coef,
+    HAS_REF: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_DUAL_CLIP: tl.constexpr, BIAS_CORRECTED_KL: tl.constexpr,
 ):
-    """Per-token clipped-surrogate loss and its derivatives w.r.t. log p(target) and entropy."""
+    """Per-token clipped-surrogate loss and its derivatives w.r.t. log p(target) and entropy.
+
+    ``max(-A min(r, delta), -A clip(r, 1 - eps_low, 1 + eps_high))``, for A < 0 capped at ``-A c``
+    (dual clip), times the detached per-token ``weight``; plus ``beta`` times the k3 KL (times r
+    when bias-corrected); minus ``entropy_coef`` times the entropy. Where two branches of a max/min
+    tie, the derivative is their mean, as torch.maximum/minimum's (kernels/policy_token_loss.py).
+    """
     ratio = tl.exp(logp - old)
-    clipped_ratio = tl.minimum(tl.maximum(ratio, 1.0 - eps_low), 1.0 + eps_high)
-    surrogate = -tl.minimum(ratio * adv, clipped_ratio * adv)
-    # The min picks the clipped branch (zero gradient) only where the ratio left the trust region
-    # on the side that the advantage's sign would push it further.
-    clip_active = ((ratio > 1.0 + eps_high) & (adv > 0.0)) | ((ratio < 1.0 - eps_low) & (adv < 0.0))
-    d_surrogate = tl.where(clip_active, 0.0, -ratio * adv)
-    loss = tis * surrogate
-    g = tis * d_surrogate
+    clipped = tl.minimum(tl.maximum(ratio, 1.0 - eps_low), 1.0 + eps_high)
+    d_clipped = tl.where((ratio < 1.0 - eps_low) | (ratio > 1.0 + eps_high), 0.0, -adv * ratio)
+    if HAS_DELTA:
+        unclipped = tl.minimum(ratio, delta)
+        d_unclipped = tl.where(ratio > delta, 0.0, -adv * ratio)
+    else:
+        unclipped = ratio
+        d_unclipped = -adv * ratio
+    first = -adv * unclipped
+    second = -adv * clipped
+    surrogate = tl.maximum(first, second)
+    g = tl.where(first > second, d_unclipped, tl.where(second > first, d_clipped, 0.5 * (d_unclipped + d_clipped)))
+    if HAS_DUAL_CLIP:
+        cap = -adv * clip_ratio_c
+        g_capped = tl.where(surrogate < cap, g, tl.where(surrogate > cap, 0.0, 0.5 * g))
+        g = tl.where(adv < 0.0, g_capped, g)
+        surrogate = tl.where(adv < 0.0, tl.minimum(surrogate, cap), surrogate)
+    loss = weight * surrogate
+    g = weight * g
     if HAS_REF:
         # k3 estimator of KL(pi || ref): exp(d) - d - 1 with d = ref - logp.
         d = ref - logp
         ed = tl.exp(d)
-        loss += beta * (ed - d - 1.0)
-        g += beta * (1.0 - ed)
+        kl = ed - d - 1.0
+        if BIAS_CORRECTED_KL:
+            # TRL's importance-sampling correction of the KL: k3 * r, differentiated through r too.
+            loss += beta * kl * ratio
+            g += beta * ((1.0 - ed) * ratio + kl * ratio)
+        else:
+            loss += beta * kl
+            g += beta * (1.0 - ed)
     loss -= entropy_coef * entropy
     return loss, g, -entropy_coef
 
@@ -79,6 +107,7 @@ def lm_head_rows_kernel(
     old_ptr,  # [rows] fp32 old log-probs (HAS_OLD; else the ratio is exactly 1)
     ref_ptr,  # [rows] fp32 reference log-probs (HAS_REF)
     behaviour_ptr,  # [rows] fp32 rollout-engine log-probs (HAS_TIS)
+    is_weight_ptr,  # [rows] fp32 caller's importance weights on the surrogate (HAS_IS_WEIGHT)
     vocab_size,
     inv_temperature,
     eps_low,
@@ -86,12 +115,21 @@ def lm_head_rows_kernel(
     beta,
     entropy_coef,
     tis_cap,
+    delta,  # cap on the unclipped ratio (HAS_DELTA)
+    clip_ratio_c,  # dual-clip bound for negative advantages (HAS_DUAL_CLIP)
+    logit_scale,  # LM-head variant: logits = softcap * tanh(logit_scale * x / softcap) / temperature
+    softcap,
     EPILOGUE: tl.constexpr,  # _SCORE, _CE or the policy epilogue
     WRITE_GRAD: tl.constexpr,
     HAS_COEF: tl.constexpr,
     HAS_OLD: tl.constexpr,
     HAS_REF: tl.constexpr,
     HAS_TIS: tl.constexpr,
+    HAS_IS_WEIGHT: tl.constexpr,
+    HAS_DELTA: tl.constexpr,
+    HAS_DUAL_CLIP: tl.constexpr,
+    BIAS_CORRECTED_KL: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr,
     BLOCK_V: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)  # rows * V can exceed 2**31 on large chunks
@@ -107,7 +145,9 @@ def lm_head_rows_kernel(
     for start in range(0, vocab_size, BLOCK_V):
         cols = start + offsets
         in_vocab = cols < vocab_size
-        z = tl.load(row_ptr + cols, mask=in_vocab, other=float("-inf")).to(tl.float32) * inv_temperature
+        x = tl.load(row_ptr + cols, mask=in_vocab, other=0.0).to(tl.float32)
+        z, _ = _transform(x, logit_scale, softcap, inv_temperature, HAS_SOFTCAP)
+        z = tl.where(in_vocab, z, float("-inf"))
         m_new = tl.maximum(m, tl.max(z, axis=0))
         shift = m - m_new
         scale = tl.exp(shift)
@@ -123,7 +163,9 @@ def lm_head_rows_kernel(
     maxprob = 1.0 / s
 
     target = tl.load(targets_ptr + row).to(tl.int64)
-    z_target = tl.load(row_ptr + target).to(tl.float32) * inv_temperature
+    z_target, _ = _transform(
+        tl.load(row_ptr + target).to(tl.float32), logit_scale, softcap, inv_temperature, HAS_SOFTCAP
+    )
     logp = z_target - lse
 
     tl.store(stats_ptr + _LOGP_ROW * stats_stride + stats_offset + row, logp)
@@ -149,11 +191,15 @@ def lm_head_rows_kernel(
                 # Truncated importance weight between the trainer's old policy and the engine that
                 # sampled the token; a constant per token (no gradient flows through it).
                 behaviour = tl.load(behaviour_ptr + row).to(tl.float32)
-                tis = tl.minimum(tl.exp(old - behaviour), tis_cap)
+                weight = tl.minimum(tl.exp(old - behaviour), tis_cap)
             else:
-                tis = 1.0
+                weight = 1.0
+            if HAS_IS_WEIGHT:
+                # A weight the caller computed (TRL's/verl's truncated or masked rollout ratio).
+                weight = weight * tl.load(is_weight_ptr + row).to(tl.float32)
             loss, g, g_h = _policy_token(
-                logp, entropy, old, adv, ref, tis, eps_low, eps_high, beta, entropy_coef, HAS_REF
+                logp, entropy, old, adv, ref, weight, eps_low, eps_high, delta, clip_ratio_c, beta, entropy_coef,
+                HAS_REF, HAS_DELTA, HAS_DUAL_CLIP, BIAS_CORRECTED_KL,
             )
         tl.store(stats_ptr + _LOSS_ROW * stats_stride + stats_offset + row, loss)
 
@@ -166,9 +212,14 @@ def lm_head_rows_kernel(
             for start in range(0, vocab_size, BLOCK_V):
                 cols = start + offsets
                 in_vocab = cols < vocab_size
-                z = tl.load(row_ptr + cols, mask=in_vocab, other=0.0).to(tl.float32) * inv_temperature
+                x = tl.load(row_ptr + cols, mask=in_vocab, other=0.0).to(tl.float32)
+                z, t = _transform(x, logit_scale, softcap, inv_temperature, HAS_SOFTCAP)
                 log_p = z - lse
                 p = tl.exp(log_p)
                 grad = -g * p - g_h * p * (log_p + entropy)
-                grad = tl.where(cols == target, grad + g, grad) * inv_temperature
+                # Chain rule through the temperature, the logit scale and the softcap's tanh.
+                dz_dx = logit_scale * inv_temperature
+                if HAS_SOFTCAP:
+                    dz_dx = dz_dx * (1.0 - t * t)
+                grad = tl.where(cols == target, grad + g, grad) * dz_dx
                 tl.store(grad_row_ptr + cols, grad.to(grad_ptr.dtype.element_ty), mask=in_vocab)

@@ -51,3 +51,14 @@ def apply_lm_head_variant(raw_logits: torch.Tensor, variant: LMHeadVariant, temp
     if variant.softcap is not None:
         y = variant.softcap * torch.tanh(y / variant.softcap)
     return y / temperature
+
+
+def with_bias_column(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """``h @ W.T + b`` as ``[h, 1] @ [W, b].T``: the bias becomes one more hidden column, so the fused
+    kernels (and their dW) handle it without a bias path of their own; autograd splits the gradient
+    of ``[W, b]`` back into dW and dbias. Costs one copy of the head and of ``hidden`` per call (LM-head
+    biases are rare). Returns ``(hidden, weight)`` unchanged without a bias."""
+    if bias is None:
+        return hidden, weight
+    ones = torch.ones(*hidden.shape[:-1], 1, dtype=hidden.dtype, device=hidden.device)
+    return torch.cat([hidden, ones], dim=-1), torch.cat([weight, bias.to(weight.dtype)[:, None]], dim=1)

@@ -42,10 +42,14 @@ SETTINGS = {
     "dapo_eval_mode": ({"loss_type": "dapo", "beta": 0.0}, {"_eval": True}, FUSED),
     "k3_kl": ({"loss_type": "dapo", "beta": 0.04}, {"use_bias_correction_kl": False}, FUSED),
     "clip_higher": ({"loss_type": "grpo", "beta": 0.0, "epsilon_low": 0.1, "epsilon_high": 0.28}, {}, FUSED),
-    "bias_corrected_kl": ({"loss_type": "dapo", "beta": 0.04}, {"use_bias_correction_kl": True}, LOGPROBS),
-    "delta": ({"loss_type": "grpo", "beta": 0.0}, {"delta": 1.2}, LOGPROBS),
-    "is_token_truncate": ({"loss_type": "dapo", "beta": 0.0, "use_vllm": True}, {}, LOGPROBS),
-    "is_sequence_mask": ({"loss_type": "grpo", "beta": 0.0, "use_vllm": True}, {"_sequence_is": True}, LOGPROBS),
+    "bias_corrected_kl": ({"loss_type": "dapo", "beta": 0.04}, {"use_bias_correction_kl": True}, FUSED),
+    "delta": ({"loss_type": "grpo", "beta": 0.0}, {"delta": 1.5}, FUSED),
+    "is_token_truncate": ({"loss_type": "dapo", "beta": 0.0, "use_vllm": True}, {}, FUSED),
+    "is_sequence_mask": ({"loss_type": "grpo", "beta": 0.0, "use_vllm": True}, {"_sequence_is": True}, FUSED),
+    "everything_fused": ({"loss_type": "dr_grpo", "beta": 0.04, "use_vllm": True, "epsilon_high": 0.28},
+                         {"delta": 1.5, "use_bias_correction_kl": True}, FUSED),
+    "bias_corrected_kl_logprobs": ({"loss_type": "bnpo", "beta": 0.04, "entropy_coef": 0.01,
+                                    "_entropy_bonus_enabled": True}, {"use_bias_correction_kl": True}, LOGPROBS),
     "gspo": ({"loss_type": "grpo", "beta": 0.0, "importance_sampling_level": "sequence"}, {}, LOGPROBS),
     "luspo": ({"loss_type": "luspo", "beta": 0.0, "importance_sampling_level": "sequence"}, {}, LOGPROBS),
     "cispo": ({"loss_type": "cispo", "beta": 0.0, "epsilon_high": 5.0}, {}, LOGPROBS),
@@ -167,3 +171,23 @@ def test_trl_version_outside_the_pinned_range_fails_clearly(monkeypatch):
     monkeypatch.setattr(metadata, "version", lambda name: "1.17.0")
     with pytest.raises(ImportError, match=r"trl: expected trl>=1.16.0,<1.17.0 .*got 1.17.0"):
         check_peer_version("trl", "1.16.0", "1.17.0")
+
+
+def test_softcapped_scaled_head_matches_stock_trl(tmp_path):
+    # TRL's fused head reads final_logit_softcapping and logit_scale from the config, as ours does.
+    policy = save_tiny_policy(tmp_path / "policy", final_logit_softcapping=3.0, logit_scale=0.8)
+    kwargs = dict(beta=0.0, temperature=TEMPERATURE)
+    stock = build_trainer(trl.GRPOTrainer, policy, grpo_config(tmp_path / "stock", **kwargs))
+    ours = build_trainer(fast_trl.GRPOTrainer, policy, grpo_config(tmp_path / "ours", **kwargs))
+    for level, path in (("token", FUSED), ("sequence", LOGPROBS)):
+        results = []
+        for trainer in (stock, ours):
+            trainer.model.train()
+            trainer.importance_sampling_level = level
+            trainer.current_gradient_accumulation_steps = 1
+            results.append(loss_and_grads(trainer, make_batch(stock, seed=2)))
+        assert ours.fastcomt_path == path
+        (stock_loss, stock_grads), (our_loss, our_grads) = results
+        assert abs(our_loss.item() - stock_loss.item()) <= 1e-5 * abs(stock_loss.item()) + 1e-7
+        for name, grad in stock_grads.items():
+            assert _rel(our_grads[name], grad) <= 1e-5, (level, name)

@@ -11,9 +11,11 @@ things change, and neither changes the objective:
    option it implements (all loss types, sequence-level ratios (GSPO), importance sampling modes,
    ``delta``, bias-corrected KL, entropy bonus and masks, off-policy masks) keeps TRL's semantics.
 2. When the settings are a token-level clipped surrogate that the 3-GEMM fused loss computes
-   (``linear_policy_loss``: grpo, bnpo, dr_grpo, dapo with TRL's normaliser; k3 KL; no sequence-level
-   ratios, entropy terms or masks from the log-probs), the loss skips the log-prob pass altogether:
-   one fused kernel computes the loss and its gradient. ``trainer.fastcomt_path`` says which ran.
+   (``linear_policy_loss``: grpo, bnpo, dr_grpo, dapo with TRL's normaliser; k3 KL, bias-corrected
+   or not; ``delta``; TRL's vLLM importance-sampling ratio in every mode; LM-head bias, logit scale
+   and softcap), the loss skips the log-prob pass altogether: one fused kernel computes the loss and
+   its gradient. Sequence-level ratios (GSPO), the other loss types, entropy bonuses and masks, and
+   off-policy masks need the log-probs first and take path 1. ``trainer.fastcomt_path`` says which ran.
 
 Supported: trl 1.16.x (checked at import: the adapter overrides ``_compute_loss`` and reads batch
 keys and trainer attributes that TRL changes between releases). Settings the adapter cannot honour
@@ -93,9 +95,9 @@ def install_fused_lm_head(model: torch.nn.Module, *, temperature: float, cast_lm
             hidden = hidden[:, -targets.shape[1] - 1 : -1].to(head.weight.device)
             with autocast:
                 h, w, b = _head_operands(hidden, head, cast_lm_head_to_fp32)
-                if b is not None or head.logit_scale != 1.0 or head.softcap is not None:
-                    raise ValueError("model: the fused policy loss takes no LM-head bias, logit scale or softcap")
-                return linear_policy_loss(h, w, targets, mask, **options)
+                return linear_policy_loss(
+                    h, w, targets, mask, bias=b, logit_scale=head.logit_scale, softcap=head.softcap, **options
+                )
         if shift_labels is None:
             hidden, labels = hidden[:, :-1], labels[:, 1:]
         else:
@@ -143,18 +145,13 @@ def _check_supported(trainer: trl.GRPOTrainer) -> None:
 def _fused_path_blockers(trainer: trl.GRPOTrainer, inputs: dict) -> list[str]:
     """Why the 3-GEMM fused policy loss cannot compute TRL's objective for this batch (empty: it can)."""
     args = trainer.args
-    uses_is_ratio = trainer.use_vllm and trainer.vllm_importance_sampling_correction
-    head = lm_head_of(trainer.model)
     blockers = {
         f"loss_type={trainer.loss_type!r}": trainer.loss_type not in FUSED_LOSS_TYPES,
         "importance_sampling_level='sequence'": trainer.importance_sampling_level != "token",
         "top_entropy_quantile < 1": trainer.top_entropy_quantile < 1.0,
         "off_policy_mask_threshold": trainer.off_policy_mask_threshold is not None,
         "entropy bonus": trainer._entropy_bonus_enabled,
-        "delta": args.delta is not None,
-        "use_bias_correction_kl with beta > 0": trainer.beta != 0.0 and args.use_bias_correction_kl,
-        "vllm importance sampling": uses_is_ratio,
-        "LM-head bias, logit scale or softcap": head.bias is not None or head.logit_scale != 1.0 or head.softcap is not None,
+        "delta <= 1": args.delta is not None and args.delta <= 1.0,
         "multimodal inputs": any(inputs.get(k) is not None for k in ("pixel_values", "token_type_ids", "mm_token_type_ids")),
     }
     return [name for name, blocked in blockers.items() if blocked]
@@ -215,12 +212,18 @@ def _fused_policy_loss(trainer: GRPOTrainer, model, inputs: dict) -> torch.Tenso
         normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / trainer.accelerator.num_processes
         if mode == "train":
             normalizer = normalizer * trainer.current_gradient_accumulation_steps / trainer.args.steps_per_generation
+    is_ratio = None
+    if trainer.use_vllm and trainer.vllm_importance_sampling_correction:
+        # TRL's truncated/masked rollout ratio: [B, T] (token modes) or [B, 1] (sequence modes).
+        is_ratio = inputs["importance_sampling_ratio"]
+        is_ratio = is_ratio[:, 0] if is_ratio.dim() == 2 and is_ratio.shape[1] == 1 else is_ratio
     options = dict(
         targets=completion_ids, mask=mask, advantages=inputs["advantages"],
         old_logprobs=inputs.get("old_per_token_logps"),
         ref_logprobs=inputs["ref_per_token_logps"] if trainer.beta != 0.0 else None,
         loss_type=loss_type, eps_low=trainer.epsilon_low, eps_high=trainer.epsilon_high, beta=trainer.beta,
-        temperature=trainer.temperature,
+        bias_corrected_kl=trainer.beta != 0.0 and trainer.args.use_bias_correction_kl,
+        delta=trainer.args.delta, is_weights=is_ratio, temperature=trainer.temperature,
         max_tokens=trainer.max_completion_length if loss_type == "dr_grpo" else None,
         loss_normalizer=normalizer,
     )  # fmt: skip

@@ -101,29 +101,35 @@ def test_use_fastcomt_fused_kernels_replaces_verls_kernel(monkeypatch):
 
 @pytest.mark.parametrize("mode", AGG_MODES)
 def test_fused_policy_loss_matches_verl_objective(mode):
-    # Hidden states -> one fused pass, against verl's vanilla loss on full-logits log-probs (dual clip
-    # pushed out of reach: the fused kernel does not take clip_ratio_c yet).
+    # Hidden states -> one fused pass (dual clip and rollout weights included), against verl's vanilla
+    # loss on full-logits log-probs.
     gen = torch.Generator().manual_seed(5)
     hidden = torch.randn(4, 6, 12, generator=gen)
     weight = torch.randn(90, 12, generator=gen) / 2
     targets = torch.randint(0, 90, (4, 6), generator=gen)
     mask = (torch.arange(6)[None] < torch.tensor([6, 2, 0, 4])[:, None]).float()
     adv = torch.randn(4, 6, generator=gen)
+    weights = torch.exp(0.3 * torch.randn(4, 6, generator=gen))
     with torch.no_grad():
         current = torch.log_softmax(hidden.double() @ weight.double().T, -1).gather(-1, targets[..., None])[..., 0]
-    old = (current + 0.4 * torch.randn(4, 6, generator=gen, dtype=torch.float64)).float()
+    # Half the tokens far off-policy (ratio ~e: the clips bite), half near it (gradients flow).
+    far = (torch.rand(4, 6, generator=gen) > 0.5).double()
+    old = (current - far + 0.1 * torch.randn(4, 6, generator=gen, dtype=torch.float64)).float()
     info = {"dp_size": 2, "batch_num_tokens": 30, "global_batch_size": 7, "loss_scale_factor": 9}
 
     h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
     loss, _ = fast_verl.fused_policy_loss(h, w, targets, mask, adv, old, loss_agg_mode=mode, clip_ratio_low=0.15,
-                                          clip_ratio_high=0.28, **info)  # fmt: skip
+                                          clip_ratio_high=0.28, clip_ratio_c=1.5, rollout_is_weights=weights,
+                                          **info)  # fmt: skip
     loss.backward()
 
     h64, w64 = hidden.double().requires_grad_(), weight.double().requires_grad_()
     log_prob = torch.log_softmax(h64 @ w64.T, -1).gather(-1, targets[..., None])[..., 0]
-    want, _ = core_algos.compute_policy_loss_vanilla(old.double(), log_prob, adv.double(), mask.double(), mode,
-                                                    _config(info, clip_ratio_c=1e9))  # fmt: skip
+    want, metrics = core_algos.compute_policy_loss_vanilla(old.double(), log_prob, adv.double(), mask.double(), mode,
+                                                          _config(info, clip_ratio_c=1.5), weights.double())  # fmt: skip
     want.backward()
+    assert metrics["actor/pg_clipfrac_lower"] > 0  # the dual clip is live
+    assert h64.grad.abs().sum() > 0
     assert abs(loss.item() - want.item()) <= 1e-5 * max(1.0, abs(want.item()))
     assert torch.allclose(h.grad.double(), h64.grad, rtol=1e-4, atol=1e-6)
     assert torch.allclose(w.grad.double(), w64.grad, rtol=1e-4, atol=1e-6)

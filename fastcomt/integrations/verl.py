@@ -143,18 +143,23 @@ def _batch_info(config) -> dict[str, Any]:
 
 def fused_policy_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, response_mask: torch.Tensor,
                       advantages: torch.Tensor, old_log_prob: torch.Tensor, *, loss_agg_mode: str = "token-mean",
-                      clip_ratio_low: float = 0.2, clip_ratio_high: float = 0.2, temperature: float = 1.0,
-                      dp_size: int = 1, batch_num_tokens=None, global_batch_size=None,
+                      clip_ratio_low: float = 0.2, clip_ratio_high: float = 0.2, clip_ratio_c: float = 3.0,
+                      rollout_is_weights: torch.Tensor | None = None, temperature: float = 1.0, dp_size: int = 1,
+                      batch_num_tokens=None, global_batch_size=None,
                       loss_scale_factor=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-    """verl's objective (without the dual clip, which the fused kernel does not take yet) from hidden
-    states in one fused pass: ``linear_policy_loss`` with verl's aggregation as its normaliser."""
+    """verl's ``vanilla`` objective and aggregation from hidden states in one fused pass (3 GEMMs):
+    ``linear_policy_loss`` with the dual clip, the rollout weights and verl's aggregation as its
+    normaliser. verl's clamp of ``log(ratio)`` to +-20 is not applied (it only matters past e^20)."""
     _check_mode(loss_agg_mode)
+    if not clip_ratio_c > 1.0:
+        raise ValueError(f"clip_ratio_c: expected > 1 (verl's dual-clip lower bound), got {clip_ratio_c!r}")
     normalizer = _normalizer(loss_agg_mode, response_mask, dp_size, batch_num_tokens, global_batch_size,
                              loss_scale_factor)  # fmt: skip
     loss_type = "grpo" if loss_agg_mode == "seq-mean-token-mean" else "dapo"
     return linear_policy_loss(
         hidden, weight, targets, response_mask, advantages, old_log_prob, loss_type=loss_type,
-        eps_low=clip_ratio_low, eps_high=clip_ratio_high, temperature=temperature, loss_normalizer=normalizer,
+        eps_low=clip_ratio_low, eps_high=clip_ratio_high, clip_ratio_c=clip_ratio_c, is_weights=rollout_is_weights,
+        temperature=temperature, loss_normalizer=normalizer,
     )  # fmt: skip
 
 

@@ -173,10 +173,15 @@ def test_trl_version_outside_the_pinned_range_fails_clearly(monkeypatch):
         check_peer_version("trl", "1.16.0", "1.17.0")
 
 
-def test_softcapped_scaled_head_matches_stock_trl(tmp_path):
+@pytest.mark.parametrize(
+    "config_overrides, trainer_overrides",
+    [({"final_logit_softcapping": 3.0, "logit_scale": 0.8}, {}), ({}, {"cast_lm_head_to_fp32": True})],
+    ids=["softcap_and_scale", "cast_lm_head_to_fp32"],
+)
+def test_head_variants_match_stock_trl(tmp_path, config_overrides, trainer_overrides):
     # TRL's fused head reads final_logit_softcapping and logit_scale from the config, as ours does.
-    policy = save_tiny_policy(tmp_path / "policy", final_logit_softcapping=3.0, logit_scale=0.8)
-    kwargs = dict(beta=0.0, temperature=TEMPERATURE)
+    policy = save_tiny_policy(tmp_path / "policy", **config_overrides)
+    kwargs = dict(beta=0.0, temperature=TEMPERATURE, **trainer_overrides)
     stock = build_trainer(trl.GRPOTrainer, policy, grpo_config(tmp_path / "stock", **kwargs))
     ours = build_trainer(fast_trl.GRPOTrainer, policy, grpo_config(tmp_path / "ours", **kwargs))
     for level, path in (("token", FUSED), ("sequence", LOGPROBS)):

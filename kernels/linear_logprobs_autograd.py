@@ -150,9 +150,9 @@ def linear_logprobs_backward_op(
         t = t.to(torch.float32)
         return t.contiguous() if index is None else t.index_select(0, index)
 
-    tgt, lse_a, ent_a = gathered(targets.to(torch.int64)), gathered(lse), gathered(entropy)
+    tgt = targets.contiguous() if index is None else targets.index_select(0, index)
+    lse_a, ent_a = gathered(lse), gathered(entropy)
     g_logp, g_ent = gathered(grad_logp), gathered(grad_entropy)
-    tgt = tgt.to(torch.int64)
     rows = max(1, min(chunk_rows, num_active))
     logits_buf = torch.empty(rows, vocab_size, dtype=ldtype, device=device)
     # The dh/dW GEMMs take operands in the GEMM dtype: fp32 logits with a bf16/fp16 GEMM need their

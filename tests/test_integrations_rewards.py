@@ -55,32 +55,35 @@ def test_compute_score_needs_logprobs_for_the_calibration_term():
 
 
 def test_trl_reward_function_scores_with_the_policy(tmp_path):
-    pytest.importorskip("trl", reason="TRL's tokenizer-loading path")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = save_tiny_policy(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
-    prompt = "compute 3 plus 4 then minus 2"
-    completion = " 3 + 4 = 7 then 7 - 2 = 5 the answer is 5"
-    ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    # Two prompts and completions of different lengths: scored in one padded batch.
+    prompts = ["compute 3 plus 4 then minus 2", "what is 9 plus 9"]
+    completions = [" 3 + 4 = 7 then 7 - 2 = 5 the answer is 5", " 9 + 9 = 18 the answer is 18"]
+    answers, steps = [5, 18], [[7], []]
+    ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
     reward = CCRLRewardFunction(tokenizer, model=model, temperature=0.7, lam=0.5)
-    got = reward(prompts=[prompt], completions=[tokenizer.decode(ids)], completion_ids=[ids], answer=[5], steps=[[7]])
+    got = reward(prompts=prompts, completions=[tokenizer.decode(i) for i in ids], completion_ids=ids,
+                 answer=answers, steps=steps)  # fmt: skip
 
-    # Independent route: the fast tokenizer's offset mapping and full-logits log-probs.
-    encoded = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        logits = model(torch.tensor([prompt_ids + ids])).logits[0, len(prompt_ids) - 1 : -1].double()
-    logp = torch.log_softmax(logits / 0.7, -1).gather(1, torch.tensor(ids)[:, None])[:, 0]
-    graded = grade_completion(completion, problem_from_fields(prompt, 5, [7]), encoded["offset_mapping"])
-    assert graded.answer_correct and len(graded.steps) == 2
-    step_rewards = []
-    for (a, b), z in zip(graded.token_spans, graded.step_correct):
-        c = float(logp[a:b].mean().exp())
-        step_rewards.append(1 - (c - z) ** 2)
-    want = 1.0 + 0.5 * sum(step_rewards) / len(step_rewards)
-    assert abs(got[0] - want) < 1e-5
+    for prompt, completion, completion_ids, answer, gold, value in zip(prompts, completions, ids, answers, steps, got):
+        # Independent route: the fast tokenizer's offset mapping and one unpadded full-logits forward.
+        encoded = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt_ids + completion_ids])).logits[0, len(prompt_ids) - 1 : -1].double()
+        logp = torch.log_softmax(logits / 0.7, -1).gather(1, torch.tensor(completion_ids)[:, None])[:, 0]
+        graded = grade_completion(completion, problem_from_fields(prompt, answer, gold), encoded["offset_mapping"])
+        assert graded.answer_correct and graded.steps
+        step_rewards = []
+        for (a, b), z in zip(graded.token_spans, graded.step_correct):
+            c = float(logp[a:b].mean().exp())
+            step_rewards.append(1 - (c - z) ** 2)
+        want = 1.0 + 0.5 * sum(step_rewards) / len(step_rewards)
+        assert abs(value - want) < 1e-5
 
 
 def test_trl_reward_function_needs_the_policy_and_the_answer_column():

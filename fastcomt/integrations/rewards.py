@@ -107,31 +107,37 @@ class CCRLRewardFunction:
 
     @torch.no_grad()
     def completion_logprobs(self, prompts: Sequence[Any], completion_ids: Sequence[Sequence[int]]) -> list[list[float]]:
-        """Per completion, the policy's log-prob of each of its tokens after its prompt."""
+        """Per completion, the policy's log-prob of each of its tokens after its prompt: one forward over
+        the batch (right-padded, so causal attention leaves every real position as it was)."""
         from fastcomt.integrations.fused_head import lm_head_of, next_token_hidden
 
-        out = []
-        device = next(self.model.parameters()).device
-        for prompt, ids in zip(prompts, completion_ids):
-            if not ids:
-                out.append([])
-                continue
-            if isinstance(prompt, str):
-                prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            else:  # conversational: the chat template's generation prompt, as TRL builds it
-                prompt_ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-                prompt_ids = prompt_ids["input_ids"] if isinstance(prompt_ids, Mapping) else prompt_ids
-            input_ids = torch.tensor([list(prompt_ids) + list(ids)], device=device)
-            hidden = next_token_hidden(self.model, input_ids, None, len(ids))
-            head = lm_head_of(self.model)
-            if head.bias is not None or head.logit_scale != 1.0 or head.softcap is not None:
-                raise ValueError("model: CCRLRewardFunction scores plain LM heads only (no bias, logit scale or softcap)")
-            logp, _, _ = linear_logprobs(
-                hidden[0].to(head.weight.dtype), head.weight, torch.tensor(list(ids), device=device),
-                temperature=self.temperature,
-            )  # fmt: skip
-            out.append(logp.tolist())
-        return out
+        head = lm_head_of(self.model)
+        device = head.weight.device
+        rows = [self._prompt_ids(prompt) + list(ids) for prompt, ids in zip(prompts, completion_ids)]
+        width = max(len(r) for r in rows)
+        input_ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+        attention = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+        targets = torch.zeros(len(rows), width - 1, dtype=torch.long, device=device)
+        scored = torch.zeros(len(rows), width - 1, dtype=torch.bool, device=device)
+        for b, (row, ids) in enumerate(zip(rows, completion_ids)):
+            input_ids[b, : len(row)] = torch.tensor(row)
+            attention[b, : len(row)] = 1
+            start = len(row) - len(ids)  # position start - 1 predicts the first completion token
+            targets[b, start - 1 : len(row) - 1] = torch.tensor(list(ids), dtype=torch.long)
+            scored[b, start - 1 : len(row) - 1] = True
+        hidden = next_token_hidden(self.model, input_ids, attention, width - 1)
+        logp, _, _ = linear_logprobs(
+            hidden.to(head.weight.dtype), head.weight, targets, mask=scored, bias=head.bias,
+            temperature=self.temperature, logit_scale=head.logit_scale, softcap=head.softcap,
+        )  # fmt: skip
+        return [logp[b][scored[b]].tolist() for b in range(len(rows))]
+
+    def _prompt_ids(self, prompt: Any) -> list[int]:
+        if isinstance(prompt, str):
+            return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        # conversational: the chat template's generation prompt, as TRL builds it
+        ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, Mapping) else ids)
 
     def __call__(self, prompts, completions, completion_ids, **columns) -> list[float]:
         if self.answer_column not in columns:

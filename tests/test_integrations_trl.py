@@ -40,6 +40,7 @@ SETTINGS = {
     "dr_grpo_constant": ({"loss_type": "dr_grpo", "beta": 0.0}, {}, FUSED),
     "dapo_normaliser": ({"loss_type": "dapo", "beta": 0.0}, {}, FUSED),
     "dapo_eval_mode": ({"loss_type": "dapo", "beta": 0.0}, {"_eval": True}, FUSED),
+    "dapo_two_processes": ({"loss_type": "dapo", "beta": 0.0}, {"_num_processes": 2}, FUSED),
     "k3_kl": ({"loss_type": "dapo", "beta": 0.04}, {"use_bias_correction_kl": False}, FUSED),
     "clip_higher": ({"loss_type": "grpo", "beta": 0.0, "epsilon_low": 0.1, "epsilon_high": 0.28}, {}, FUSED),
     "bias_corrected_kl": ({"loss_type": "dapo", "beta": 0.04}, {"use_bias_correction_kl": True}, FUSED),
@@ -71,7 +72,11 @@ def test_loss_and_every_gradient_match_stock_trl(trainers, monkeypatch, name):
     fields = dict(fields)
     eval_mode = fields.pop("_eval", False)
     sequence_is = fields.pop("_sequence_is", False)
+    num_processes = fields.pop("_num_processes", None)
     stock, ours = trainers
+    if num_processes is not None:
+        # What a rank of a multi-process run sees: TRL's dapo divides the global count by it.
+        monkeypatch.setattr(type(stock.accelerator), "num_processes", property(lambda self: num_processes))
     results = []
     for trainer in (stock, ours):
         for key, value in attributes.items():

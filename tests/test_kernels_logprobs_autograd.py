@@ -166,3 +166,23 @@ def test_target_out_of_range_raises():
     targets[0, 1] = 333
     with pytest.raises(ValueError, match="targets"):
         linear_logprobs_autograd(p.hidden, p.weight, targets)
+
+
+def test_custom_ops_pass_opcheck():
+    # Schema, fake (meta) functions and autograd glue of both passes agree with a real call.
+    from fastcomt.kernels.linear_logprobs_autograd import linear_logprobs_backward_op, linear_logprobs_forward_op
+
+    g = torch.Generator().manual_seed(13)
+    hidden = torch.randn(6, 8, generator=g, requires_grad=True)
+    weight = torch.randn(30, 8, generator=g, requires_grad=True)
+    bias = torch.randn(30, generator=g, requires_grad=True)
+    targets = torch.randint(0, 30, (6,), generator=g)
+    active = torch.tensor([1, 1, 0, 1, 1, 1], dtype=torch.bool)
+    options = {"temperature": 0.8, "logit_scale": 1.2, "softcap": 3.0, "chunk_rows": 4, "block_v": 32,
+               "num_warps": 1, "fp32_logits": True}  # fmt: skip
+    torch.library.opcheck(linear_logprobs_forward_op, (hidden, weight, bias, targets, active), options)
+    _, entropy, lse = linear_logprobs_forward_op(hidden, weight, bias, targets, active, **options)
+    backward_args = (hidden.detach(), weight.detach(), bias.detach(), targets, active, lse.detach(),
+                     entropy.detach(), torch.randn(6, generator=g), None)  # fmt: skip
+    torch.library.opcheck(linear_logprobs_backward_op, backward_args,
+                          dict(options, need_dh=True, need_dw=True, need_dbias=True))  # fmt: skip

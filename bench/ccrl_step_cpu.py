@@ -35,16 +35,16 @@ def _mean(rows: list[dict]) -> dict[str, float]:
 
 
 def _demo_config():  # the demo's configuration: configs/demo.yaml
-    from fastcomt.demo import DEFAULT_CONFIG, DemoConfig
-    from fastcomt.train.config import load_config
+    from fastcomt_recipes.demo import DEFAULT_CONFIG, DemoConfig
+    from fastcomt.config import load_config
 
     return load_config(DEFAULT_CONFIG, DemoConfig)
 
 
 def _demo_rl_settings(demo_dir: Path, output_dir: str, steps: int, head: str) -> dict:
-    """The demo's CCRL stage from its SFT checkpoint (`fastcomt.demo.rl_settings`), cut to `steps`
+    """The demo's CCRL stage from its SFT checkpoint (`fastcomt_recipes.demo.rl_settings`), cut to `steps`
     steps with LM head `head`, in `output_dir`."""
-    from fastcomt.demo import rl_settings
+    from fastcomt_recipes.demo import rl_settings
 
     cfg = _demo_config()
     sft = json.loads((demo_dir / "1_sft_comt" / "train" / "summary.json").read_text())
@@ -71,7 +71,7 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="JSON file to write (default: print only)")
     args = parser.parse_args()
 
-    from fastcomt.comt.records import iter_jsonl_dicts
+    from fastcomt.jsonl import iter_jsonl_dicts
     from fastcomt.train.rl import run_rl
 
     demo_dir = Path(args.demo_dir)

@@ -14,7 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic"]
+__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "umask_mode"]
+
+
+def umask_mode(*, directory: bool = False) -> int:
+    """The mode a plain ``open()`` (0o666) or ``mkdir()`` (0o777) would give under the current umask.
+
+    ``mkstemp``/``mkdtemp`` create 0600/0700 whatever the umask; an atomic write chmods its temp
+    file to this before the rename, so reports and checkpoints get the permissions a user expects."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
 
 
 @contextlib.contextmanager
@@ -27,6 +37,7 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterat
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, umask_mode())
     try:
         yield tmp
         with open(tmp, "rb") as f:

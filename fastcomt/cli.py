@@ -1,9 +1,11 @@
-"""The `fastcomt` command: data | sft | rl | eval | demo.
+"""The `fastcomt` command: data | sft | rl | eval | pretrain | demo.
 
 Every subcommand takes `--config FILE` (YAML, documented in configs/README.md) and `key=value`
 overrides (dotted keys reach nested sections); `eval` also takes flags for its common settings.
 `fastcomt <command> --help` lists every key of the command's config with its type, default and meaning.
-Errors in a config name the key and the type that was expected.
+Errors in a config name the key and the type that was expected: a user error (missing config, unknown
+key, wrong type, missing model, bad data) prints one line and exits with status 2; `--debug` shows
+the traceback instead. Configs and the paths they name are checked before torch is imported.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ class _Command:
 # stays fast: some import torch and transformers, several seconds on a CPU machine.
 _COMMANDS: dict[str, _Command] = {
     "data": _Command(
-        module="fastcomt.comt.build", entry="main", help="build CoMT (meta-thought) or CoT SFT data from problems",
+        module="fastcomt.train.data_command", entry="main", help="build CoMT (meta-thought) or CoT SFT data from problems",
         config="fastcomt.comt.build:ComtDataConfig", example="fastcomt data --config configs/sft-synthetic-comt.yaml",
         note="FILE is a data-build config (the keys below at its top level) or an SFT config, whose data.build\n"
-             "section (these keys; `output` defaults to data.train) is built; overrides then use data.build. keys.",
+             "section (these keys; `output` defaults to data.train) is built; overrides then use the SFT config's\n"
+             "keys (data.build.num_problems=200; data.limit=200 limits the problems built unless data.build.limit\n"
+             "is set), and every key is checked as `fastcomt sft` checks it.",
     ),
     "sft": _Command(
         module="fastcomt.train.sft", entry="main",
@@ -43,9 +47,9 @@ _COMMANDS: dict[str, _Command] = {
         example="fastcomt sft --config configs/sft-synthetic-comt.yaml optim.epochs=1",
     ),
     "pretrain": _Command(
-        module="fastcomt.train.pretrain", entry="main",
+        module="fastcomt_recipes.pretrain", entry="main",
         help="stage 0 of the demo: pre-train a tiny base model on executions",
-        config="fastcomt.train.pretrain:PretrainConfig",
+        config="fastcomt_recipes.pretrain:PretrainConfig",
         example="fastcomt pretrain --config base.yaml num_documents=2000 optim.lr=1e-3",
         note="FILE is required (there is no shipped one): a YAML mapping of the keys below, at least output_dir;\n"
              "configs/demo.yaml's `pretrain` section is an example.",
@@ -56,10 +60,10 @@ _COMMANDS: dict[str, _Command] = {
         example="fastcomt rl --config configs/rl-synthetic-ccrl.yaml rollout.executions_per_plan=16 steps=50",
     ),
     "demo": _Command(
-        module="fastcomt.demo", entry="main", help="the whole pipeline at toy scale on CPU (the embedded default)",
-        config="fastcomt.demo:DemoConfig", example="fastcomt demo --compare rl.steps=10 sft.optim.lr=3e-4",
-        note="Without --config the demo reads configs/demo.yaml, which sets some keys below away from these\n"
-             "defaults. pretrain, sft, rl and baseline_rl take the keys of `fastcomt pretrain --help`,\n"
+        module="fastcomt_recipes.demo", entry="main", help="the whole pipeline at toy scale on CPU (the embedded default)",
+        config="fastcomt_recipes.demo:DemoConfig", example="fastcomt demo --compare rl.steps=10 sft.optim.lr=3e-4",
+        note="Without --config the demo reads configs/demo.yaml, which holds these defaults.\n"
+             "pretrain, sft, rl and baseline_rl take the keys of `fastcomt pretrain --help`,\n"
              "`fastcomt sft --help` and `fastcomt rl --help`, merged over the demo's own choices.",
     ),
 }
@@ -108,6 +112,7 @@ def _selected_command(argv: Sequence[str]) -> str | None:
 def _build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser; the eval flags are added only when `argv` selects eval (they import its package)."""
     parser = argparse.ArgumentParser(prog="fastcomt", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback (any position)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_LazyEpilogParser)
     for name, command in _COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.help,
@@ -115,6 +120,7 @@ def _build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                            epilog_factory=lambda name=name: config_epilog(name))  # fmt: skip
         p.add_argument("--config", default=None, metavar="FILE", help="YAML config file (keys below)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys for nesting)")
+        p.add_argument("--debug", action="store_true", help="on an error, show the traceback")
         if name == "demo":
             p.add_argument("--compare", action="store_true",
                            help="also run the paper's baseline (CoT SFT, then GRPO with lam=0) and GRPO from the CoMT SFT "
@@ -123,6 +129,7 @@ def _build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                            help="only run the fused kernels against their plain-torch references")
     eval_parser = sub.add_parser("eval", help=_EVAL_HELP, description=_EVAL_HELP,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    eval_parser.add_argument("--debug", action="store_true", help="on an error, show the traceback")
     if _selected_command(argv) == "eval":
         from fastcomt.eval.cli_args import add_eval_arguments
 
@@ -132,12 +139,48 @@ def _build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    # `--debug` is taken anywhere on the line (after the subcommand too), so it is removed before parsing.
+    debug = "--debug" in argv
+    argv = [word for word in argv if word != "--debug"]
     args = _build_parser(argv).parse_args(argv)
-    if args.command == "eval":
-        from fastcomt.eval.cli_args import run_eval_from_args
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        # Outside a training step (loading, building): nothing to checkpoint. Inside one, the trainers
+        # catch SIGINT themselves, checkpoint and exit with the same status.
+        print(f"fastcomt {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        from fastcomt.cli_errors import EXIT_USAGE, user_error_line
 
+        line = user_error_line(exc)
+        if debug or line is None:
+            raise
+        print(f"fastcomt {args.command}: error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fastcomt.cli_errors import check_eval_model, preflight
+
+    if args.command == "eval":
+        from fastcomt.eval.cli_args import eval_config_from_args, run_eval_from_args
+
+        config = eval_config_from_args(args)
+        check_eval_model(config.model, config.tokenizer)
         return int(run_eval_from_args(args) or 0)
     overrides = list(args.overrides)
+    try:
+        preflight(args.command, args.config, overrides)
+    except ValueError as exc:  # a key or value of the file: name the file too
+        if args.config is None or str(args.config) in str(exc):
+            raise
+        raise ValueError(f"{args.config}: {exc}") from exc
     if args.command == "demo":
         overrides += ["compare=true"] * args.compare + ["kernels_smoke=true"] * args.kernels_smoke
     command = _COMMANDS[args.command]

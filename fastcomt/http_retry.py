@@ -63,9 +63,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {self.max_retries!r}")
+            raise ValueError(f"max_retries: expected an int >= 0, got {self.max_retries!r}")
         if not (self.backoff_base >= 0 and self.backoff_max >= 0):
-            raise ValueError(f"backoff_base and backoff_max must be >= 0, got {self.backoff_base}, {self.backoff_max}")
+            raise ValueError(f"backoff_base and backoff_max: expected >= 0, got {self.backoff_base}, {self.backoff_max}")
 
     def delay(self, retry_index: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
@@ -95,9 +95,9 @@ def request_json(
     payload: a mapping, a callable ``attempt -> mapping`` (fresh ids per attempt), or None.
     """
     if method not in ("GET", "POST", "PUT"):
-        raise ValueError(f"method must be GET, POST or PUT, got {method!r}")
+        raise ValueError(f"method: expected GET, POST or PUT, got {method!r}")
     if not (timeout > 0):
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        raise ValueError(f"timeout: expected > 0 seconds, got {timeout!r}")
     last: _Retryable | None = None
     for attempt in range(policy.max_retries + 1):
         if attempt > 0:

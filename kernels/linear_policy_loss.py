@@ -39,6 +39,7 @@ def linear_policy_loss(
     bias: torch.Tensor | None = None,
     logit_scale: float = 1.0,
     softcap: float | None = None,
+    check_finite: bool = False,
     config: LMHeadConfig | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Token-level clipped surrogate over the tokens where ``mask`` is nonzero.
@@ -67,11 +68,15 @@ def linear_policy_loss(
 
     Returns the scalar loss (autograd to hidden and weight; weight gradients only when it requires
     grad) and detached fp32 metrics: clip_frac_low, clip_frac_high, kl, entropy, ratio.
+
+    ``check_finite=True`` raises ValueError naming the input when hidden, weight, advantages or a
+    log-prob input holds NaN or inf (per-token inputs on the masked-in tokens only). It costs one host
+    sync, so it is opt-in; the RL recipe turns it on (it reads the loss back per micro-batch anyway).
     """
     checked = check_policy_inputs(
         hidden, weight, targets, mask, advantages, old_logprobs, ref_logprobs, behaviour_logprobs,
         loss_type=loss_type, eps_low=eps_low, eps_high=eps_high, beta=beta, tis_cap=tis_cap,
-        entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens,
+        entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens, check_finite=check_finite,
     )  # fmt: skip
     normalizer = check_loss_normalizer(loss_normalizer, hidden.device)
     layout, active, adv, opts = checked.layout, checked.active, checked.advantages, checked.options

@@ -126,6 +126,7 @@ def reference_linear_policy_loss(
     bias: torch.Tensor | None = None,
     logit_scale: float = 1.0,
     softcap: float | None = None,
+    check_finite: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Token-level clipped surrogate with full logits (see ``fastcomt.kernels.linear_policy_loss``).
     The peers' options (delta, dual clip, importance weights, bias-corrected KL) go through
@@ -133,7 +134,7 @@ def reference_linear_policy_loss(
     checked = check_policy_inputs(
         hidden, weight, targets, mask, advantages, old_logprobs, ref_logprobs, behaviour_logprobs,
         loss_type=loss_type, eps_low=eps_low, eps_high=eps_high, beta=beta, tis_cap=tis_cap,
-        entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens,
+        entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens, check_finite=check_finite,
     )  # fmt: skip
     normalizer = check_loss_normalizer(loss_normalizer, hidden.device)
     layout, active, adv, opts = checked.layout, checked.active, checked.advantages, checked.options

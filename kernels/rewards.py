@@ -244,7 +244,8 @@ def ccrl_rewards(
     problem_ids: [B] problem of each execution, values in [0, P) (two-level CCRL: M plans x G
         executions per problem); None: every group is its own problem.
     num_problems, max_problem_size: P and the largest number of executions per problem, when the
-        caller knows them (e.g. from M and G); otherwise read from the ids (one host sync).
+        caller knows them (e.g. from M and G); otherwise read from the ids. Either way they are
+        checked against the ids (a host sync per call): too small raises ValueError.
     """
     check_reward_inputs(
         logprobs, span_ids, step_correct, answer_correct, group_ids, problem_ids,
@@ -263,14 +264,23 @@ def ccrl_rewards(
         return CCRLRewards(rewards, advantages, plan_advantages, conf[:, :K] if dense else None, step_r[:, :K] if dense else None)
 
     problems = group_ids if problem_ids is None else problem_ids
-    if num_problems is None or max_problem_size is None:
-        lo, hi = int(problems.min()), int(problems.max())
-        if lo < 0:
-            raise ValueError(f"{'problem_ids' if problem_ids is not None else 'group_ids'}: expected values >= 0, got {lo}")
-        if num_problems is None:
-            num_problems = hi + 1
-        if max_problem_size is None:
-            max_problem_size = int(torch.bincount(problems.to(torch.int64), minlength=num_problems).max())
+    ids_name = "problem_ids" if problem_ids is not None else "group_ids"
+    # Checked against the ids even when given: one program per problem id below num_problems and
+    # BLOCK_M member slots per program, so an execution outside them would keep an unwritten
+    # (uninitialised) reward. Reading min/max and the largest problem costs a host sync, once per batch.
+    lo, hi = (int(v) for v in torch.stack([problems.min(), problems.max()]).tolist())
+    if lo < 0:
+        raise ValueError(f"{ids_name}: expected values >= 0, got {lo}")
+    if num_problems is None:
+        num_problems = hi + 1
+    elif hi >= num_problems:
+        raise ValueError(f"num_problems: expected more than the largest {ids_name} value {hi}, got {num_problems}")
+    biggest = int(torch.bincount(problems.to(torch.int64), minlength=max(num_problems, 1)).max())
+    if max_problem_size is None:
+        max_problem_size = biggest
+    elif biggest > max_problem_size:
+        raise ValueError(f"max_problem_size: expected at least {biggest} (the most executions sharing one "
+                         f"{ids_name[:-4]} id), got {max_problem_size}")  # fmt: skip
     if num_problems < 1 or max_problem_size < 1:
         raise ValueError(f"num_problems and max_problem_size: expected >= 1, got {num_problems}, {max_problem_size}")
     if block_t < 1 or block_t & (block_t - 1):

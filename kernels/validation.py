@@ -8,6 +8,7 @@ therefore a separate function that the fused path calls inside its opaque custom
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -130,15 +131,44 @@ def check_targets_in_range(targets: torch.Tensor, active: torch.Tensor, vocab_si
 
 
 def check_positive(value: float, name: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
+    # Finite too: temperature=inf would flatten every distribution to uniform without a word.
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
     return float(value)
 
 
 def check_non_negative(value: float, name: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-        raise ValueError(f"{name}: expected a non-negative number, got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+        raise ValueError(f"{name}: expected a non-negative finite number, got {value!r}")
     return float(value)
+
+
+def check_finite_inputs(values: dict[str, torch.Tensor | None], active: torch.Tensor, num_rows: int) -> None:
+    """Opt-in (`check_finite=True`): NaN or inf in the inputs would make the loss NaN without a word.
+
+    Per-token values ([N] flat) are checked on the active tokens only (padding may hold -inf); other
+    tensors (hidden, weight) everywhere, hidden on its active rows. All flags are reduced on the device
+    and read back with one host sync, which is why this is opt-in rather than on every call: the
+    recipes turn it on where they read the loss back once per micro-batch anyway.
+    """
+    names, flags = [], []
+    for name, t in values.items():
+        if t is None:
+            continue
+        if t.dim() == 1 and t.shape[0] == num_rows:
+            ok = torch.isfinite(t) | ~active
+        elif t.dim() >= 2 and name == "hidden":
+            ok = torch.isfinite(t.reshape(num_rows, -1)).all(-1) | ~active
+        else:
+            ok = torch.isfinite(t)
+        names.append(name)
+        flags.append(ok.all())
+    if not flags:
+        return
+    for name, finite in zip(names, torch.stack(flags).tolist()):  # the one host sync
+        if not finite:
+            where = "on the active tokens" if name != "weight" else "everywhere"
+            raise ValueError(f"{name}: expected finite values {where}, got NaN or inf")
 
 
 def check_reduction(reduction: str) -> str:
@@ -177,6 +207,8 @@ def check_policy_settings(
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type: expected one of {LOSS_TYPES}, got {loss_type!r}")
     eps_low = check_non_negative(eps_low, "eps_low")
+    if eps_low >= 1:  # the lower clip is 1 - eps_low: at 1 or above it is no clip at all
+        raise ValueError(f"eps_low: expected a number in [0, 1) (the ratio's lower clip is 1 - eps_low), got {eps_low!r}")
     eps_high = check_non_negative(eps_high, "eps_high")
     beta = check_non_negative(beta, "beta")
     if tis_cap is not None:
@@ -222,10 +254,11 @@ def check_policy_inputs(
     old_logprobs: torch.Tensor | None,
     ref_logprobs: torch.Tensor | None,
     behaviour_logprobs: torch.Tensor | None,
+    check_finite: bool = False,
     **options: object,
 ) -> PolicyInputs:
     """All argument checks shared by the fused policy loss and its reference (``options`` are the
-    keyword options of ``check_policy_options``)."""
+    keyword options of ``check_policy_options``); ``check_finite``: also `check_finite_inputs`."""
     layout = check_linear_inputs(hidden, weight, targets)
     device = hidden.device
     if mask is None:
@@ -238,6 +271,9 @@ def check_policy_inputs(
     ref = check_token_values(ref_logprobs, "ref_logprobs", layout, device)
     behaviour = check_token_values(behaviour_logprobs, "behaviour_logprobs", layout, device)
     opts = check_policy_options(layout, has_ref=ref is not None, **options)  # type: ignore[arg-type]
+    if check_finite:
+        check_finite_inputs({"hidden": hidden, "weight": weight, "advantages": adv, "old_logprobs": old,
+                             "ref_logprobs": ref, "behaviour_logprobs": behaviour}, active, layout.num_rows)  # fmt: skip
     return PolicyInputs(layout, active, adv, old, ref, behaviour, opts)
 
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from fastcomt.eval.calibration import (
+from fastcomt.metrics.calibration import (
     auroc,
     brier_score,
     calibration_report,

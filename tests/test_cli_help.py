@@ -121,7 +121,8 @@ def test_help_lists_every_key_with_type_default_and_meaning(command: str, capsys
         ("sft", "  data.train: str; required"),
         ("pretrain", "  tokenizer.kind: one of: number_word, bpe, pretrained; default number_word"),
         ("data", "  filters.allowed_constants: list of float; default [0, 0.01, 1, 2, 7, 10, 12, 24, 52, 60, 100, 1000]"),
-        ("demo", "  sft: mapping; default {}"),
+        ("demo", "  baseline_rl: mapping; default {}"),
+        ("demo", "  sft_problems: int; default 2000"),  # configs/demo.yaml's value: one set of demo defaults
     ],
 )
 def test_help_renders_types_and_defaults(command: str, line: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,7 +137,7 @@ def test_demo_help_points_its_stage_sections_to_their_commands(capsys: pytest.Ca
 
 def test_eval_help_explains_every_flag_and_every_other_key(capsys: pytest.CaptureFixture[str]) -> None:
     from fastcomt.eval.cli_args import _FLAG_FIELDS
-    from fastcomt.eval.evaluate import EvalConfig
+    from fastcomt.eval.runner import EvalConfig
 
     parser = cli._build_parser(["eval"])
     eval_parser = parser._subparsers._group_actions[0].choices["eval"]
@@ -171,10 +172,20 @@ print(json.dumps({name: name in sys.modules for name in ("torch", "transformers"
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["rl", "--help"], ["sft", "--help"], ["data", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["rl", "--help"], ["sft", "--help"], ["data", "--help"], ["eval", "--help"]])
 def test_help_imports_no_torch(argv: list[str]) -> None:
     # A fresh interpreter: this test process may have imported torch already.
     done = subprocess.run([sys.executable, "-c", _IMPORTS_AFTER_HELP, *argv], capture_output=True, text=True,
                           timeout=60, check=True)  # fmt: skip
     assert "usage: fastcomt" in done.stdout
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"torch": False, "transformers": False}
+
+
+def test_top_level_summary_names_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    summary = next(line for line in text.splitlines() if line.startswith("The `fastcomt` command:"))
+    for command in [*cli._COMMANDS, "eval"]:
+        assert f" {command}" in summary, f"the summary line omits {command}: {summary}"
+    assert "--debug" in text

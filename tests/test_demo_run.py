@@ -2,7 +2,7 @@
 
 import json
 
-from fastcomt.demo import DemoConfig, demo_splits, main
+from fastcomt_recipes.demo import DemoConfig, demo_splits, main
 
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
 
@@ -12,7 +12,8 @@ def _overrides(out_dir):
         f"output_dir={out_dir}", "sft_problems=8", "rl_problems=12", "progress=false",
         f"pretrain={{num_documents: 24, tokenizer_problems: 16, model: {json.dumps(TINY)}, "
         "optim: {row_tokens: 256, tokens_per_step: 1024, warmup_steps: 1}}",
-        "sft={loss: torch, replay: {documents: 4}, optim: {row_tokens: 256, tokens_per_step: 1024, warmup_steps: 1}}",
+        "replay_documents=4",
+        "sft={loss: torch, optim: {row_tokens: 256, tokens_per_step: 1024, warmup_steps: 1}}",
         "rl={steps: 1, rollout: {problems_per_step: 2, executions_per_plan: 2, max_new_tokens: 8, plan_max_new_tokens: 8}}",
         "eval={id_problems: 6, ood_problems: 3, gsm8k_problems: 2, base_problems: 2, max_new_tokens: 8, "
         "plan_max_new_tokens: 12, batch_size: 8, bootstrap_resamples: 50}",
@@ -33,7 +34,7 @@ def test_demo_runs_every_stage_and_reports(tmp_path, capsys, shared_data):
     assert results["effects"]["synthetic_ood"]["accuracy"]["n"] == 3
     assert results["eval"]["ccrl"]["benchmarks"]["gsm8k"]["n"] == 2
     assert results["eval"]["base_cot"]["benchmarks"]["synthetic"]["n"] == 2
-    assert results["sft"]["replayed_examples"] == 4
+    assert results["sft"]["extra_examples"] == 4
     assert set(results["plan_exact"]) == {"base", "sft", "ccrl"}
     assert (out / "report.md").read_text().startswith("# fastcomt demo")
     assert (out / "ccrl_step.json").is_file() and (out / "ccrl_curve.png").is_file()
@@ -43,7 +44,7 @@ def test_demo_runs_every_stage_and_reports(tmp_path, capsys, shared_data):
 
 
 def test_held_out_problems_are_new_and_ood_family_is_unseen():
-    cfg = DemoConfig(sft_problems=50, rl_problems=50, pretrain={"num_documents": 100}, sft={"replay": {"documents": 60}})
+    cfg = DemoConfig(sft_problems=50, rl_problems=50, replay_documents=60, pretrain={"num_documents": 100})
     cfg.eval.id_problems, cfg.eval.ood_problems, cfg.eval.gsm8k_problems = 40, 10, 0
     splits = demo_splits(cfg)
     assert cfg.ood_family not in splits["families"]
@@ -61,9 +62,17 @@ def test_held_out_problems_are_new_and_ood_family_is_unseen():
     assert len({p.question for p in splits["synthetic"]}) == 40
 
 
+def test_demo_yaml_is_the_demo_config_defaults():
+    """configs/demo.yaml (what `make demo` reads) and DemoConfig's defaults are one set of settings."""
+    from fastcomt.config import load_config
+    from fastcomt_recipes.demo import DEFAULT_CONFIG
+
+    assert load_config(DEFAULT_CONFIG, DemoConfig) == DemoConfig()
+
+
 def test_plan_exact_rate_compares_plans_with_the_offline_meta_thought():
     from fastcomt.comt.offline import offline_meta_thought
-    from fastcomt.demo import plan_exact_rate
+    from fastcomt_recipes.demo import plan_exact_rate
     from fastcomt.tasks import synthetic_problems
 
     problems = synthetic_problems(3, seed=9)
@@ -84,7 +93,7 @@ def test_compare_trains_the_cot_grpo_baseline_and_prints_the_paper_table(tmp_pat
     results = json.loads((out / "results.json").read_text())
     compare = results["compare"]
     assert compare["grpo"]["lam"] == 0.0 and compare["grpo"]["format"] == "cot"
-    assert compare["cot_sft"]["replayed_examples"] == results["sft"]["replayed_examples"] == 4  # same rehearsal
+    assert compare["cot_sft"]["extra_examples"] == results["sft"]["extra_examples"] == 4  # same rehearsal
     assert compare["accuracy_comt_minus_cot"]["n"] == 6
     # the ablation: the same CoMT SFT model trained by the same RL recipe without the calibration term
     assert "| CoMT SFT + GRPO (lam 0, ablation) |" in printed

@@ -9,12 +9,13 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from fastcomt import formats as F
+from fastcomt.formats import token_ids as token_ids_module
 from fastcomt.comt.chat import sft_messages
 from fastcomt.comt.cot import cot_target
 from fastcomt.comt.offline import offline_meta_thought
 from fastcomt.rollout import GroupRequest, GroupResult, RolloutEngine, Sample, SamplingParams, TransformersEngine
 from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
-from fastcomt.train.tokenizer import encode_chat_examples, train_tokenizer
+from fastcomt.tokenizer import encode_chat_examples, train_tokenizer
 
 PLAN = """Variables:
 item_count = 3
@@ -189,7 +190,7 @@ def test_token_char_offsets_windowed_equal_prefix_decoding(monkeypatch):
     text = EXECUTION + " 日本語の café ≥ 12 " + EXECUTION
     ids = F.text_ids(tokenizer, text) + [tokenizer.eos_token_id]
     with monkeypatch.context() as m:  # valid text never needs the quadratic path
-        m.setattr(F, "_prefix_offsets", lambda *a: pytest.fail("fell back to prefix decoding"))
+        m.setattr(token_ids_module, "_prefix_offsets", lambda *a: pytest.fail("fell back to prefix decoding"))
         assert F.token_char_offsets(tokenizer, ids) == _prefix_decoding_offsets(tokenizer, ids)
     rng = random.Random(0)  # arbitrary ids: stray and invalid bytes, specials anywhere
     for _ in range(40):

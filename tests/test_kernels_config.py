@@ -5,7 +5,7 @@ import torch
 
 from fastcomt.kernels import LMHeadConfig, get_lm_head_config, lm_head_config
 from fastcomt.kernels.config import resolve_chunk_rows, resolve_launch
-from fastcomt.kernels.smoke import run_smoke
+from fastcomt_recipes.kernels_smoke import run_smoke
 
 CUDA = torch.device("cuda")  # only a label here: nothing is allocated on it
 CPU = torch.device("cpu")

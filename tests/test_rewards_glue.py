@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from fastcomt.eval.calibration import brier_score
-from fastcomt.tasks import grade_completion, synthetic_problems
-from fastcomt.train.rewards import ccrl_batch_rewards, reward_inputs, step_calibration_pairs
+from fastcomt.metrics.calibration import brier_score
+from fastcomt.tasks import GradedCompletion, grade_completion, synthetic_problems
+from fastcomt.rewards import ccrl_batch_rewards, reward_inputs, step_calibration_pairs
 
 
 
@@ -49,3 +49,25 @@ def test_truncation_and_errors():
         reward_inputs([grade_completion(p.solution, p)], 10)
     with pytest.raises(ValueError, match="starts"):
         reward_inputs([g], 10, starts=[0, 1])
+
+
+def test_step_confidences_are_the_kernels_by_hand():
+    """The one step-confidence definition evaluation and CCRL share: hand-computed per mode; a step
+    whose only token went to an earlier step has none."""
+    from fastcomt.rewards import step_confidences
+
+    lps = [math.log(0.5), math.log(0.8), math.log(0.2), 0.0, math.log(0.9)]
+    graded = [
+        GradedCompletion("1", True, ("s0", "s1", "s2"), (1, 0, 1), ("gold",) * 3,
+                         ((0, 3), (3, 4), (3, 4)), (0, 0, 0, 1, -1)),  # step 2 shares step 1's token
+        GradedCompletion(None, False, (), (), (), (), ()),
+    ]  # fmt: skip
+    rows = [lps, [math.log(0.3)]]
+    geomean = step_confidences(rows, graded)
+    assert geomean[0][0] == pytest.approx((0.5 * 0.8 * 0.2) ** (1 / 3), rel=1e-6)
+    assert geomean[0][1] == pytest.approx(1.0) and geomean[0][2] is None
+    assert geomean[1] == []
+    assert step_confidences(rows, graded, confidence="min")[0][:2] == pytest.approx([0.2, 1.0], rel=1e-6)
+    assert step_confidences(rows, graded, confidence="first")[0][:2] == pytest.approx([0.5, 1.0], rel=1e-6)
+    with pytest.raises(ValueError, match="confidence"):
+        step_confidences(rows, graded, confidence="mean")

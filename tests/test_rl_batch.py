@@ -9,12 +9,12 @@ from fastcomt.formats import Completion, PlanRollout, ProblemRollout, marker_ids
 from fastcomt.kernels.rewards_reference import ccrl_rewards_reference
 from fastcomt.tasks import synthetic_problems
 from fastcomt.train.models import build_tiny_model
-from fastcomt.train.pretrain import execution_document, tokenizer_texts
-from fastcomt.train.rewards import reward_inputs
+from fastcomt_recipes.pretrain import execution_document, tokenizer_texts
+from fastcomt.rewards import reward_inputs
 from fastcomt.train.rl import policy_update
 from fastcomt.train.rl_batch import build_policy_batch, micro_batches, score_rollouts
 from fastcomt.train.rl_config import PolicyLossConfig, RewardConfig
-from fastcomt.train.tokenizer import train_tokenizer
+from fastcomt.tokenizer import train_tokenizer
 
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
 HALF = math.log(0.5)
@@ -116,10 +116,12 @@ def test_micro_batches_respect_the_token_budget():
         micro_batches([1], 0)
 
 
-@pytest.mark.parametrize("lm_head,budget", [("fused", 10_000), ("torch", 40)])
-def test_update_gradient_matches_full_logits_policy_gradient(setup, lm_head, budget):
-    """At ratio 1 the dapo surrogate's gradient is -sum(A_t grad log p_t) / tokens: one SGD step
-    with micro-batches (fused or torch head) moves the weights exactly as that full-logits loss."""
+@pytest.mark.parametrize("lm_head,budget,loss_type", [("fused", 10_000, "dapo"), ("torch", 40, "dapo"),
+                                                     ("torch", 40, "dr_grpo")])  # fmt: skip
+def test_update_gradient_matches_full_logits_policy_gradient(setup, lm_head, budget, loss_type):
+    """At ratio 1 the dapo surrogate's gradient is -sum(A_t grad log p_t) / tokens (dr_grpo: / rows x
+    the run's max completion length, a constant): one SGD step with micro-batches (fused or torch
+    head) moves the weights exactly as that full-logits loss."""
     problems, tok = setup
     rollouts = [_rollout(problems[4], tok, [problems[4].solution, _wrong(problems[4])]),
                 _rollout(problems[5], tok, [_wrong(problems[5]), problems[5].solution, problems[5].solution])]  # fmt: skip
@@ -131,7 +133,9 @@ def test_update_gradient_matches_full_logits_policy_gradient(setup, lm_head, bud
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
     logp = torch.log_softmax(logits, -1).gather(-1, batch.targets[..., None]).squeeze(-1)
     mask = batch.loss_mask
-    ref_loss = -(batch.advantages.double() * logp)[mask].sum() / mask.sum()
+    max_completion = 50  # the rollout budget: larger than any row here, and independent of the prompts
+    norm = mask.sum() if loss_type == "dapo" else mask.shape[0] * max_completion
+    ref_loss = -(batch.advantages.double() * logp)[mask].sum() / norm
     grads = torch.autograd.grad(ref_loss, list(model.parameters()))
     lr = 0.1
     expected = [p.detach() - lr * g for p, g in zip(model.parameters(), grads)]
@@ -140,9 +144,13 @@ def test_update_gradient_matches_full_logits_policy_gradient(setup, lm_head, bud
     model = model.float()
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    loss_cfg = PolicyLossConfig(loss_type="dapo", old_logprobs="recompute", tis_cap=None, lm_head=lm_head,
+    loss_cfg = PolicyLossConfig(loss_type=loss_type, old_logprobs="recompute", tis_cap=None, lm_head=lm_head,
                                 micro_batch_tokens=budget)  # fmt: skip
-    metrics = policy_update(model, batch, loss_cfg, optimizer=opt, scheduler=sched, temperature=1.0, grad_clip=1e9)
+    if loss_type == "dr_grpo":
+        with pytest.raises(ValueError, match="max_completion_tokens"):
+            policy_update(model, batch, loss_cfg, optimizer=opt, scheduler=sched, temperature=1.0, grad_clip=1e9)
+    metrics = policy_update(model, batch, loss_cfg, optimizer=opt, scheduler=sched, temperature=1.0, grad_clip=1e9,
+                            max_completion_tokens=max_completion)  # fmt: skip
     assert metrics["micro_batches"] == (1 if budget > 1000 else 5)
     assert metrics["ratio"] == pytest.approx(1.0, abs=1e-5)
     for p, e in zip(model.parameters(), expected):

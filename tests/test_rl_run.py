@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 from fastcomt.rollout import GroupRequest, SamplingParams, TransformersEngine
 from fastcomt.tasks import synthetic_problems
 from fastcomt.train.models import build_tiny_model
-from fastcomt.train.pretrain import tokenizer_texts
+from fastcomt_recipes.pretrain import tokenizer_texts
 from fastcomt.train.rl import run_rl
-from fastcomt.train.tokenizer import train_tokenizer
+from fastcomt.tokenizer import train_tokenizer
 
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
 LOGGED = ("reward", "accuracy", "ece", "overconfident_error_rate", "clip_frac_low", "clip_frac_high", "kl", "entropy",

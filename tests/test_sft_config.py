@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from fastcomt.comt.build import ComtDataConfig
-from fastcomt.train.config import SFTConfig, apply_overrides, config_from_dict, config_to_dict, load_config
+from fastcomt.config import apply_overrides, config_from_dict, config_to_dict, load_config
+from fastcomt.train.config import SFTConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("sft-*.yaml"))
 

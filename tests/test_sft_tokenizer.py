@@ -3,7 +3,7 @@
 import pytest
 
 from fastcomt.comt.chat import sft_messages
-from fastcomt.train.tokenizer import encode_chat_examples, load_tokenizer, train_tokenizer
+from fastcomt.tokenizer import encode_chat_examples, load_tokenizer, train_tokenizer
 
 TEXTS = [
     "Ana has 12 apples. She eats 5 of them. How many apples are left?",
@@ -66,7 +66,7 @@ def test_loading_from_a_model_folder_keeps_our_tokenizer(tmp_path):
     # class and split our word-level vocabulary into characters.
     from transformers import Qwen2Config
 
-    from fastcomt.train.tokenizer import load_tokenizer, train_tokenizer
+    from fastcomt.tokenizer import load_tokenizer, train_tokenizer
 
     tok = train_tokenizer(["apples = 12 - 5 = 7", "The answer is 7."], kind="number_word", vocab_size=4096)
     tok.save_pretrained(tmp_path)
@@ -79,7 +79,7 @@ def test_loading_from_a_model_folder_keeps_our_tokenizer(tmp_path):
 
 
 def test_number_word_vocab_too_small_for_words_is_an_error():
-    from fastcomt.train.tokenizer import train_tokenizer
+    from fastcomt.tokenizer import train_tokenizer
 
     with pytest.raises(ValueError, match="vocab_size"):
         train_tokenizer(["a b c"], kind="number_word", vocab_size=2048, number_max=1000)

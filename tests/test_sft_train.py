@@ -73,8 +73,8 @@ def test_lm_head_is_never_called(records_path, tmp_path, monkeypatch):
 
     build_with_tripwire.__wrapped__ = sft.build_model
     monkeypatch.setattr(sft, "build_model", build_with_tripwire)
-    summary = sft.run_sft(_config(records_path, tmp_path / "run", max_steps=2))
-    assert summary["steps"] == 2 and built
+    summary = sft.run_sft({**_config(records_path, tmp_path / "run", max_steps=2), "loss": "fused"})
+    assert summary["steps"] == 2 and built and summary["loss_head"] == "fused"
     with pytest.raises(AssertionError, match="LM head ran"):  # the tripwire itself works
         built[0](input_ids=torch.tensor([[1, 2]]))
 
@@ -138,15 +138,17 @@ def test_torch_loss_gives_the_fused_loss_and_gradients():
     examples = [make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= 3 for i in range(n)]) for n in (6, 10)]
     row = collate_row(examples)
     results = {}
-    for loss in ("fused", "torch"):
+    for loss in ("fused", "torch", "chunked"):
         model.zero_grad()
         value = sft.row_loss_sum(model, row, loss)
         value.backward()
         results[loss] = (value.detach(), [p.grad.clone() for p in model.parameters()])
     torch.testing.assert_close(results["torch"][0], results["fused"][0], rtol=1e-5, atol=1e-5)
-    for a, b in zip(results["torch"][1], results["fused"][1]):
+    torch.testing.assert_close(results["chunked"][0], results["fused"][0], rtol=1e-5, atol=1e-5)
+    for a, b, c in zip(results["torch"][1], results["fused"][1], results["chunked"][1]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="loss: expected 'fused' or 'torch'"):
+        torch.testing.assert_close(c, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="loss: expected 'fused', 'chunked' or 'torch'"):
         sft.row_loss_sum(model, row, "liger")
 
 

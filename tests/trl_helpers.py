@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from fastcomt.train.tokenizer import train_tokenizer
+from fastcomt.tokenizer import train_tokenizer
 
 PROMPTS = ["what is 1 plus 2", "compute 4 times 5", "what is 7 minus 3", "compute 9 plus 9"]
 

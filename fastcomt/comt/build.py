@@ -20,15 +20,18 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
-from fastcomt.train.config import config_from_dict, config_to_dict
+from fastcomt.atomic_io import write_json_atomic
+from fastcomt.config import config_from_dict, config_to_dict
+from fastcomt.jsonl import JsonlAppender, iter_jsonl_dicts
 
 from .cot import cot_target
 from .filters import DEFAULT_ALLOWED_CONSTANTS, FilterSettings, run_filters
 from .offline import OFFLINE_VERSION, OfflineAbstractionError, offline_meta_thought
-from .records import ComtRecord, JsonlAppender, iter_jsonl_dicts, record_ids, write_json_atomic
+from .records import ComtRecord, record_ids
 from .teacher import PROMPT_VERSION, teacher_messages, teacher_outcome
 
-__all__ = ["TeacherSettings", "FilterConfig", "ComtDataConfig", "build_comt_data", "load_source_problems", "data_paths", "main"]
+__all__ = ["TeacherSettings", "FilterConfig", "ComtDataConfig", "build_comt_data", "load_source_problems", "data_paths",
+           "build_settings"]
 
 
 @dataclass
@@ -258,29 +261,11 @@ def _progress_bar(total: int, enabled: bool) -> Any:
     return tqdm(total=total, disable=not enabled, unit="problem", desc="comt data")
 
 
-def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
-    """`fastcomt data --config FILE [key=value ...]`: build the data set and print its report.
-
-    FILE is a data-build config (ComtDataConfig keys at the top level) or an SFT config, whose
-    `data.build` section is built into its `data.train` file (overrides then use `data.build.` keys).
-    """
-    import json
-
-    import yaml
-
-    from fastcomt.train.config import apply_overrides
-
-    if config is None:
-        raise ValueError("config: expected a YAML file describing the data set (see configs/sft-*.yaml)")
-    with open(config, encoding="utf-8") as f:
-        raw = apply_overrides(yaml.safe_load(f) or {}, list(overrides or ()))
-    if isinstance(raw.get("data"), dict) and "build" in raw["data"]:
-        section = raw["data"]["build"]
-        if not isinstance(section, dict):
-            raise ValueError(f"{config}: data.build: expected a mapping, got {type(section).__name__}")
-        cfg = config_from_dict(ComtDataConfig, {"output": raw["data"].get("train"), **section}, "data.build")
-    else:
-        cfg = config_from_dict(ComtDataConfig, raw)
-    report = build_comt_data(cfg, progress=True)
-    print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2))
-    return 0
+def build_settings(data: Any) -> dict[str, Any]:
+    """The data-build config an SFT config's `data` section (train/config.py: DataConfig) describes:
+    `data.build`, written to `data.train`; `data.limit` limits the problems built too, unless
+    `data.build.limit` is set. `fastcomt data` and `fastcomt sft` build the same set from it."""
+    settings: dict[str, Any] = {"output": str(data.train)}
+    if data.limit is not None:
+        settings["limit"] = data.limit
+    return {**settings, **(data.build or {})}

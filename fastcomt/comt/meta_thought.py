@@ -91,7 +91,7 @@ def parse_meta_thought(text: str) -> MetaThought:
             elif steps:  # a wrapped step continues on the next line
                 steps[-1] = f"{steps[-1]} {line}"
             else:
-                raise MetaThoughtParseError(f"steps must be numbered (`1. ...`), got {line[:60]!r}")
+                raise MetaThoughtParseError(f"steps: expected numbered lines (`1. ...`), got {line[:60]!r}")
         elif section == "answer" and not answer_parts:
             answer_parts.append(line)
     if not steps:
@@ -107,7 +107,7 @@ def parse_meta_thought(text: str) -> MetaThought:
 def _add_variable(line: str, variables: list[tuple[str, str]]) -> None:
     m = _VARIABLE_LINE.match(line)
     if m is None:
-        raise MetaThoughtParseError(f"a variable line must read `name = number`, got {line[:60]!r}")
+        raise MetaThoughtParseError(f"variable line: expected `name = number`, got {line[:60]!r}")
     number = _LEADING_NUMBER.match(m.group(2))
     if number is None:
         raise MetaThoughtParseError(f"variable {m.group(1)!r} is not bound to a number: {m.group(2)[:40]!r}")

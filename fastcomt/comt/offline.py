@@ -72,7 +72,7 @@ class _Computed:
 def synthetic_meta_thought(problem: Problem) -> MetaThought:
     """Variables from the problem's quantities, steps from its named symbolic steps."""
     if not problem.steps or any(s.name is None or s.symbolic is None for s in problem.steps):
-        raise OfflineAbstractionError(f"{problem.id}: synthetic steps must all carry name and symbolic")
+        raise OfflineAbstractionError(f"{problem.id}: expected synthetic steps that all carry name and symbolic, got one without")
     variables = tuple((name, _format(to_fraction(value))) for name, value in problem.quantities.items())
     steps = tuple(f"{s.name} = {s.symbolic}" for s in problem.steps)
     return MetaThought(variables, steps, problem.steps[-1].name)  # type: ignore[arg-type]

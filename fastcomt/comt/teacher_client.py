@@ -63,13 +63,13 @@ class TeacherClient:
         backoff_max: float = 60.0,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be an http(s):// URL, got {base_url!r}")
+            raise ValueError(f"base_url: expected an http(s):// URL, got {base_url!r}")
         if not isinstance(model, str) or not model:
-            raise ValueError(f"model must be a non-empty str, got {model!r}")
+            raise ValueError(f"model: expected a non-empty str, got {model!r}")
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+            raise ValueError(f"max_concurrency: expected an int >= 1, got {max_concurrency!r}")
         if not (timeout > 0):
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+            raise ValueError(f"timeout: expected > 0 seconds, got {timeout!r}")
         root = base_url.rstrip("/")
         self.url = root + ("/chat/completions" if root.endswith("/v1") else "/v1/chat/completions")
         self.model = model
@@ -94,7 +94,7 @@ class TeacherClient:
         """Replies in the order of ``list_of_messages``, computed concurrently. Finished answers
         are cached even if another one fails, so a rerun pays only for what is missing."""
         if isinstance(list_of_messages, (str, bytes)) or not isinstance(list_of_messages, Sequence):
-            raise TypeError(f"list_of_messages must be a sequence of message lists, got {type(list_of_messages).__name__}")
+            raise TypeError(f"list_of_messages: expected a sequence of message lists, got {type(list_of_messages).__name__}")
         requests = [self._request(m, params) for m in list_of_messages]
         with ThreadPoolExecutor(max_workers=self._max_concurrency, thread_name_prefix="teacher") as pool:
             futures = [pool.submit(self._complete_request, r) for r in requests]
@@ -109,12 +109,12 @@ class TeacherClient:
         _check_messages(messages)
         reserved = [k for k in params if k in _RESERVED_PARAMS]
         if reserved:
-            raise ValueError(f"params must not set {reserved}: the client sets model and messages, and supports one non-streamed answer")
+            raise ValueError(f"params: expected none of {reserved} (the client sets model and messages, and supports one non-streamed answer), got them")
         request = {"model": self.model, "messages": [dict(m) for m in messages], **params}
         try:
             json.dumps(request)
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"params must be JSON-serialisable: {exc}") from exc
+            raise TypeError(f"params: expected JSON-serialisable values, got {exc}") from exc
         return request
 
     def _complete_request(self, request: dict[str, Any]) -> str:
@@ -175,10 +175,10 @@ def _hash(request: Mapping[str, Any]) -> str:
 
 def _check_messages(messages: Sequence[Message]) -> None:
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
-        raise TypeError(f"messages must be a non-empty list of {{'role', 'content'}} dicts, got {type(messages).__name__}")
+        raise TypeError(f"messages: expected a non-empty list of {{'role', 'content'}} dicts, got {type(messages).__name__}")
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise TypeError(f"messages[{i}] must be a dict with str 'role' and 'content', got {m!r:.100}")
+            raise TypeError(f"messages[{i}]: expected a dict with str 'role' and 'content', got {m!r:.100}")
 
 
 def _content(answer: Any, url: str) -> str:

@@ -47,7 +47,7 @@ def _benchmark_list(text: str) -> list[str]:
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the eval flags (and `--config`, positional `key=value` overrides) to `parser`; its epilog
     lists the EvalConfig keys that have no flag. Defaults shown are EvalConfig's."""
-    from .evaluate import EvalConfig
+    from .eval_config import EvalConfig
 
     d = EvalConfig()
     parser.add_argument("--config", default=None, metavar="FILE",
@@ -104,9 +104,9 @@ def _key_only_epilog(config_cls: type) -> str:
 
 def eval_config_from_args(args: argparse.Namespace) -> Any:
     """The EvalConfig that parsed `args` describe (see the precedence in the module docstring)."""
-    from fastcomt.train.config import apply_overrides, config_from_dict, config_to_dict, load_config
+    from fastcomt.config import apply_overrides, config_from_dict, config_to_dict, load_config
 
-    from .evaluate import EvalConfig
+    from .eval_config import EvalConfig
 
     overrides = list(getattr(args, "overrides", None) or ())
     if getattr(args, "config", None):
@@ -123,7 +123,7 @@ def eval_config_from_args(args: argparse.Namespace) -> Any:
 
 def run_eval_from_args(args: argparse.Namespace) -> int:
     """Run the evaluation parsed `args` describe; returns the exit status."""
-    from .evaluate import run_config, summary_line
+    from .runner import run_config, summary_line
 
     config = eval_config_from_args(args)
     print(summary_line(run_config(config), config.out_dir))

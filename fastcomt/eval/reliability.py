@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastcomt.atomic_io import atomic_path
 
-from .calibration import ArrayLike, expected_calibration_error, reliability_bins
+from fastcomt.metrics.calibration import ArrayLike, expected_calibration_error, reliability_bins
 
 __all__ = ["write_reliability_diagram"]
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .calibration import calibration_report
+from fastcomt.metrics.calibration import calibration_report
 
 __all__ = [
     "IN_DISTRIBUTION",
@@ -22,6 +22,7 @@ __all__ = [
     "GROUPS",
     "DISPLAY_NAMES",
     "benchmark_metrics",
+    "answer_stated",
     "summarize_rows",
     "render_report",
 ]
@@ -36,7 +37,7 @@ DISPLAY_NAMES: dict[str, str] = {
 
 # Metrics a group averages (per-benchmark values that are None, e.g. no steps, are left out).
 _AVERAGED = (
-    "accuracy", "format_rate", "truncated_rate", "mean_response_tokens", "mean_plan_tokens",
+    "strict_accuracy", "accuracy", "format_rate", "truncated_rate", "mean_response_tokens", "mean_plan_tokens",
     "mean_execution_tokens", "step_accuracy", "mean_confidence", "ece", "ece_mass", "brier",
     "overconfident_error_rate", "auroc",
 )  # fmt: skip
@@ -64,11 +65,29 @@ def _step_calibration(confidence: list[float], correct: list[int], n_bins: int, 
     return out
 
 
+_NO_STATEMENT = "execution does not end in an answer statement"  # formats.check_format's reason
+
+
+def answer_stated(row: Mapping[str, Any]) -> bool:
+    """Whether a row's response ends in an answer statement in the expected format ("The answer is N.");
+    rows written before the `answer_stated` field read it from the format check's reasons."""
+    if "answer_stated" in row:
+        return bool(row["answer_stated"])
+    if "format_reasons" in row:
+        return _NO_STATEMENT not in row["format_reasons"]
+    return bool(row.get("format_ok"))
+
+
 def benchmark_metrics(rows: Sequence[Mapping[str, Any]], *, n_bins: int = 10, tau: float = 0.9) -> dict[str, Any]:
-    """Accuracy, format rate, token counts and step calibration of one benchmark's rows."""
+    """Accuracy, format rate, token counts and step calibration of one benchmark's rows.
+
+    strict_accuracy (the headline): right answer stated in the expected format; accuracy (lenient):
+    right answer however it was found, a last-number guess from malformed or cut-off output included.
+    """
     n = len(rows)
     metrics: dict[str, Any] = {
         "n": n,
+        "strict_accuracy": _mean([1.0 if r["correct"] and answer_stated(r) else 0.0 for r in rows]),
         "accuracy": _mean([1.0 if r["correct"] else 0.0 for r in rows]),
         "format_rate": _mean([1.0 if r["format_ok"] else 0.0 for r in rows]),
         "truncated_rate": _mean([1.0 if r["finish_reason"] == "length" else 0.0 for r in rows]),
@@ -153,18 +172,21 @@ def render_report(summary: Mapping[str, Any], *, diagram: str | None = None) -> 
         "",
         f"Greedy decoding; {overall['n']} problems over {len(overall['benchmarks'])} benchmarks"
         + (f"; model `{settings['model']}`" if settings.get("model") else "") + ".",
-        "Step confidence: " + {"mean": "geometric mean of the step's token probabilities",
+        "Step confidence: " + {"geomean": "geometric mean of the step's token probabilities",
                                "min": "probability of the step's least likely token",
-                               "first": "probability of the step's first token"}.get(settings.get("confidence", "mean"), "?")
+                               "first": "probability of the step's first token"}.get(settings.get("confidence", "geomean"), "?")
         + f"; ECE over {n_bins} equal-width bins; overconfident errors: wrong steps with confidence >= {tau}.",
-        "Group columns are unweighted means over their benchmarks.",
+        "Group columns are unweighted means over their benchmarks. Strict accuracy counts an answer only when the"
+        " response ends in an answer statement in the expected format (\"The answer is N.\"); lenient accuracy also"
+        " takes the last number of a malformed or cut-off response.",
         "",
     ]  # fmt: skip
     cols = _columns(summary)
     lines.append("| metric | " + " | ".join(h for h, _ in cols) + " |")
     lines.append("|---|" + "---:|" * len(cols))
     table_rows = (
-        ("Accuracy (%)", "accuracy", _pct),
+        ("Strict accuracy (%)", "strict_accuracy", _pct),
+        ("Lenient accuracy (%)", "accuracy", _pct),
         ("Format-correct (%)", "format_rate", _pct),
         ("Step ECE", "ece", _num),
         ("Step Brier", "brier", _num),
@@ -178,13 +200,13 @@ def render_report(summary: Mapping[str, Any], *, diagram: str | None = None) -> 
         "",
         "## Per benchmark",
         "",
-        "| benchmark | n | accuracy (%) | format (%) | truncated (%) | tokens: plan / execution | steps | "
-        "step acc (%) | mean conf | ECE | ECE (mass) | Brier | overconf. (%) | AUROC |",
-        "|---|" + "---:|" * 13,
+        "| benchmark | n | strict acc (%) | lenient acc (%) | format (%) | truncated (%) | tokens: plan / execution | "
+        "steps | step acc (%) | mean conf | ECE | ECE (mass) | Brier | overconf. (%) | AUROC |",
+        "|---|" + "---:|" * 14,
     ]
     for name, m in summary["benchmarks"].items():
         lines.append(
-            f"| {_display(name)} | {m['n']} | {_pct(m['accuracy'])} | {_pct(m['format_rate'])} | "
+            f"| {_display(name)} | {m['n']} | {_pct(m.get('strict_accuracy'))} | {_pct(m['accuracy'])} | {_pct(m['format_rate'])} | "
             f"{_pct(m['truncated_rate'])} | {_num(m['mean_plan_tokens'], 1)} / {_num(m['mean_execution_tokens'], 1)} | "
             f"{m['steps']} | {_pct(m['step_accuracy'])} | {_num(m['mean_confidence'])} | {_num(m['ece'])} | "
             f"{_num(m['ece_mass'])} | {_num(m['brier'])} | {_pct(m['overconfident_error_rate'])} | {_num(m['auroc'])} |"

@@ -62,12 +62,12 @@ class RolloutEngine(ABC):
 def check_groups(groups: Sequence[GroupRequest]) -> list[GroupRequest]:
     """Validate the argument of ``generate`` (shared by every backend)."""
     if isinstance(groups, GroupRequest):
-        raise TypeError("groups must be a sequence of GroupRequest; wrap a single group in a list")
+        raise TypeError("groups: expected a sequence of GroupRequest; wrap a single group in a list")
     groups = list(groups)
     seen: set[str] = set()
     for i, g in enumerate(groups):
         if not isinstance(g, GroupRequest):
-            raise TypeError(f"groups[{i}] must be a GroupRequest, got {type(g).__name__}")
+            raise TypeError(f"groups[{i}]: expected a GroupRequest, got {type(g).__name__}")
         # Request ids name server-side requests; two groups sharing one would mix their samples.
         if g.request_id is not None:
             if g.request_id in seen:
@@ -78,7 +78,7 @@ def check_groups(groups: Sequence[GroupRequest]) -> list[GroupRequest]:
 
 def check_version(version: int) -> int:
     if isinstance(version, bool) or not isinstance(version, int):
-        raise TypeError(f"version must be an int, got {type(version).__name__}")
+        raise TypeError(f"version: expected an int, got {type(version).__name__}")
     if version < 0:
-        raise ValueError(f"version must be >= 0, got {version}")
+        raise ValueError(f"version: expected >= 0, got {version}")
     return version

@@ -71,7 +71,7 @@ class PrefixTree:
 def build_prefix_tree(prefixes: Sequence[tuple[int, ...]]) -> PrefixTree:
     """Radix tree of non-empty token tuples; identical prefixes share one leaf."""
     if any(len(p) == 0 for p in prefixes):
-        raise ValueError("every prefix must hold at least one token")
+        raise ValueError("prefixes: expected at least one token in every prefix, got an empty one")
     nodes: list[PrefixNode] = []
     leaf_of_group = [-1] * len(prefixes)
 

@@ -76,11 +76,11 @@ class SGLangEngine(RolloutEngine):
         **server_args: Any,
     ) -> None:
         if not isinstance(model_path, str) or not model_path:
-            raise ValueError(f"model_path must be a non-empty str, got {model_path!r}")
+            raise ValueError(f"model_path: expected a non-empty str, got {model_path!r}")
         if isinstance(update_bucket_bytes, bool) or not isinstance(update_bucket_bytes, int) or update_bucket_bytes < 1:
-            raise ValueError(f"update_bucket_bytes must be an int >= 1, got {update_bucket_bytes!r}")
+            raise ValueError(f"update_bucket_bytes: expected an int >= 1, got {update_bucket_bytes!r}")
         if server_args.get("skip_tokenizer_init", True) is not True:
-            raise ValueError("SGLangEngine exchanges token ids only: skip_tokenizer_init must stay True")
+            raise ValueError("skip_tokenizer_init: expected True (SGLangEngine exchanges token ids only), got False")
         sglang = import_sglang()
         server_args["skip_tokenizer_init"] = True
         self._engine: Any = sglang.Engine(model_path=model_path, **server_args)

@@ -106,15 +106,15 @@ class SGLangHTTPEngine(RolloutEngine):
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         if not urls or not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls):
-            raise ValueError(f"base_urls must be one or more http(s):// URLs, got {base_urls!r}")
+            raise ValueError(f"base_urls: expected one or more http(s):// URLs, got {base_urls!r}")
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+            raise ValueError(f"max_concurrency: expected an int >= 1, got {max_concurrency!r}")
         if pause_mode not in _PAUSE_MODES:
-            raise ValueError(f"pause_mode must be one of {_PAUSE_MODES}, got {pause_mode!r}")
+            raise ValueError(f"pause_mode: expected one of {_PAUSE_MODES}, got {pause_mode!r}")
         if isinstance(tp_size, bool) or not isinstance(tp_size, int) or tp_size < 1:
-            raise ValueError(f"tp_size must be an int >= 1, got {tp_size!r}")
+            raise ValueError(f"tp_size: expected an int >= 1, got {tp_size!r}")
         if not (timeout > 0):
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+            raise ValueError(f"timeout: expected > 0 seconds, got {timeout!r}")
         self._urls = [u.rstrip("/") for u in urls]
         self._version = check_version(weight_version)
         self._timeout = float(timeout)

@@ -99,24 +99,24 @@ class ParsedOutput:
 def parse_output(item: Any, *, expect_logprobs: bool) -> ParsedOutput:
     """Validate one ``/generate`` output dict; raise MalformedResponseError naming what is wrong."""
     if not isinstance(item, dict):
-        raise MalformedResponseError(f"generate output must be a JSON object, got {type(item).__name__}")
+        raise MalformedResponseError(f"generate output: expected a JSON object, got {type(item).__name__}")
     meta = item.get("meta_info")
     if not isinstance(meta, dict):
         raise MalformedResponseError(f"generate output lacks a meta_info object: {str(item)[:200]}")
     rid = meta.get("id")
     if not isinstance(rid, str):
-        raise MalformedResponseError(f"meta_info.id must be the request id string, got {rid!r}")
+        raise MalformedResponseError(f"meta_info.id: expected the request id string, got {rid!r}")
     finish = meta.get("finish_reason")
     if not isinstance(finish, dict) or finish.get("type") not in ("stop", "length", "abort"):
-        raise MalformedResponseError(f"request {rid}: meta_info.finish_reason must be a dict with type stop/length/abort, got {finish!r}")
+        raise MalformedResponseError(f"request {rid}: meta_info.finish_reason: expected a dict with type stop/length/abort, got {finish!r}")
     if finish["type"] == "abort":
         raise GenerationAbortedError(f"request {rid} was aborted by the server: {finish.get('message')}")
     output_ids = item.get("output_ids")
     if not isinstance(output_ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in output_ids):
-        raise MalformedResponseError(f"request {rid}: output_ids must be a list of ints (start the server with --skip-tokenizer-init), got {str(output_ids)[:200]}")
+        raise MalformedResponseError(f"request {rid}: output_ids: expected a list of ints (start the server with --skip-tokenizer-init), got {str(output_ids)[:200]}")
     cached = meta.get("cached_tokens")
     if not isinstance(cached, int) or isinstance(cached, bool) or cached < 0:
-        raise MalformedResponseError(f"request {rid}: meta_info.cached_tokens must be an int >= 0, got {cached!r}")
+        raise MalformedResponseError(f"request {rid}: meta_info.cached_tokens: expected an int >= 0, got {cached!r}")
     logprobs: tuple[float, ...] = ()
     if expect_logprobs:
         entries = meta.get("output_token_logprobs")
@@ -128,7 +128,7 @@ def parse_output(item: Any, *, expect_logprobs: bool) -> ParsedOutput:
         values = []
         for pos, (entry, token) in enumerate(zip(entries, output_ids)):
             if not (isinstance(entry, (list, tuple)) and len(entry) >= 2 and isinstance(entry[0], (int, float)) and entry[1] == token):
-                raise MalformedResponseError(f"request {rid}: output_token_logprobs[{pos}] must be [logprob, {token}, ...], got {entry!r}")
+                raise MalformedResponseError(f"request {rid}: output_token_logprobs[{pos}]: expected [logprob, {token}, ...], got {entry!r}")
             values.append(float(entry[0]))
         logprobs = tuple(values)
     version = meta.get("weight_version")

@@ -62,9 +62,9 @@ class TransformersEngine(RolloutEngine):
 
     def __init__(self, model: PreTrainedModel, *, weight_version: int = 0, max_batch_samples: int = 256) -> None:
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
-            raise TypeError(f"model must be a transformers causal LM, got {type(model).__name__}")
+            raise TypeError(f"model: expected a transformers causal LM, got {type(model).__name__}")
         if isinstance(max_batch_samples, bool) or not isinstance(max_batch_samples, int) or max_batch_samples < 1:
-            raise ValueError(f"max_batch_samples must be an int >= 1, got {max_batch_samples!r}")
+            raise ValueError(f"max_batch_samples: expected an int >= 1, got {max_batch_samples!r}")
         self._model: PreTrainedModel | None = model.eval()
         self._version = check_version(weight_version)
         self._max_batch_samples = max_batch_samples

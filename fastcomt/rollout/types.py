@@ -21,13 +21,13 @@ def _as_token_tuple(values: Iterable[int], name: str) -> tuple[int, ...]:
     try:
         ids = tuple(values)
     except TypeError as exc:
-        raise TypeError(f"{name} must be a sequence of int token ids, got {type(values).__name__}") from exc
+        raise TypeError(f"{name}: expected a sequence of int token ids, got {type(values).__name__}") from exc
     for i, tok in enumerate(ids):
         # bool is an int subclass but never a token id.
         if isinstance(tok, bool) or not isinstance(tok, int):
-            raise TypeError(f"{name}[{i}] must be an int token id, got {type(tok).__name__}")
+            raise TypeError(f"{name}[{i}]: expected an int token id, got {type(tok).__name__}")
         if tok < 0:
-            raise ValueError(f"{name}[{i}] must be a non-negative token id, got {tok}")
+            raise ValueError(f"{name}[{i}]: expected a non-negative token id, got {tok}")
     return ids
 
 
@@ -53,21 +53,21 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
-            raise TypeError(f"temperature must be a float, got {type(self.temperature).__name__}")
+            raise TypeError(f"temperature: expected a float, got {type(self.temperature).__name__}")
         if not (self.temperature >= 0.0) or self.temperature == float("inf"):
-            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+            raise ValueError(f"temperature: expected a finite number >= 0, got {self.temperature}")
         if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)):
-            raise TypeError(f"top_p must be a float, got {type(self.top_p).__name__}")
+            raise TypeError(f"top_p: expected a float, got {type(self.top_p).__name__}")
         if not (0.0 < self.top_p <= 1.0):
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise ValueError(f"top_p: expected a number in (0, 1], got {self.top_p}")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
-            raise TypeError(f"top_k must be an int, got {type(self.top_k).__name__}")
+            raise TypeError(f"top_k: expected an int, got {type(self.top_k).__name__}")
         if self.top_k < -1:
-            raise ValueError(f"top_k must be -1 (disabled), 0 (disabled) or >= 1, got {self.top_k}")
+            raise ValueError(f"top_k: expected -1 (disabled), 0 (disabled) or >= 1, got {self.top_k}")
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
-            raise TypeError(f"max_new_tokens must be an int, got {type(self.max_new_tokens).__name__}")
+            raise TypeError(f"max_new_tokens: expected an int, got {type(self.max_new_tokens).__name__}")
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise ValueError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
         object.__setattr__(self, "stop_token_ids", _as_token_tuple(self.stop_token_ids, "stop_token_ids"))
 
     @property
@@ -101,25 +101,25 @@ class GroupRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "prefix_ids", _as_token_tuple(self.prefix_ids, "prefix_ids"))
         if not self.prefix_ids:
-            raise ValueError("prefix_ids must hold at least one token id")
+            raise ValueError("prefix_ids: expected at least one token id, got none")
         try:
             seeds = tuple(self.seeds)
         except TypeError as exc:
-            raise TypeError(f"seeds must be a sequence of int, got {type(self.seeds).__name__}") from exc
+            raise TypeError(f"seeds: expected a sequence of int, got {type(self.seeds).__name__}") from exc
         if not seeds:
-            raise ValueError("seeds must hold one seed per sample (G >= 1), got an empty sequence")
+            raise ValueError("seeds: expected one seed per sample (G >= 1), got an empty sequence")
         for i, s in enumerate(seeds):
             if isinstance(s, bool) or not isinstance(s, int):
-                raise TypeError(f"seeds[{i}] must be an int, got {type(s).__name__}")
+                raise TypeError(f"seeds[{i}]: expected an int, got {type(s).__name__}")
             if not (0 <= s < 2**63):
-                raise ValueError(f"seeds[{i}] must be in [0, 2**63), got {s}")
+                raise ValueError(f"seeds[{i}]: expected an int in [0, 2**63), got {s}")
         object.__setattr__(self, "seeds", seeds)
         if not isinstance(self.sampling, SamplingParams):
-            raise TypeError(f"sampling must be a SamplingParams, got {type(self.sampling).__name__}")
+            raise TypeError(f"sampling: expected a SamplingParams, got {type(self.sampling).__name__}")
         if self.request_id is not None and (not isinstance(self.request_id, str) or not self.request_id):
-            raise ValueError(f"request_id must be a non-empty str or None, got {self.request_id!r}")
+            raise ValueError(f"request_id: expected a non-empty str or None, got {self.request_id!r}")
         if self.affinity_key is not None and not isinstance(self.affinity_key, str):
-            raise TypeError(f"affinity_key must be a str or None, got {type(self.affinity_key).__name__}")
+            raise TypeError(f"affinity_key: expected a str or None, got {type(self.affinity_key).__name__}")
 
     @property
     def num_samples(self) -> int:
@@ -171,9 +171,9 @@ class Sample:
                 f"token_ids and logprobs must have equal length, got {len(self.token_ids)} and {len(self.logprobs)}"
             )
         if self.finish_reason not in FINISH_REASONS:
-            raise ValueError(f"finish_reason must be one of {FINISH_REASONS}, got {self.finish_reason!r}")
+            raise ValueError(f"finish_reason: expected one of {FINISH_REASONS}, got {self.finish_reason!r}")
         if self.cached_tokens < 0:
-            raise ValueError(f"cached_tokens must be >= 0, got {self.cached_tokens}")
+            raise ValueError(f"cached_tokens: expected >= 0, got {self.cached_tokens}")
 
 
 @dataclass(frozen=True)

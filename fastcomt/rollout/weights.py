@@ -39,7 +39,7 @@ def _read_file(f: Path) -> dict[str, torch.Tensor]:
     if f.suffix in _TORCH_SUFFIXES:
         obj = torch.load(str(f), map_location="cpu", weights_only=True)
         if not isinstance(obj, Mapping):
-            raise ValueError(f"{f} must hold a name -> tensor mapping, got {type(obj).__name__}")
+            raise ValueError(f"{f}: expected a name -> tensor mapping, got {type(obj).__name__}")
         return dict(obj)
     raise ValueError(f"unsupported checkpoint file {f}: expected .safetensors, .pt, .pth or .bin")
 
@@ -59,10 +59,10 @@ def named_tensors(weights: WeightsSource) -> list[tuple[str, torch.Tensor]]:
     out = []
     for item in pairs:
         if not (isinstance(item, tuple) and len(item) == 2):
-            raise TypeError(f"weights must yield (name, tensor) pairs, got {item!r:.80}")
+            raise TypeError(f"weights: expected (name, tensor) pairs, got {item!r:.80}")
         name, tensor = item
         if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"weights must yield (str, torch.Tensor) pairs, got ({type(name).__name__}, {type(tensor).__name__})")
+            raise TypeError(f"weights: expected (str, torch.Tensor) pairs, got ({type(name).__name__}, {type(tensor).__name__})")
         out.append((name, tensor))
     if not out:
         raise ValueError("weights holds no tensors")

@@ -41,9 +41,10 @@ from ..atomic_io import write_text_atomic
 
 from ._records import RecordFormatError, iter_asdiv_xml, iter_json, iter_jsonl
 from .arith import ArithmeticError_, binary_steps, evaluate
-from .grading import parse_number
+from .answers import parse_number
 from .problem import Problem, Step
 from .steps import find_steps
+from .synthetic import synthetic_problems
 
 __all__ = [
     "BENCHMARKS",
@@ -397,8 +398,6 @@ def load_benchmark(
     if name == "synthetic" and path is None:
         if split not in _SYNTHETIC_SPLITS:
             raise ValueError(f"split: expected one of {tuple(_SYNTHETIC_SPLITS)} for synthetic, got {split!r}")
-        from .synthetic import synthetic_problems  # noqa: PLC0415 - avoids an import cycle
-
         seed, n = _SYNTHETIC_SPLITS[split]
         problems = synthetic_problems(n, seed=seed)
         if split == "test":  # keep test questions out of the default train split

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .grading import answers_match, find_answer
+from .answers import answers_match, find_answer
 from .problem import Problem
 from .steps import StepSpan, char_to_token_spans, find_steps, question_values, step_correctness, token_step_ids
 

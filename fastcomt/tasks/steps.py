@@ -29,7 +29,7 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from .arith import ArithmeticError_, evaluate
-from .grading import find_answer
+from .answers import find_answer
 
 __all__ = [
     "StepSpan",

@@ -30,12 +30,20 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from fastcomt.atomic_io import write_text_atomic
+from fastcomt.atomic_io import umask_mode, write_text_atomic
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "capture_rng_state", "restore_rng_state"]
+from .final_model import quiet_model_save
+
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "complete_checkpoints", "CheckpointError",
+           "capture_rng_state", "restore_rng_state"]
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 _STATE_FILE = "trainer_state.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (cut off by a crash or a full disk, or damaged); the
+    message names the file."""
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -81,7 +89,9 @@ def save_checkpoint(
     final = root / f"step_{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
     try:
-        model.save_pretrained(tmp / "model", safe_serialization=True)
+        os.chmod(tmp, umask_mode(directory=True))  # mkdtemp makes 0700 whatever the umask
+        with quiet_model_save():
+            model.save_pretrained(tmp / "model", safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / "model")
         if optimizer is not None:
@@ -118,7 +128,14 @@ def _write_latest(root: Path, name: str) -> None:
         f.write(name + "\n")
         f.flush()
         os.fsync(f.fileno())
+    os.chmod(tmp, umask_mode())  # mkstemp makes 0600 whatever the umask
     os.replace(tmp, root / "latest")
+
+
+def complete_checkpoints(root: str | os.PathLike[str]) -> list[Path]:
+    """Every complete checkpoint under `root`, oldest first (empty when there is none)."""
+    root = Path(root)
+    return _complete_steps(root) if root.is_dir() else []
 
 
 def _complete_steps(root: Path) -> list[Path]:
@@ -146,7 +163,10 @@ def _load_model_weights(model: torch.nn.Module, model_dir: Path) -> None:
         raise FileNotFoundError(f"no .safetensors weights in {model_dir}")
     state: dict[str, torch.Tensor] = {}
     for file in files:
-        state.update(load_file(file))
+        try:
+            state.update(load_file(file))
+        except Exception as exc:  # safetensors raises its own error type, naming no file
+            raise CheckpointError(f"{file}: cannot be read ({exc}); the file is cut off or damaged") from exc
     result = model.load_state_dict(state, strict=False)
     # save_pretrained stores a tied weight once; every other missing or extra key is an error.
     tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - {name for name, _ in model.named_parameters()}
@@ -168,15 +188,30 @@ def load_checkpoint(
     path = Path(path)
     if not (path / _STATE_FILE).is_file():
         raise FileNotFoundError(f"not a complete checkpoint (no {_STATE_FILE}): {path}")
+    # The small JSON file first: a damaged checkpoint fails before any state is changed in place.
+    try:
+        with open(path / _STATE_FILE, encoding="utf-8") as f:
+            trainer_state = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path / _STATE_FILE}: cannot be read ({exc}); the file is cut off or damaged") from exc
     _load_model_weights(model, path / "model")
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=map_location, weights_only=True))
+        optimizer.load_state_dict(_torch_load(path / "optimizer.pt", map_location=map_location, weights_only=True))
     if scheduler is not None:
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=False))
+        scheduler.load_state_dict(_torch_load(path / "scheduler.pt", map_location="cpu", weights_only=False))
     if restore_rng:
-        restore_rng_state(torch.load(path / "rng.pt", map_location="cpu", weights_only=False))
-    with open(path / _STATE_FILE, encoding="utf-8") as f:
-        return json.load(f)
+        restore_rng_state(_torch_load(path / "rng.pt", map_location="cpu", weights_only=False))
+    return trainer_state
+
+
+def _torch_load(file: Path, **kwargs: Any) -> Any:
+    """torch.load, with an error naming the file (a cut-off file gives a bare `OSError: [Errno 22]`)."""
+    try:
+        return torch.load(file, **kwargs)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{file}: cannot be read ({type(exc).__name__}: {exc}); the file is cut off or damaged") from exc
 
 
 def truncate_metrics(path: str | os.PathLike[str], *, after_step: int) -> None:

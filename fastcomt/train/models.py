@@ -14,18 +14,13 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
-from .config import ModelConfig, config_from_dict
+from fastcomt.config import config_from_dict
+
+from .config import ModelConfig
 
 __all__ = ["ModelConfig", "build_model", "build_tiny_model", "load_pretrained_model", "base_model", "lm_head_weight", "default_attn_implementation"]
 
 _FAMILIES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" is the GPU when there is one, else the CPU; anything else is taken as a torch device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def default_attn_implementation(device: torch.device | str) -> str:
@@ -81,8 +76,11 @@ def build_tiny_model(config: ModelConfig | dict[str, Any], vocab_size: int, *, p
 def load_pretrained_model(path: str, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                           attn_implementation: str | None = None, gradient_checkpointing: bool = False) -> PreTrainedModel:  # fmt: skip
     """A local Hugging Face checkpoint directory (weights kept in `dtype`; autocast does bf16 compute)."""
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"model.path: expected a local checkpoint directory, got {path!r}")
+    from fastcomt.model_dir import model_dir_problem
+
+    problem = model_dir_problem(path, "model.path")  # says what is missing and where the model probably is
+    if problem is not None:
+        raise FileNotFoundError(problem)
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, attn_implementation=attn_implementation or default_attn_implementation(device)
     )

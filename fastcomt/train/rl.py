@@ -15,7 +15,9 @@ Per step:
    (gradients accumulated, the loss normalised over the whole batch), clip, AdamW step;
 5. push the new weights to the engine (its prefix cache is flushed, its version bumped);
 6. log one JSON line (metrics.jsonl) and the progress bar; checkpoint atomically every
-   `save_every` steps and at the end (weights, optimizer, scheduler, RNG, step): a rerun resumes.
+   `save_every` steps and at the end (weights, optimizer, scheduler, RNG, step): a rerun resumes;
+   SIGINT/SIGTERM end the run after the current step with a checkpoint (train/interrupt.py).
+At the end the final model (weights, tokenizer, this config) goes to `<output_dir>/final/`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import copy
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -34,19 +37,25 @@ import torch
 from tqdm import tqdm
 
 from fastcomt.atomic_io import write_json_atomic
-from fastcomt.eval.calibration import expected_calibration_error, overconfident_error_rate
+from fastcomt.config import config_from_dict, config_to_dict, load_config
+from fastcomt.device import resolve_device
+from fastcomt.metrics.calibration import expected_calibration_error, overconfident_error_rate
 from fastcomt.formats import generate_comt, generate_cot
 from fastcomt.rollout.engine import RolloutEngine
 from fastcomt.rollout.types import SamplingParams
 from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
+from fastcomt.tokenizer import load_tokenizer
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from .config import config_from_dict, config_to_dict, load_config
-from .models import base_model, build_model, lm_head_weight, resolve_device
+from .checkpoint import save_checkpoint, truncate_metrics
+from .final_model import write_final_model
+from .interrupt import EXIT_INTERRUPTED, StopOnSignal, resume_hint
+from .loss_head import describe_loss_head, resolve_loss_head
+from .models import base_model, build_model, lm_head_weight
+from .resume import resume_newest_loadable
 from .rl_batch import CountingEngine, PolicyBatch, ScoredBatch, build_policy_batch, micro_batches, score_rollouts
-from .rl_config import PolicyLossConfig, RLConfig, check_rl_config
+from .rl_config import PolicyLossConfig, RLConfig, check_rl_config, max_completion_tokens
 from .schedule import cosine_scheduler
-from .tokenizer import load_tokenizer
+from .torch_head import chunk_rows_for
 
 __all__ = ["run_rl", "rl_step_problems", "load_problem_pool", "policy_update", "push_weights", "main"]
 
@@ -92,9 +101,10 @@ def run_rl(
     # 2. Resume from the newest checkpoint (weights, optimizer, scheduler, RNG, counters).
     ckpt_root = out_dir / "checkpoints"
     state: dict[str, Any] = {"step": 0, "generated_tokens": 0, "trained_tokens": 0, "train_seconds": 0.0}
-    latest = latest_checkpoint(ckpt_root) if cfg.resume else None
-    if latest is not None:
-        loaded = load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler, map_location=device)
+    latest = None
+    if cfg.resume:  # the newest checkpoint that loads (a damaged newer one is named and skipped)
+        latest, loaded = resume_newest_loadable(ckpt_root, model=model, optimizer=optimizer, scheduler=scheduler,
+                                                map_location=device)  # fmt: skip
         state.update({k: loaded[k] for k in state if k in loaded})
     metrics_path = out_dir / "metrics.jsonl"
     truncate_metrics(metrics_path, after_step=state["step"])
@@ -109,7 +119,6 @@ def run_rl(
     pool = load_problem_pool(cfg)
     sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
                               max_new_tokens=cfg.rollout.max_new_tokens)  # fmt: skip
-    plan_sampling = None
     if cfg.rollout.plan_temperature is not None or cfg.rollout.plans_per_problem > 1:
         plan_t = cfg.rollout.temperature if cfg.rollout.plan_temperature is None else cfg.rollout.plan_temperature
         plan_sampling = SamplingParams(temperature=plan_t, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
@@ -128,9 +137,12 @@ def run_rl(
     saved_at = state["step"] if latest is not None else -1
     interrupted = False
     last: dict[str, Any] = {}
-    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not cfg.progress, desc=f"rl ({cfg.format})", unit="step")
+    loss_head = resolve_loss_head(cfg.loss.lm_head, device)
+    stop = StopOnSignal()
+    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not cfg.progress,
+               desc=f"rl ({cfg.format}) [{describe_loss_head(cfg.loss.lm_head, loss_head)}]", unit="step")  # fmt: skip
     try:
-        with open(metrics_path, "a", encoding="utf-8") as metrics_file:
+        with stop, open(metrics_path, "a", encoding="utf-8") as metrics_file:
             while state["step"] < cfg.steps and not interrupted:
                 step = state["step"]
                 started = time.perf_counter()
@@ -157,7 +169,8 @@ def run_rl(
                 # update
                 update = policy_update(model, batch, cfg.loss, optimizer=optimizer, scheduler=scheduler,
                                        temperature=cfg.rollout.temperature, grad_clip=cfg.optim.grad_clip,
-                                       reference=reference, device=device, autocast_dtype=autocast_dtype)  # fmt: skip
+                                       reference=reference, device=device, autocast_dtype=autocast_dtype,
+                                       max_completion_tokens=max_completion_tokens(cfg))  # fmt: skip
                 t_update = time.perf_counter()
 
                 # weight sync: the engine samples the next step with the new weights
@@ -180,12 +193,16 @@ def run_rl(
                 bar.update(1)
 
                 interrupted = stop_after_steps is not None and stop_after_steps <= state["step"] < cfg.steps
+                interrupted = interrupted or (stop.requested is not None and state["step"] < cfg.steps)
                 if interrupted or (cfg.save_every and state["step"] % cfg.save_every == 0):
                     checkpoint = save(interrupted)
                     saved_at = state["step"]
         bar.close()
         if saved_at != state["step"]:
             checkpoint = save(False)
+        final = None
+        if not interrupted:  # the stable place eval reads (train/final_model.py)
+            final = write_final_model(out_dir, model=model, tokenizer=tokenizer, config=config_to_dict(cfg))
     finally:
         if own_engine:
             engine.close()
@@ -194,7 +211,10 @@ def run_rl(
         "output_dir": str(out_dir),
         "checkpoint": str(checkpoint) if checkpoint else None,
         "model_dir": str(Path(checkpoint) / "model") if checkpoint else None,
+        "final_model": str(final) if final else None,
         "interrupted": interrupted,
+        "stopped_by": stop.requested if interrupted else None,  # SIGINT / SIGTERM, or None
+        "loss_head": loss_head,
         "steps": state["step"],
         "total_steps": cfg.steps,
         "format": cfg.format,
@@ -278,13 +298,22 @@ def _hidden(model: torch.nn.Module, rows: PolicyBatch, autocast_dtype: torch.dty
     return hidden.to(autocast_dtype) if autocast_dtype else hidden
 
 
-def _lm_head_ops(loss: PolicyLossConfig) -> tuple[Any, Any]:
-    if loss.lm_head == "fused":
+def _lm_head_ops(loss: PolicyLossConfig, device: Any = "cpu") -> tuple[Any, Any]:
+    # chunked and torch share the plain-torch reference; chunked caps the micro-batches (_micro_batch_budget)
+    if resolve_loss_head(loss.lm_head, device) == "fused":
         from fastcomt.kernels import linear_logprobs, linear_policy_loss
     else:
         from fastcomt.kernels import reference_linear_logprobs as linear_logprobs
         from fastcomt.kernels import reference_linear_policy_loss as linear_policy_loss
     return linear_logprobs, linear_policy_loss
+
+
+def _micro_batch_budget(loss: PolicyLossConfig, vocab_size: int, device: Any) -> int:
+    """Padded tokens per micro-batch: loss.micro_batch_tokens, capped for the chunked head so that
+    one micro-batch's [tokens, vocab] logits stay within torch_head.LOGITS_BUDGET_BYTES."""
+    if resolve_loss_head(loss.lm_head, device) == "chunked":
+        return min(loss.micro_batch_tokens, chunk_rows_for(vocab_size))
+    return loss.micro_batch_tokens
 
 
 @torch.no_grad()
@@ -314,18 +343,23 @@ def policy_update(
     reference: torch.nn.Module | None = None,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
+    max_completion_tokens: int | None = None,
 ) -> dict[str, float]:
     """`updates_per_batch` optimizer steps on one rollout batch; returns averaged loss metrics.
 
     The batch loss is the configured aggregation over *all* rows: each micro-batch's loss is scaled
     by its share (tokens for bnpo/dapo, sequences for grpo/dr_grpo), so the gradient does not depend
-    on how rows were split into micro-batches.
+    on how rows were split into micro-batches. dr_grpo divides the summed token loss by rows x
+    `max_completion_tokens`, a constant of the run (the rollout's generation budget, as in TRL and
+    the Dr. GRPO paper), never by a batch's padded width, which would change with prompt length.
     """
-    logprobs_fn, loss_fn = _lm_head_ops(loss_cfg)
+    if loss_cfg.loss_type == "dr_grpo" and max_completion_tokens is None:
+        raise ValueError("max_completion_tokens: expected the rollout's generation budget for loss_type dr_grpo, got None")
+    logprobs_fn, loss_fn = _lm_head_ops(loss_cfg, device)
     batch = PolicyBatch(*(t.to(device) if isinstance(t, torch.Tensor) else t for t in (
         batch.input_ids, batch.attention_mask, batch.targets, batch.loss_mask, batch.advantages,
-        batch.rollout_logprobs, batch.lengths, batch.completion_tokens)))  # fmt: skip
-    groups = micro_batches(batch.lengths, loss_cfg.micro_batch_tokens)
+        batch.rollout_logprobs, batch.lengths)))  # fmt: skip
+    groups = micro_batches(batch.lengths, _micro_batch_budget(loss_cfg, lm_head_weight(model).shape[0], device))
     was_training = model.training
     model.eval()  # no dropout while scoring; the tiny models have none, real checkpoints might
     if loss_cfg.old_logprobs == "recompute":
@@ -342,7 +376,6 @@ def policy_update(
 
     total_tokens = int(batch.loss_mask.sum())
     total_rows = len(batch.lengths)
-    max_tokens = batch.targets.shape[1]  # dr_grpo: one constant normaliser for every micro-batch
     sums: dict[str, float] = {}
     grad_norms: list[float] = []
     lrs: list[float] = []
@@ -364,7 +397,8 @@ def policy_update(
                 loss_type=loss_cfg.loss_type, eps_low=loss_cfg.eps_low, eps_high=loss_cfg.eps_high,
                 beta=loss_cfg.beta, tis_cap=loss_cfg.tis_cap if behaviour is not None else None,
                 entropy_coef=loss_cfg.entropy_coef, temperature=temperature,
-                max_tokens=max_tokens if loss_cfg.loss_type == "dr_grpo" else None,
+                max_tokens=max_completion_tokens if loss_cfg.loss_type == "dr_grpo" else None,
+                check_finite=True,  # NaN/inf inputs fail loudly; one sync, and the loss is read back below anyway
             )  # fmt: skip
             share = n_tok / max(total_tokens, 1) if loss_cfg.loss_type in ("bnpo", "dapo") else len(index) / total_rows
             (loss * share).backward()
@@ -438,4 +472,8 @@ def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
         raise ValueError("config: expected a YAML file (see configs/rl-*.yaml)")
     summary = run_rl(load_config(config, RLConfig, list(overrides or ())))
     print(json.dumps(summary, indent=2))
+    if summary["stopped_by"]:
+        print(resume_hint("rl", config, list(overrides or ()), summary), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    print(f"final model: {summary['final_model']} (weights, tokenizer, train_config.json)", file=sys.stderr, flush=True)
     return 0

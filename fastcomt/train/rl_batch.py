@@ -21,11 +21,11 @@ import torch
 
 from fastcomt.formats import ProblemRollout, token_char_offsets
 from fastcomt.kernels.rewards import CCRLRewards
+from fastcomt.rewards import ccrl_batch_rewards, step_calibration_pairs
 from fastcomt.rollout.engine import RolloutEngine, WeightsSource
 from fastcomt.rollout.types import GroupRequest, GroupResult, rollout_totals
 from fastcomt.tasks import GradedCompletion, gold_step_values, grade_completion
 
-from .rewards import ccrl_batch_rewards, step_calibration_pairs
 from .rl_config import RewardConfig
 
 __all__ = ["CountingEngine", "ScoredExecution", "ScoredBatch", "PolicyBatch", "score_rollouts",
@@ -158,7 +158,6 @@ class PolicyBatch:
     advantages: torch.Tensor  # [B, L-1] float32 (0 outside the mask)
     rollout_logprobs: torch.Tensor  # [B, L-1] float32: the engine's log-probs of the trained tokens
     lengths: list[int]  # real tokens per row
-    completion_tokens: int  # max execution length (dr_grpo's constant normaliser)
 
     def rows(self, index: Sequence[int]) -> PolicyBatch:
         """The rows in `index`, cut to their longest real length."""
@@ -167,7 +166,7 @@ class PolicyBatch:
         return PolicyBatch(
             self.input_ids[idx, :length], self.attention_mask[idx, :length], self.targets[idx, : length - 1],
             self.loss_mask[idx, : length - 1], self.advantages[idx, : length - 1],
-            self.rollout_logprobs[idx, : length - 1], [self.lengths[i] for i in index], self.completion_tokens,
+            self.rollout_logprobs[idx, : length - 1], [self.lengths[i] for i in index],
         )  # fmt: skip
 
 
@@ -200,8 +199,7 @@ def build_policy_batch(scored: ScoredBatch, *, pad_id: int, train_plans: bool = 
             adv[b, p0 : p0 + m] = plan_advantages[b]
             old[b, p0 : p0 + m] = torch.tensor(e.plan_logprobs, dtype=torch.float32)
     targets = input_ids[:, 1:].clone()
-    completion = max(len(e.token_ids) for e in execs)
-    return PolicyBatch(input_ids, attention_mask, targets, loss_mask, adv, old, lengths, max(completion, 1))
+    return PolicyBatch(input_ids, attention_mask, targets, loss_mask, adv, old, lengths)
 
 
 def micro_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:

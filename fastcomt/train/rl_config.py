@@ -1,4 +1,4 @@
-"""The CCRL recipe's config: plain dataclasses, loaded from YAML by `train.config.load_config`.
+"""The CCRL recipe's config: plain dataclasses, loaded from YAML by `fastcomt.config.load_config`.
 
 Every key is documented in configs/README.md. Model and optimizer settings reuse the SFT recipe's
 `ModelConfig` and `OptimConfig`; the optimizer's schedule length is `steps` (RL has no epochs).
@@ -11,7 +11,7 @@ from typing import Literal
 
 from .config import ModelConfig, OptimConfig
 
-__all__ = ["RLDataConfig", "RolloutConfig", "RewardConfig", "PolicyLossConfig", "RLConfig", "check_rl_config"]
+__all__ = ["max_completion_tokens", "RLDataConfig", "RolloutConfig", "RewardConfig", "PolicyLossConfig", "RLConfig", "check_rl_config"]
 
 
 @dataclass
@@ -67,8 +67,9 @@ class PolicyLossConfig:
     old_logprobs: "recompute" (the trainer's own log-probs before the update, with the engine's as
     behaviour log-probs and truncated importance weights capped at `tis_cap`) or "rollout" (the
     engine's log-probs are the old ones: one GEMM pass less, exact when engine and trainer agree).
-    lm_head: "fused" (Triton kernels; the CPU runs them in the interpreter) or "torch" (the plain
-    full-logits reference of the same functions).
+    lm_head: "auto" (fused on a GPU, chunked on a CPU), "fused" (Triton kernels; the CPU runs them in
+    the interpreter), "torch" (the plain full-logits reference of the same functions) or "chunked"
+    (that reference over micro-batches capped in logits memory).
     """
 
     # aggregation of the clipped surrogate: grpo (per sequence), bnpo / dapo (per token), dr_grpo (constant)
@@ -86,16 +87,18 @@ class PolicyLossConfig:
     train_plans: bool = False  # also train the plan tokens, with the plan-level advantages
     micro_batch_tokens: int = 8192  # padded tokens per forward/backward (gradient accumulation)
     updates_per_batch: int = 1  # optimizer steps over each rollout batch (PPO epochs)
-    # fused: Triton kernels (CPU: interpreter, ~ms per token); torch: plain full-logits reference
-    lm_head: Literal["fused", "torch"] = "fused"
+    # auto: fused on a GPU, chunked on a CPU (the progress bar says which runs); fused: Triton kernels
+    # (CPU: interpreter, ~ms per token); chunked: the plain-torch reference over micro-batches capped so
+    # that one holds at most 256 MiB of logits; torch: the same reference over whole micro-batches
+    lm_head: Literal["auto", "fused", "chunked", "torch"] = "auto"
 
 
 @dataclass
 class RLConfig:
     """One CCRL (or GRPO, lam = 0) run from a checkpoint (`model.path`, normally the SFT output)."""
 
-    output_dir: str  # run folder: checkpoints/, metrics.jsonl (one JSON line per step), summary.json
-    model: ModelConfig  # model.path (required) is the checkpoint to start from, normally the SFT output
+    output_dir: str  # run folder: final/ (the trained model), checkpoints/, metrics.jsonl (one JSON line per step), summary.json
+    model: ModelConfig  # model.path (required) is the model to start from, normally the SFT run's <output_dir>/final
     # a folder holding only the tokenizer (e.g. the SFT run's tokenizer/); null: model.path
     tokenizer: str | None = None
     # comt: per problem M plans, then G executions of each plan sharing the [prompt + plan + marker]
@@ -149,3 +152,9 @@ def check_rl_config(cfg: RLConfig) -> None:
         raise ValueError(f"rollout.temperature: expected > 0 (RL samples), got {cfg.rollout.temperature}")
     if not 0.0 <= cfg.tau <= 1.0:
         raise ValueError(f"tau: expected a value in [0, 1], got {cfg.tau}")
+
+
+def max_completion_tokens(cfg: RLConfig) -> int:
+    """The longest sequence the update can train: the execution budget, plus the plan budget when
+    plans are trained too (dr_grpo's constant normaliser)."""
+    return cfg.rollout.max_new_tokens + (cfg.rollout.plan_max_new_tokens if cfg.loss.train_plans else 0)

@@ -8,10 +8,12 @@
 3. model (a tiny Qwen2/Llama from the config, or a checkpoint), AdamW, warm-up + cosine;
 4. resume from the newest checkpoint (weights, optimizer, scheduler, RNG, data position);
 5. per step: for each packed row, hidden states from the base model, then the fused LM-head
-   cross-entropy (no [tokens, vocab] logits; `loss: torch` uses the model's own head and
-   F.cross_entropy instead, e.g. on a CPU), summed and divided by the step's response-token
+   cross-entropy (no [tokens, vocab] logits; `loss: auto` runs it on a GPU and the chunked
+   plain-torch head on a CPU, train/loss_head.py), summed and divided by the step's response-token
    count (so the loss is the same whichever way the tokens were split into rows); clip, step, log;
-   checkpoint atomically every `save_every` steps and at the end.
+   checkpoint atomically every `save_every` steps and at the end; SIGINT/SIGTERM end the run after
+   the current step with a checkpoint (train/interrupt.py);
+6. the final model (weights, tokenizer, this config) to `<output_dir>/final/` (train/final_model.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -29,25 +32,30 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fastcomt.comt.build import build_comt_data
-from fastcomt.comt.chat import sft_messages
 from fastcomt.atomic_io import write_json_atomic
-from fastcomt.comt.records import ComtRecord, read_records
-from fastcomt.formats import EXECUTION_MARKER, marker_ids, prompt_ids, text_ids
-
+from fastcomt.comt.build import build_comt_data, build_settings
+from fastcomt.comt.chat import sft_messages
+from fastcomt.comt.records import ComtRecord
+from fastcomt.config import config_from_dict, config_to_dict, load_config
+from fastcomt.device import resolve_device
+from fastcomt.formats import EXECUTION_MARKER, end_of_turn_ids, marker_ids, prompt_ids, text_ids
+from fastcomt.jsonl import iter_jsonl_dicts
 from fastcomt.kernels import linear_cross_entropy
+from fastcomt.tokenizer import encode_chat_examples, load_tokenizer, train_tokenizer
 
-from .models import base_model, build_model, lm_head_weight, resolve_device
-
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
-from .config import DataConfig, SFTConfig, config_from_dict, config_to_dict, load_config
+from .checkpoint import save_checkpoint, truncate_metrics
+from .config import DataConfig, DataFile, SFTConfig
+from .final_model import write_final_model
+from .interrupt import EXIT_INTERRUPTED, StopOnSignal, resume_hint
+from .loss_head import describe_loss_head, resolve_loss_head
+from .models import base_model, build_model, lm_head_weight
+from .resume import resume_newest_loadable
 from .packing import IGNORE_INDEX, Example, PackedRow, collate_row, epoch_plan, make_example
-from .replay import replay_examples, replay_texts
 from .schedule import cosine_scheduler
-from .tokenizer import encode_chat_examples, load_tokenizer, train_tokenizer
+from .torch_head import chunked_cross_entropy_sum
 
-__all__ = ["run_sft", "load_training_records", "prepare_tokenizer", "encode_records", "accumulate_step_gradients",
-           "packed_loss_sum", "full_logits_loss_sum", "row_loss_sum", "main"]
+__all__ = ["run_sft", "load_training_records", "cut_off_tail", "prepare_tokenizer", "encode_records", "accumulate_step_gradients",
+           "packed_loss_sum", "chunked_loss_sum", "full_logits_loss_sum", "row_loss_sum", "main"]
 
 
 def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | None = None) -> dict[str, Any]:
@@ -67,17 +75,22 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
+    loss_head = resolve_loss_head(cfg.loss, device)
+
     # 1. Data: records -> tokenizer -> examples (too-long examples are dropped and counted).
-    records = load_training_records(cfg.data)
-    tokenizer = prepare_tokenizer(cfg, records, out_dir / "tokenizer")
+    skipped: dict[str, int] = {}
+    records = load_training_records(cfg.data, skipped=skipped)
+    extra_records = [load_extra_records(f, f"data.extra[{i}]", skipped=skipped) for i, f in enumerate(cfg.data.extra)]
+    tokenizer = prepare_tokenizer(cfg, records + [r for rs in extra_records for r in rs], out_dir / "tokenizer")
     examples, dropped = encode_records(tokenizer, records, row_tokens=cfg.optim.row_tokens,
                                        system_prompt=cfg.data.system_prompt, plan_end=cfg.data.plan_end)  # fmt: skip
-    replayed: list[Example] = []
-    if cfg.replay.documents:
-        # Rehearsal of the base model's own kind of document (train/replay.py), mixed into every epoch.
-        replayed, replay_dropped = replay_examples(tokenizer, cfg.replay, row_tokens=cfg.optim.row_tokens,
-                                                   system_prompt=cfg.data.system_prompt)  # fmt: skip
-        examples, dropped = examples + replayed, dropped + replay_dropped
+    extra: list[Example] = []
+    for data_file, file_records in zip(cfg.data.extra, extra_records):  # appended in order, each with its loss mask
+        more, more_dropped = encode_records(tokenizer, file_records, row_tokens=cfg.optim.row_tokens,
+                                            system_prompt=cfg.data.system_prompt, plan_end=cfg.data.plan_end,
+                                            loss_on=data_file.loss_on)  # fmt: skip
+        extra, dropped = extra + more, dropped + more_dropped
+    examples = examples + extra
     if not examples:
         raise ValueError(f"data.train: no example fits optim.row_tokens={cfg.optim.row_tokens} ({dropped} dropped)")
     lengths = [ex.num_tokens for ex in examples]
@@ -106,9 +119,12 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
     # 4. Resume: the checkpoint holds the position in the plan and the counters.
     ckpt_root = out_dir / "checkpoints"
     state: dict[str, Any] = {"step": 0, "epoch": 0, "step_in_epoch": 0, "tokens": 0, "loss_tokens": 0, "train_seconds": 0.0}
-    latest = latest_checkpoint(ckpt_root) if cfg.resume else None
+    latest = None
+    if cfg.resume:  # the newest checkpoint that loads (a damaged newer one is named and skipped)
+        latest, loaded = resume_newest_loadable(ckpt_root, model=model, optimizer=optimizer, scheduler=scheduler,
+                                                map_location=device)  # fmt: skip
+        state.update(loaded)
     if latest is not None:
-        state.update(load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler, map_location=device))
         if state.get("total_steps", total_steps) != total_steps:
             raise ValueError(
                 f"output_dir: the checkpoint {latest} was made for a {state['total_steps']}-step run, this config "
@@ -128,13 +144,15 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
     checkpoint = latest
     saved_at = state["step"] if latest is not None else -1
     interrupted = False
-    bar = tqdm(total=total_steps, initial=state["step"], disable=not cfg.progress, desc="sft", unit="step")
-    with open(metrics_path, "a", encoding="utf-8") as metrics:
+    stop = StopOnSignal()
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not cfg.progress,
+               desc=f"sft [{describe_loss_head(cfg.loss, loss_head)}]", unit="step")  # fmt: skip
+    with stop, open(metrics_path, "a", encoding="utf-8") as metrics:
         while state["step"] < total_steps and not interrupted:
             plan = plans[state["epoch"]]
             started = time.perf_counter()
             rows = [collate_row([examples[i] for i in row]).to(device) for row in plan[state["step_in_epoch"]]]
-            loss_sum, step_loss_tokens = accumulate_step_gradients(model, rows, autocast_dtype, loss=cfg.loss)
+            loss_sum, step_loss_tokens = accumulate_step_gradients(model, rows, autocast_dtype, loss=loss_head)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -162,22 +180,30 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
 
             # A simulated preemption only counts before the natural end of the run.
             interrupted = stop_after_steps is not None and stop_after_steps <= state["step"] < total_steps
+            interrupted = interrupted or (stop.requested is not None and state["step"] < total_steps)
             if interrupted or (cfg.save_every and state["step"] % cfg.save_every == 0):
                 checkpoint = save(interrupted)
                 saved_at = state["step"]
     bar.close()
     if saved_at != state["step"]:
         checkpoint = save(False)
+    final = None
+    if not interrupted:  # the stable place the next stage reads (train/final_model.py)
+        final = write_final_model(out_dir, model=model, tokenizer=tokenizer, config=config_to_dict(cfg))
 
     summary = {
         "output_dir": str(out_dir),
         "checkpoint": str(checkpoint) if checkpoint else None,
+        "final_model": str(final) if final else None,
         "interrupted": interrupted,
+        "stopped_by": stop.requested if interrupted else None,  # SIGINT / SIGTERM, or None
+        "loss_head": loss_head,
+        "skipped_records": skipped,
         "steps": state["step"],
         "total_steps": total_steps,
         "epochs": cfg.optim.epochs,
         "examples": len(examples),
-        "replayed_examples": len(replayed),  # of `examples`: rehearsed execution documents (replay)
+        "extra_examples": len(extra),  # of `examples`: from the data.extra files
         "dropped_too_long": dropped,
         "train_tokens": state["tokens"],
         "loss_tokens": state["loss_tokens"],
@@ -237,27 +263,94 @@ def full_logits_loss_sum(model: torch.nn.Module, row: PackedRow, autocast_dtype:
 
 def row_loss_sum(model: torch.nn.Module, row: PackedRow, loss: str = "fused",
                  autocast_dtype: torch.dtype | None = None) -> torch.Tensor:  # fmt: skip
-    """Summed cross-entropy of one packed row: `loss` "fused" (the kernel) or "torch" (full logits)."""
+    """Summed cross-entropy of one packed row: `loss` "fused" (the kernel), "chunked" (plain torch,
+    bounded memory) or "torch" (full logits)."""
     if loss == "fused":
         return packed_loss_sum(model, row, autocast_dtype)
+    if loss == "chunked":
+        return chunked_loss_sum(model, row, autocast_dtype)
     if loss == "torch":
         return full_logits_loss_sum(model, row, autocast_dtype)
-    raise ValueError(f"loss: expected 'fused' or 'torch', got {loss!r}")
+    raise ValueError(f"loss: expected 'fused', 'chunked' or 'torch', got {loss!r}")
 
 
-def load_training_records(data: DataConfig) -> list[ComtRecord]:
-    """The records of `data.train`, built first from `data.build` when the file does not exist yet."""
+def chunked_loss_sum(model: torch.nn.Module, row: PackedRow, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The same summed cross-entropy in plain torch, one chunk of tokens' logits at a time
+    (train/torch_head.py): hidden states from the base model, the LM head weight, recompute in backward."""
+    device_type = row.input_ids.device.type
+    with torch.autocast(device_type=device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        hidden = base_model(model)(input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False).last_hidden_state
+    weight = lm_head_weight(model)
+    if autocast_dtype is not None:
+        hidden, weight = hidden.to(autocast_dtype), weight.to(autocast_dtype)
+    return chunked_cross_entropy_sum(hidden.reshape(-1, hidden.shape[-1]), weight, row.targets.reshape(-1),
+                                     ignore_index=IGNORE_INDEX)  # fmt: skip
+
+
+def read_record_file(path: Path, where: str, *, skipped: dict[str, int] | None = None) -> list[ComtRecord]:
+    """Every complete record of one SFT data file. skipped: filled with what was not read and why (a
+    cut-off last line: "cut_off_last_line", counted over all files); each skip is also printed, so a
+    damaged file never trains silently on fewer records."""
+    records = []
+    for number, row in enumerate(iter_jsonl_dicts(path), start=1):  # a bad line raises naming path:line
+        try:
+            records.append(ComtRecord.from_dict(row))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: {path}: record {number}: {exc}") from exc
+    torn = cut_off_tail(path)
+    if torn:
+        if skipped is not None:
+            skipped["cut_off_last_line"] = skipped.get("cut_off_last_line", 0) + 1
+        print(f"{where}: {path}: skipped 1 cut-off last line ({torn} bytes without a newline: a write that "
+              f"did not finish); training on the {len(records)} complete records", file=sys.stderr, flush=True)  # fmt: skip
+    return records
+
+
+def load_training_records(data: DataConfig, *, skipped: dict[str, int] | None = None) -> list[ComtRecord]:
+    """The records of `data.train`, built first from `data.build` when the file does not exist yet.
+
+    skipped: filled with what was not read and why (a cut-off last line: "cut_off_last_line"); each
+    skip is also printed, so a damaged file never trains silently on fewer records.
+    """
     path = Path(data.train)
     if not path.exists():
         if data.build is None:
             raise FileNotFoundError(f"data.train: {path} does not exist and data.build is not set")
-        build_comt_data({"output": str(path), **data.build})
-    records = read_records(path)
+        build_comt_data(build_settings(data))
+    if not path.is_file():
+        raise FileNotFoundError(f"data.train: {path} is not a file")
+    records = read_record_file(path, "data.train", skipped=skipped)
     if data.limit is not None:
         records = records[: data.limit]
     if not records:
         raise ValueError(f"data.train: {path} holds no records")
     return records
+
+
+def load_extra_records(data_file: DataFile, where: str, *, skipped: dict[str, int] | None = None) -> list[ComtRecord]:
+    """The records of one data.extra file (its first `limit`); a cut-off last line is counted in
+    `skipped` and reported, as for data.train."""
+    path = Path(data_file.path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}.path: {path} does not exist")
+    records = read_record_file(path, where, skipped=skipped)
+    return records if data_file.limit is None else records[: data_file.limit]
+
+
+def cut_off_tail(path: str | os.PathLike[str]) -> int:
+    """Bytes after the last newline of a JSONL file (a cut-off last line, which readers skip); 0 if none."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size == 0:
+            return 0
+        tail = min(size, 1 << 20)
+        f.seek(size - tail)
+        data = f.read(tail)
+    if data.endswith(b"\n"):
+        return 0
+    newline = data.rfind(b"\n")
+    return tail - newline - 1 if newline >= 0 else tail
 
 
 def prepare_tokenizer(cfg: SFTConfig, records: Sequence[ComtRecord], tokenizer_dir: Path) -> Any:
@@ -270,8 +363,8 @@ def prepare_tokenizer(cfg: SFTConfig, records: Sequence[ComtRecord], tokenizer_d
         return load_tokenizer(path)
     if tokenizer_dir.exists():
         return load_tokenizer(tokenizer_dir)
-    # The marker (plan_end "marker") and any replayed document must be spellable too.
-    texts = [f"{r.question}\n{r.target}" for r in records] + [EXECUTION_MARKER] + replay_texts(cfg.replay)
+    # The marker (plan_end "marker", loss_on "execution") must be spellable too.
+    texts = [f"{r.question}\n{r.target}" for r in records] + [EXECUTION_MARKER]
     if cfg.data.system_prompt:
         texts.append(cfg.data.system_prompt)
     tokenizer = train_tokenizer(texts, kind=tok.kind, vocab_size=tok.vocab_size, number_max=tok.number_max,
@@ -284,17 +377,25 @@ def prepare_tokenizer(cfg: SFTConfig, records: Sequence[ComtRecord], tokenizer_d
 
 
 def encode_records(tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens: int, system_prompt: str | None = None,
-                   plan_end: str = "marker") -> tuple[list[Example], int]:  # fmt: skip
+                   plan_end: str = "marker", loss_on: str = "response") -> tuple[list[Example], int]:  # fmt: skip
     """(examples that fit in a row, number dropped for being longer than `row_tokens`).
 
-    CoT records, and meta-thoughts with `plan_end="end_of_turn"`: the chat conversation, loss on
-    the response and its end of turn. Meta-thoughts with `plan_end="marker"`: prompt, plan and the
-    execution marker, concatenated part by part exactly as rollouts build `[prompt + plan + marker]`,
-    loss on the plan and the marker: the model learns to write the plan and hand over to the
-    execution, not to end its turn after planning.
+    loss_on "response": CoT records, and meta-thoughts with `plan_end="end_of_turn"`: the chat
+    conversation, loss on the response and its end of turn. Meta-thoughts with `plan_end="marker"`:
+    prompt, plan and the execution marker, concatenated part by part exactly as rollouts build
+    `[prompt + plan + marker]`, loss on the plan and the marker: the model learns to write the plan
+    and hand over to the execution, not to end its turn after planning.
+
+    loss_on "execution": records whose target is `plan + EXECUTION_MARKER + execution`; prompt,
+    plan, marker, execution and end of turn concatenated part by part, loss on the execution and
+    the end of turn only (the plan in front of the model is context).
     """
     if plan_end not in ("marker", "end_of_turn"):
         raise ValueError(f"data.plan_end: expected 'marker' or 'end_of_turn', got {plan_end!r}")
+    if loss_on == "execution":
+        return _encode_executions(tokenizer, records, row_tokens=row_tokens, system_prompt=system_prompt)
+    if loss_on != "response":
+        raise ValueError(f"loss_on: expected 'response' or 'execution', got {loss_on!r}")
     chat = [r for r in records if not (plan_end == "marker" and r.kind == "meta_thought")]
     conversations = [sft_messages(r.question, r.target, system=system_prompt) for r in chat]
     encoded = iter(encode_chat_examples(tokenizer, conversations) if conversations else [])
@@ -314,10 +415,34 @@ def encode_records(tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens:
     return examples, dropped
 
 
+def _encode_executions(tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens: int,
+                       system_prompt: str | None) -> tuple[list[Example], int]:  # fmt: skip
+    """encode_records with loss_on "execution" (see there)."""
+    marker = marker_ids(tokenizer)
+    closing = end_of_turn_ids(tokenizer)
+    examples, dropped = [], 0
+    for record in records:
+        plan, found, execution = record.target.partition(EXECUTION_MARKER)
+        if not found:
+            raise ValueError(f"record {record.id!r}: loss_on 'execution' expects a target with the execution marker "
+                             f"{EXECUTION_MARKER!r}, got none")  # fmt: skip
+        context = prompt_ids(tokenizer, record.question, system=system_prompt) + text_ids(tokenizer, plan.strip()) + marker
+        trained = text_ids(tokenizer, execution.strip()) + closing
+        if len(context) + len(trained) <= row_tokens:
+            examples.append(make_example(context + trained, [False] * len(context) + [True] * len(trained)))
+        else:
+            dropped += 1
+    return examples, dropped
+
+
 def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
     """`fastcomt sft --config FILE [key=value ...]`: train and print the run summary."""
     if config is None:
         raise ValueError("config: expected a YAML file (see configs/sft-*.yaml)")
     summary = run_sft(load_config(config, SFTConfig, list(overrides or ())))
     print(json.dumps(summary, indent=2))
+    if summary["stopped_by"]:
+        print(resume_hint("sft", config, list(overrides or ()), summary), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    print(f"final model: {summary['final_model']} (weights, tokenizer, train_config.json)", file=sys.stderr, flush=True)
     return 0

@@ -1,25 +1,27 @@
-"""SFT example layouts: plans that end with the execution marker, and rehearsed execution documents."""
+"""SFT example layouts: plans that end with the execution marker, and data files whose loss is on
+the execution only (the demo's rehearsed execution documents)."""
 
 import pytest
 
 from fastcomt.comt.records import ComtRecord
-from fastcomt.formats import EXECUTION_MARKER, marker_ids, prompt_ids, text_ids
-from fastcomt.tasks import synthetic_problems
-from fastcomt.train.config import ReplayConfig
-from fastcomt.train.replay import end_of_turn_ids, replay_examples, replay_problems, replay_texts
-from fastcomt.train.sft import encode_records
-from fastcomt.train.tokenizer import encode_chat_examples, train_tokenizer
 from fastcomt.comt.chat import sft_messages
 from fastcomt.comt.offline import offline_meta_thought
+from fastcomt.comt.records import read_records
+from fastcomt.formats import EXECUTION_MARKER, end_of_turn_ids, marker_ids, prompt_ids, text_ids
+from fastcomt.tasks import synthetic_problems
+from fastcomt.tokenizer import encode_chat_examples, train_tokenizer
+from fastcomt.train.sft import encode_records
+from fastcomt_recipes.replay import replay_problems, replay_records, write_replay_data
 
-REPLAY = ReplayConfig(documents=6, seed=3)
+DOCUMENTS, SEED = 6, 3
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     problems = synthetic_problems(40, seed=0)
     texts = [f"{p.question}\n{offline_meta_thought(p).render()}\n{p.solution}" for p in problems]
-    return train_tokenizer(texts + [EXECUTION_MARKER] + replay_texts(REPLAY), kind="number_word", vocab_size=4096,
+    replayed = [f"{r.question}\n{r.target}" for r in replay_records(DOCUMENTS, seed=SEED)]
+    return train_tokenizer(texts + [EXECUTION_MARKER] + replayed, kind="number_word", vocab_size=4096,
                            number_max=1000)  # fmt: skip
 
 
@@ -69,10 +71,12 @@ def test_long_examples_are_dropped_and_counted(tokenizer):
     assert examples == [] and dropped == len(plans)
 
 
-def test_replayed_documents_train_the_execution_of_the_plan_in_context(tokenizer):
-    examples, dropped = replay_examples(tokenizer, REPLAY, row_tokens=512)
-    documents, questions = replay_problems(REPLAY)
-    assert dropped == 0 and len(examples) == REPLAY.documents
+def test_loss_on_execution_trains_the_execution_of_the_plan_in_context(tokenizer, tmp_path):
+    path = tmp_path / "replay.jsonl"
+    assert write_replay_data(path, DOCUMENTS, seed=SEED) == DOCUMENTS
+    examples, dropped = encode_records(tokenizer, read_records(path), row_tokens=512, loss_on="execution")
+    documents, questions = replay_problems(DOCUMENTS, seed=SEED)
+    assert dropped == 0 and len(examples) == DOCUMENTS
     closing = end_of_turn_ids(tokenizer)
     assert closing and tokenizer.decode(closing).strip() != ""
     for doc, other, ex in zip(documents, questions, examples):
@@ -84,9 +88,15 @@ def test_replayed_documents_train_the_execution_of_the_plan_in_context(tokenizer
         assert other.question != doc.question  # shown under an unrelated question
 
 
-def test_replay_validates_its_size(tokenizer):
-    with pytest.raises(ValueError, match="replay.documents"):
-        replay_examples(tokenizer, ReplayConfig(documents=-1), row_tokens=512)
-    assert replay_examples(tokenizer, ReplayConfig(documents=0), row_tokens=512) == ([], 0)
-    examples, dropped = replay_examples(tokenizer, REPLAY, row_tokens=30)
-    assert dropped == REPLAY.documents - len(examples) > 0
+def test_loss_on_execution_validates_its_records_and_drops_long_ones(tokenizer):
+    with pytest.raises(ValueError, match="replay_documents"):
+        replay_records(-1, seed=0)
+    assert replay_records(0, seed=0) == []
+    records = replay_records(DOCUMENTS, seed=SEED)
+    examples, dropped = encode_records(tokenizer, records, row_tokens=30, loss_on="execution")
+    assert dropped == DOCUMENTS - len(examples) > 0
+    plans, _ = _records()  # a plan without the marker has no execution to train
+    with pytest.raises(ValueError, match="execution marker"):
+        encode_records(tokenizer, plans, row_tokens=512, loss_on="execution")
+    with pytest.raises(ValueError, match="loss_on"):
+        encode_records(tokenizer, plans, row_tokens=512, loss_on="plan")

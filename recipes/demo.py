@@ -1,12 +1,12 @@
 """`fastcomt demo`: the paper's pipeline at toy scale, on CPU, measured.
 
-0. base model: a tiny Qwen2 built from a config and pre-trained (`train.pretrain`) on worked
+0. base model: a tiny Qwen2 built from a config and pre-trained (`recipes/pretrain.py`) on worked
    solutions under their own question and on plans with their executions under unrelated
    questions: it can solve a problem step by step and carry out a plan, but has never written a
    plan for a question;
 1. CoMT SFT: offline meta-thoughts (plans over variable names, no numbers computed) for synthetic
    problems; the loss covers the plans (each ending with the execution marker), with execution
-   documents rehearsed alongside (`train.sft`, `train.replay`);
+   documents rehearsed alongside (`train.sft` with a `data.extra` file written by `recipes/replay.py`);
 2. CCRL: per problem a plan, then G executions of it, rewarded for the answer plus calibrated
    step confidence (`train.rl`);
 3. evaluation (greedy) after each stage on held-out synthetic problems of the training families,
@@ -19,13 +19,13 @@ calibration term: GRPO (lam = 0) from the same CoMT SFT model. It prints the pap
 `kernels_smoke=true` runs the fused-kernel smoke check (fused vs plain torch) instead.
 
 Everything lands under `output_dir` (runs/demo); finished stages are not redone on a rerun.
-What the numbers do and do not show: fastcomt/DEMO.md.
+The defaults below are configs/demo.yaml's (a test keeps the two equal).
+What the numbers do and do not show: recipes/DEMO.md.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,10 +33,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM
 
-if not torch.cuda.is_available():
-    # Must be set before the first @triton.jit function is defined (the fused kernels).
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from fastcomt.atomic_io import write_json_atomic
+from fastcomt.comt.build import build_comt_data
+from fastcomt.comt.offline import offline_meta_thought
+from fastcomt.config import apply_overrides, config_from_dict, config_to_dict, load_config
+from fastcomt.eval.runner import evaluate, load_rows
+from fastcomt.jsonl import iter_jsonl_dicts
+from fastcomt.metrics.paired import paired_accuracy, paired_ece
+from fastcomt.rollout import TransformersEngine
+from fastcomt.tasks import SYNTHETIC_FAMILIES, load_benchmark, synthetic_problems
+from fastcomt.tokenizer import load_tokenizer
+from fastcomt.train.rl import run_rl
+from fastcomt.train.sft import run_sft
+from fastcomt_recipes.kernels_smoke import run_smoke
+from fastcomt_recipes.pretrain import run_pretrain
+from fastcomt_recipes.replay import replay_problems, write_replay_data
 
 __all__ = ["DemoConfig", "EvalSettings", "main", "run_demo", "demo_splits", "training_families", "rl_settings",
            "plan_exact_rate"]
@@ -52,27 +65,44 @@ class EvalSettings:
     batch_size: int = 128  # problems per engine call
     max_new_tokens: int = 64  # greedy execution budget in tokens
     plan_max_new_tokens: int = 96  # greedy plan budget in tokens
-    base_problems: int = 100  # the pre-trained base is evaluated on this many ID problems only
+    base_problems: int = 500  # the pre-trained base is evaluated on this many ID problems only (SFT's effect is paired on them)
     bootstrap_resamples: int = 1000  # paired bootstrap replicates for the 95% intervals
 
 
 @dataclass
 class DemoConfig:
-    """The demo's stages. `pretrain`, `sft` and `rl` hold keys of `train.pretrain.PretrainConfig`,
+    """The demo's stages. `pretrain`, `sft` and `rl` hold keys of `fastcomt_recipes.pretrain.PretrainConfig`,
     `train.config.SFTConfig` and `train.rl_config.RLConfig` (merged over the demo's own choices)."""
 
     output_dir: str = "runs/demo"  # every stage's folder, report.md, results.json, plots
     seed: int = 0  # seeds of every stage and data split
     ood_family: str = "ages"  # synthetic family left out of every training stage (the out-of-distribution column)
-    sft_problems: int = 600  # synthetic problems whose offline meta-thoughts are the SFT data
+    sft_problems: int = 2000  # synthetic problems whose offline meta-thoughts are the SFT data
     rl_problems: int = 2000  # synthetic problems in the RL prompt pool
+    # execution documents rehearsed during SFT (recipes/replay.py; a data.extra file with loss_on
+    # execution), so the tiny base keeps executing while it learns to plan; 0: none
+    replay_documents: int = 2000
     # stage 0 (base model): PretrainConfig keys merged over the demo's; see `fastcomt pretrain --help`
-    pretrain: dict[str, Any] = field(default_factory=dict)
+    pretrain: dict[str, Any] = field(default_factory=lambda: {
+        "num_documents": 25000, "tokenizer_problems": 800, "own_question_fraction": 0.5, "own_question_response": "cot",
+        "model": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 192},
+        "optim": {"lr": 3.0e-3, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 1},
+    })  # fmt: skip
     # stage 1: SFTConfig keys merged over the demo's (which sets data, model and tokenizer paths);
     # see `fastcomt sft --help`
-    sft: dict[str, Any] = field(default_factory=dict)
+    sft: dict[str, Any] = field(default_factory=lambda: {
+        "loss": "torch",
+        "optim": {"lr": 3.0e-4, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 2},
+    })  # fmt: skip
     # stage 2: RLConfig keys merged over the demo's (which sets paths, data and format); see `fastcomt rl --help`
-    rl: dict[str, Any] = field(default_factory=dict)
+    rl: dict[str, Any] = field(default_factory=lambda: {
+        "steps": 100,
+        "rollout": {"problems_per_step": 8, "executions_per_plan": 8, "temperature": 1.0, "max_new_tokens": 64,
+                    "plan_max_new_tokens": 96},
+        "reward": {"lam": 0.5},
+        "loss": {"loss_type": "dapo", "old_logprobs": "recompute", "lm_head": "torch", "micro_batch_tokens": 8192},
+        "optim": {"lr": 1.0e-4, "warmup_steps": 0, "min_lr_ratio": 1.0},
+    })  # fmt: skip
     # extra RLConfig keys for the two GRPO runs of `compare` (reward.lam is 0); see `fastcomt rl --help`
     baseline_rl: dict[str, Any] = field(default_factory=dict)
     eval: EvalSettings = field(default_factory=EvalSettings)  # greedy evaluation after each stage
@@ -88,7 +118,6 @@ class DemoConfig:
 
 def training_families(cfg: DemoConfig) -> list[str]:
     """Every synthetic family but `ood_family`, the one no training stage sees."""
-    from fastcomt.tasks import SYNTHETIC_FAMILIES
 
     if cfg.ood_family not in SYNTHETIC_FAMILIES:
         raise ValueError(f"ood_family: expected one of {SYNTHETIC_FAMILIES}, got {cfg.ood_family!r}")
@@ -97,20 +126,17 @@ def training_families(cfg: DemoConfig) -> list[str]:
 
 def demo_splits(cfg: DemoConfig) -> dict[str, Any]:
     """Training families, and held-out problems whose question text no training problem has."""
-    from fastcomt.tasks import load_benchmark, synthetic_problems
-    from fastcomt.train.config import ReplayConfig, config_from_dict
-    from fastcomt.train.replay import replay_problems
 
     families = training_families(cfg)
     pre = cfg.pretrain
     n_docs, pre_seed = int(pre.get("num_documents", 4000)), int(pre.get("seed", cfg.seed))
     seen = {p.question for p in synthetic_problems(n_docs, seed=pre_seed, families=families)}
-    # the unrelated questions the base model's documents are shown under (train/pretrain.py)
+    # the unrelated questions the base model's documents are shown under (recipes/pretrain.py)
     seen |= {p.question for p in synthetic_problems(n_docs, seed=pre_seed + 2, families=families)}
     seen |= {p.question for p in synthetic_problems(cfg.sft_problems, seed=cfg.seed + 100, families=families)}
     seen |= {p.question for p in synthetic_problems(cfg.rl_problems, seed=cfg.seed + 200, families=families)}
-    replay = config_from_dict(ReplayConfig, _replay_settings(cfg, families))
-    for problems in replay_problems(replay):  # the rehearsed documents and the questions they sit under
+    for problems in replay_problems(cfg.replay_documents, seed=_replay_seed(cfg), families=families):
+        # the rehearsed documents and the questions they sit under
         seen |= {p.question for p in problems}
 
     def held_out(n: int, seed: int, fams: list[str]) -> list:
@@ -144,13 +170,12 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _replay_settings(cfg: DemoConfig, families: list[str]) -> dict[str, Any]:
-    """SFT's rehearsed execution documents (train/replay.py): a draw of their own (seed + 300)."""
-    return _merge({"documents": 0, "seed": cfg.seed + 300, "families": families}, cfg.sft.get("replay", {}))
+def _replay_seed(cfg: DemoConfig) -> int:
+    """SFT's rehearsed execution documents (recipes/replay.py) are a draw of their own."""
+    return cfg.seed + 300
 
 
 def _pretrain(cfg: DemoConfig, families: list[str], out: Path) -> dict[str, Any]:
-    from fastcomt.train.pretrain import run_pretrain
 
     settings = _merge({
         "output_dir": str(out / "0_base"), "seed": cfg.seed, "families": families, "progress": cfg.progress,
@@ -159,22 +184,26 @@ def _pretrain(cfg: DemoConfig, families: list[str], out: Path) -> dict[str, Any]
 
 
 def _sft(cfg: DemoConfig, base: dict[str, Any], families: list[str], out: Path, mode: str) -> dict[str, Any]:
-    from fastcomt.comt.build import build_comt_data
-    from fastcomt.train.sft import run_sft
 
     run_dir = out / ("1_sft_comt" if mode == "offline" else "1_sft_cot")
     data = run_dir / "data.jsonl"
     if not data.exists():
         build_comt_data({"output": str(data), "source": "synthetic", "mode": mode, "num_problems": cfg.sft_problems,
                          "seed": cfg.seed + 100, "families": families})  # fmt: skip
+    extra = []
+    if cfg.replay_documents:
+        replay = run_dir / "replay.jsonl"
+        if not replay.exists():
+            write_replay_data(replay, cfg.replay_documents, seed=_replay_seed(cfg), families=families)
+        extra.append({"path": str(replay), "loss_on": "execution"})
     settings = _merge({
         "output_dir": str(run_dir / "train"),
-        "data": {"train": str(data)},
+        "data": {"train": str(data), "extra": extra},
         "model": {"path": base["model_dir"]},
         "tokenizer": {"kind": "pretrained", "path": base["tokenizer_dir"]},
         "seed": cfg.seed,
         "progress": cfg.progress,
-    }, _merge(cfg.sft, {"replay": _replay_settings(cfg, families)}))  # fmt: skip
+    }, cfg.sft)  # fmt: skip
     summary_path = run_dir / "train" / "summary.json"
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
@@ -199,7 +228,6 @@ def rl_settings(cfg: DemoConfig, sft_dir: str, tokenizer_dir: str, output_dir: s
 
 def _rl(cfg: DemoConfig, sft_dir: str, tokenizer_dir: str, out: Path, fmt: str, extra: dict[str, Any],
         name: str) -> dict[str, Any]:  # fmt: skip
-    from fastcomt.train.rl import run_rl
 
     run_dir = out / name
     settings = rl_settings(cfg, sft_dir, tokenizer_dir, run_dir, fmt, extra)
@@ -213,11 +241,6 @@ def _rl(cfg: DemoConfig, sft_dir: str, tokenizer_dir: str, out: Path, fmt: str, 
 
 def _evaluate(model_dir: str, tokenizer_dir: str, splits: dict[str, Any], fmt: str, out_dir: Path, cfg: DemoConfig,
               limit: int | None = None) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], float]:  # fmt: skip
-    from transformers import AutoModelForCausalLM
-
-    from fastcomt.eval.evaluate import evaluate, load_rows
-    from fastcomt.rollout import TransformersEngine
-    from fastcomt.train.tokenizer import load_tokenizer
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(tokenizer_dir)
@@ -247,7 +270,6 @@ def _num(v: float | None, digits: int = 3) -> str:
 def plan_exact_rate(rows: Sequence[dict[str, Any]], problems: Sequence[Any]) -> float | None:
     """Share of evaluated CoMT responses whose plan is, line for line, the problem's offline
     meta-thought (the plan SFT trains on): None when no row has a plan (CoT)."""
-    from fastcomt.comt.offline import offline_meta_thought
 
     gold = {p.id: offline_meta_thought(p).render().strip() for p in problems}
     planned = [r for r in rows if r.get("plan") is not None and r["id"] in gold]
@@ -280,8 +302,7 @@ STAGE_HEADER = (
 
 def _paired_effect(cfg: DemoConfig, before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Answer accuracy and step ECE of the same problems before and after a stage, with paired
-    bootstrap 95% intervals (fastcomt/paired_stats.py)."""
-    from fastcomt.paired_stats import paired_accuracy, paired_ece
+    bootstrap 95% intervals (fastcomt/metrics/paired.py)."""
 
     kwargs = {"resamples": cfg.eval.bootstrap_resamples, "seed": cfg.seed}
     return {"accuracy": paired_accuracy(before, after, **kwargs), "ece": paired_ece(before, after, **kwargs)}
@@ -312,7 +333,7 @@ that a 0.4M-parameter model does not forget how to execute while it learns to pl
 LLM would not need; the base model's arithmetic is the bottleneck (a right plan is still executed
 wrongly about half of the time). An accuracy interval that contains zero means no effect was
 detected. On CPU the SFT and CCRL updates use the plain-torch LM head (same functions; the fused
-kernels run in Triton's interpreter at ~10 ms per trained token, bench/results/ccrl_step_cpu.md).
+kernels run in Triton's interpreter, milliseconds per trained token: bench/results/ccrl_step_cpu.md).
 GSM8K is reported to be honest that a toy model scores near zero there; the out-of-distribution
 family's variable names were never trained, so its plans are wrong and both recipes mostly fail."""
 
@@ -322,7 +343,6 @@ family's variable names were never trained, so its plans are wrong and both reci
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage (skipping finished ones), print the tables, write report.md and results.json."""
-    from fastcomt.atomic_io import write_json_atomic
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -350,7 +370,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     sft = _sft(cfg, base, families, out, "offline")
     timings["1 CoMT SFT"] = sft["train_seconds"]  # the run's own training time: the same on a rerun
     sft_dir = str(Path(sft["checkpoint"]) / "model")
-    replayed = sft.get("replayed_examples", 0)
+    replayed = sft.get("extra_examples", 0)
     say(f"[1] CoMT SFT: {sft['examples'] - replayed} plans (loss on the plan and the execution marker)"
         + (f" and {replayed} rehearsed execution documents" if replayed else "")
         + f", {sft['loss_tokens']} tokens trained, final loss {sft['final_loss']:.3f}")  # fmt: skip
@@ -473,15 +493,12 @@ def _compare(cfg: DemoConfig, base: dict[str, Any], families: list[str], splits:
 
 
 def _plain(cfg: DemoConfig) -> dict[str, Any]:
-    from fastcomt.train.config import config_to_dict
 
     return config_to_dict(cfg)
 
 
 def _write_rl_bench(out: Path, rl: dict[str, Any]) -> None:
     """Mean per-step CCRL costs of this run (the numbers behind bench/results/ccrl_step_cpu.json)."""
-    from fastcomt.atomic_io import write_json_atomic
-    from fastcomt.comt.records import iter_jsonl_dicts
 
     path = Path(rl["output_dir"]) / "metrics.jsonl"
     if not path.exists():
@@ -504,7 +521,6 @@ def _plot_rl_curve(metrics: Path, target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fastcomt.comt.records import iter_jsonl_dicts
 
     rows = list(iter_jsonl_dicts(metrics))
     if not rows:
@@ -522,7 +538,6 @@ def _plot_rl_curve(metrics: Path, target: Path) -> None:
 
 
 def _load(config: str | None, overrides: Sequence[str]) -> DemoConfig:
-    from fastcomt.train.config import apply_overrides, config_from_dict, load_config
 
     if config is not None:
         return load_config(config, DemoConfig, overrides)
@@ -544,7 +559,6 @@ def main(config: str | None = None, overrides: Sequence[str] | None = None) -> i
 
 def _kernels_smoke() -> int:
     """Every fused LM-head kernel on a small CPU problem against its plain-torch reference."""
-    from fastcomt.kernels.smoke import run_smoke
 
     rows = run_smoke()
     print("fastcomt kernel smoke (fused vs plain-torch reference)")

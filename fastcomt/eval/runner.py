@@ -4,9 +4,10 @@
 
 Per problem one response in the chosen format (`fastcomt.formats`; CoMT is the two-stage plan then
 execution, as CCRL samples it) is graded: final answer, format, and the numeric steps of the
-execution. Each step's confidence is the geometric mean of its tokens' sampled probabilities
-(`exp(mean log-prob)` over the step's token span; "min" and "first" are options) and its
-correctness follows `tasks.step_correctness` (gold values, else local arithmetic, else outcome).
+execution. Each step's confidence is the one CCRL rewards (`fastcomt.rewards.step_confidences`,
+the reward kernel's): the geometric mean of its tokens' sampled probabilities ("geomean",
+`exp(mean log-prob)` over the step's tokens; "min" and "first" are options); its correctness
+follows `tasks.step_correctness` (gold values, else local arithmetic, else outcome).
 
 Files under `out_dir`:
 - `rows/<benchmark>.jsonl`: one row per problem, appended per batch with flush + fsync; a rerun
@@ -20,31 +21,30 @@ Files under `out_dir`:
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from fastcomt.atomic_io import write_json_atomic, write_text_atomic
-from fastcomt.comt.records import JsonlAppender, iter_jsonl_dicts
+from fastcomt.jsonl import JsonlAppender, iter_jsonl_dicts
+from fastcomt.rewards import CONFIDENCE_MODES, step_confidences
 from fastcomt.formats import FORMATS, ProblemRollout, check_format, generate, token_char_offsets
 from fastcomt.rollout.engine import RolloutEngine
 from fastcomt.rollout.types import SamplingParams
-from fastcomt.tasks import Problem, grade_completion, load_benchmark
+from fastcomt.tasks import GradedCompletion, Problem, grade_completion, load_benchmark
 
-from .report import IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, render_report, summarize_rows
+from .eval_config import PAPER_BENCHMARKS, EvalConfig  # EvalConfig lives apart so `eval --help` needs no torch
+from .report import render_report, summarize_rows
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 __all__ = [
     "PAPER_BENCHMARKS",
-    "CONFIDENCE_MODES",
     "EvalConfig",
-    "step_confidence",
     "score_rollout",
+    "score_rollouts",
     "evaluate",
     "load_rows",
     "build_engine",
@@ -53,56 +53,49 @@ __all__ = [
     "main",
 ]
 
-PAPER_BENCHMARKS: tuple[str, ...] = IN_DISTRIBUTION + OUT_OF_DISTRIBUTION
-CONFIDENCE_MODES: tuple[str, ...] = ("mean", "min", "first")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def step_confidence(logprobs: Sequence[float], span: tuple[int, int], mode: str = "mean") -> float:
-    """Confidence of one step from its tokens' log-probs [a, b).
-
-    mean: exp(mean log-prob), the geometric mean of the probabilities; min: the least likely token's
-    probability; first: the first token's (where a number's leading digit carries the decision).
-    """
-    if mode not in CONFIDENCE_MODES:
-        raise ValueError(f"mode: expected one of {CONFIDENCE_MODES}, got {mode!r}")
-    a, b = span
-    if not 0 <= a < b <= len(logprobs):
-        raise ValueError(f"span: expected 0 <= a < b <= {len(logprobs)}, got {span}")
-    window = logprobs[a:b]
-    if mode == "mean":
-        value = math.exp(sum(window) / len(window))
-    elif mode == "min":
-        value = math.exp(min(window))
-    else:
-        value = math.exp(window[0])
-    return min(1.0, value)  # fp error can put exp(0-) a hair above 1
 
 
 def _json_answer(answer: float | str) -> float | str:
     return answer if isinstance(answer, str) else float(answer)
 
 
+def score_rollouts(
+    rollouts: Sequence[ProblemRollout], tokenizer: PreTrainedTokenizerBase, *, confidence: str = "geomean",
+    benchmark: str = "",
+) -> list[dict[str, Any]]:
+    """One result row per rollout, for its first (plan, execution): answer, format, steps, tokens.
+
+    A step's confidence is `fastcomt.rewards.step_confidences` (one reward-kernel launch for the
+    batch); a step with no token of its own has none and is left out of the row's steps, as CCRL's
+    calibration metrics leave it out.
+    """
+    executions = [r.plans[0].executions[0] for r in rollouts]
+    decoded = [token_char_offsets(tokenizer, e.token_ids) for e in executions]
+    graded = [grade_completion(text, r.problem, offsets) for r, (text, offsets) in zip(rollouts, decoded)]
+    confidences = step_confidences([e.logprobs for e in executions], graded, confidence=confidence)
+    return [_row(r, text, g, conf, benchmark) for r, (text, _), g, conf in zip(rollouts, decoded, graded, confidences)]
+
+
 def score_rollout(
-    rollout: ProblemRollout, tokenizer: PreTrainedTokenizerBase, *, confidence: str = "mean", benchmark: str = ""
+    rollout: ProblemRollout, tokenizer: PreTrainedTokenizerBase, *, confidence: str = "geomean", benchmark: str = ""
 ) -> dict[str, Any]:
-    """One result row for the first (plan, execution) of a rollout: answer, format, steps, tokens."""
+    """`score_rollouts` for one rollout."""
+    return score_rollouts([rollout], tokenizer, confidence=confidence, benchmark=benchmark)[0]
+
+
+def _row(rollout: ProblemRollout, text: str, graded: GradedCompletion, confidences: Sequence[float | None],
+         benchmark: str) -> dict[str, Any]:  # fmt: skip
     problem = rollout.problem
     plan = rollout.plans[0]
     execution = plan.executions[0]
-    text, offsets = token_char_offsets(tokenizer, execution.token_ids)
-    graded = grade_completion(text, problem, offsets)
     response = rollout.response_text()
     check = check_format(response, rollout.fmt, problem.question)
     steps = [
-        {
-            "value": s.value,
-            "confidence": step_confidence(execution.logprobs, span, confidence),
-            "correct": z,
-            "source": source,
-            "tokens": list(span),
-        }
-        for s, z, source, span in zip(graded.steps, graded.step_correct, graded.step_source, graded.token_spans)
+        {"value": s.value, "confidence": c, "correct": z, "source": source, "tokens": list(span)}
+        for s, c, z, source, span in zip(graded.steps, confidences, graded.step_correct, graded.step_source,
+                                         graded.token_spans)  # fmt: skip
+        if c is not None
     ]
     response_tokens = len(rollout.response_ids())
     return {
@@ -115,7 +108,8 @@ def score_rollout(
         "plan": plan.plan_text if rollout.fmt == "comt" else None,
         "execution": text,
         "answer": graded.answer,
-        "correct": bool(graded.answer_correct),
+        "correct": bool(graded.answer_correct),  # lenient: a last-number guess counts as an answer
+        "answer_stated": check.ends_with_answer,  # strict accuracy: correct and stated as "The answer is N."
         "format_ok": check.ok,
         "format_reasons": list(check.reasons),
         "finish_reason": execution.finish_reason,
@@ -126,37 +120,6 @@ def score_rollout(
         "generated_tokens": len(execution.token_ids) + (len(plan.plan.token_ids) if plan.plan is not None else 0),
         "steps": steps,
     }
-
-
-@dataclass
-class EvalConfig:
-    """One evaluation run (YAML for `fastcomt eval --config`; flags override it). Each field's
-    comment is its meaning in `fastcomt eval --help`."""
-
-    model: str = ""  # Hugging Face model directory (weights and tokenizer); required
-    tokenizer: str | None = None  # tokenizer directory; null: the model's
-    # benchmark names (tasks.load_benchmark); default: the paper's seven
-    benchmarks: list[str] = field(default_factory=lambda: list(PAPER_BENCHMARKS))
-    split: str = "test"  # benchmark split
-    format: Literal["comt", "cot"] = "comt"  # comt: plan, then execution; cot: the solution only
-    limit: int | None = None  # first N problems of each benchmark; null: all
-    out_dir: str = "runs/eval"  # output directory: rows, summary.json, report.md, reliability diagram
-    batch_size: int = 32  # problems per engine call
-    max_new_tokens: int = 512  # generation budget of an execution (CoT: of the response), in tokens
-    plan_max_new_tokens: int | None = None  # generation budget of a CoMT plan, in tokens; null: max_new_tokens
-    system_prompt: str | None = None  # system message before each question; null: none
-    seed: int = 0  # generation seed
-    # step confidence from its tokens' log-probs: mean (geometric mean of the probabilities), min
-    # (the least likely token), first (the first token)
-    confidence: Literal["mean", "min", "first"] = "mean"
-    n_bins: int = 10  # bins of the step-confidence ECE and the reliability diagram
-    tau: float = 0.9  # a wrong step at or above this confidence counts as an overconfident error
-    engine: Literal["transformers", "sglang"] = "transformers"  # transformers: in-process, any device; sglang: GPU
-    device: str = "auto"  # auto: cuda when available, else cpu
-    # the weights' dtype; auto: bfloat16 on a GPU, float32 on CPU
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_batch_samples: int = 256  # transformers engine: samples decoded together
-    progress: bool = True  # progress bar
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -189,7 +152,7 @@ def _resolve_benchmarks(
             problems = problems[:limit]
         ids = [p.id for p in problems]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"benchmarks[{name!r}]: problem ids must be unique (rows are keyed by id)")
+            raise ValueError(f"benchmarks[{name!r}]: expected unique problem ids (rows are keyed by id), got repeats")
         resolved.append((name, problems))
     names = [n for n, _ in resolved]
     if len(set(names)) != len(names):
@@ -232,7 +195,7 @@ def evaluate(
     plan_max_new_tokens: int | None = None,
     system: str | None = None,
     seed: int = 0,
-    confidence: str = "mean",
+    confidence: str = "geomean",
     n_bins: int = 10,
     tau: float = 0.9,
     model_name: str | None = None,
@@ -265,9 +228,8 @@ def evaluate(
     resolved = _resolve_benchmarks(benchmarks, split, limit)
 
     sampling = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
-    plan_sampling = None
-    if fmt == "comt":
-        plan_sampling = SamplingParams(temperature=0.0, max_new_tokens=plan_max_new_tokens or max_new_tokens)
+    plan_sampling = (SamplingParams(temperature=0.0, max_new_tokens=plan_max_new_tokens or max_new_tokens)
+                     if fmt == "comt" else None)  # fmt: skip
     settings = {
         "fmt": fmt,
         "split": split,
@@ -294,7 +256,7 @@ def evaluate(
                 batch = todo[start : start + batch_size]
                 rollouts = generate(engine, tokenizer, batch, sampling, fmt, seed=seed, system=system,
                                     plan_sampling=plan_sampling)  # fmt: skip
-                rows = [score_rollout(r, tokenizer, confidence=confidence, benchmark=name) for r in rollouts]
+                rows = score_rollouts(rollouts, tokenizer, confidence=confidence, benchmark=name)
                 appender.write_many(rows)
                 done.update((row["id"], row) for row in rows)
                 bar.update(len(batch))
@@ -341,8 +303,8 @@ def build_engine(config: EvalConfig) -> tuple[RolloutEngine, PreTrainedTokenizer
     """The engine and tokenizer a config names (model and tokenizer read from local directories)."""
     from transformers import AutoModelForCausalLM
 
-    from fastcomt.train.models import resolve_device
-    from fastcomt.train.tokenizer import load_tokenizer
+    from fastcomt.device import resolve_device
+    from fastcomt.tokenizer import load_tokenizer
 
     if not config.model:
         raise ValueError("model: expected a Hugging Face model directory (saved with save_pretrained)")
@@ -379,7 +341,7 @@ def run_config(config: EvalConfig) -> dict[str, Any]:
 
 def main(config_path: str | None = None, overrides: Sequence[str] = ()) -> int:
     """`fastcomt eval --config FILE [key=value ...]`: evaluate and print where the report is."""
-    from fastcomt.train.config import apply_overrides, config_from_dict, load_config
+    from fastcomt.config import apply_overrides, config_from_dict, load_config
 
     if config_path is None:
         config = config_from_dict(EvalConfig, apply_overrides({}, list(overrides or ())))
@@ -391,7 +353,12 @@ def main(config_path: str | None = None, overrides: Sequence[str] = ()) -> int:
 
 
 def summary_line(summary: Mapping[str, Any], out_dir: str | Path) -> str:
-    """One line for the terminal: overall accuracy and where the report is."""
+    """One line for the terminal: overall strict accuracy (lenient beside it) and where the report is."""
     overall = summary["groups"]["overall"]
-    accuracy = "n/a" if overall["accuracy"] is None else f"{overall['accuracy']:.4f}"
-    return f"overall accuracy {accuracy} over {len(overall['benchmarks'])} benchmarks; report: {Path(out_dir) / 'report.md'}"
+
+    def show(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return (f"overall accuracy {show(overall.get('strict_accuracy'))} strict (answer statement in the expected format), "
+            f"{show(overall['accuracy'])} lenient (any final number) over {len(overall['benchmarks'])} benchmarks; "
+            f"report: {Path(out_dir) / 'report.md'}")  # fmt: skip

@@ -123,8 +123,11 @@ def train_tokenizer(
 
 def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
     """A saved tokenizer (ours or a real checkpoint's); it must carry a chat template."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"tokenizer path not found: {path}")
+    from fastcomt.model_dir import tokenizer_dir_problem
+
+    problem = tokenizer_dir_problem(path, "tokenizer")  # instead of transformers' "install sentencepiece"
+    if problem is not None:
+        raise FileNotFoundError(problem)
     tokenizer_file = Path(path) / "tokenizer.json"
     config = Path(path) / "tokenizer_config.json"
     if tokenizer_file.is_file() and config.is_file() and _saved_as_plain_tokenizer(config):
@@ -160,7 +163,7 @@ def encode_chat_examples(
     prompts, responses = [], []
     for messages in conversations:
         if not messages or messages[-1].get("role") != "assistant":
-            raise ValueError("conversations: each must end with an assistant message (the training target)")
+            raise ValueError("conversations: expected each to end with an assistant message (the training target), got one that does not")
         prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
         if not full.startswith(prompt):

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fastcomt.eval.calibration import expected_calibration_error
+from fastcomt.metrics.calibration import expected_calibration_error
 
 __all__ = ["paired_rows", "paired_accuracy", "paired_ece"]
 

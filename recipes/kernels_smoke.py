@@ -1,7 +1,6 @@
 """A quick end-to-end check of every fused LM-head function on a tiny problem against its reference.
 
-``run_smoke()`` is what ``fastcomt demo`` prints until the training demo exists; on a CPU-only
-machine it runs the Triton interpreter, so the shapes are small and several chunks and vocabulary
+``run_smoke()`` is what ``fastcomt demo --kernels-smoke`` prints; on a CPU-only machine it runs the Triton interpreter, so the shapes are small and several chunks and vocabulary
 blocks are forced to exercise the chunk loop and the ragged last block.
 """
 
@@ -12,11 +11,15 @@ from collections.abc import Callable
 
 import torch
 
-from .config import lm_head_config
-from .linear_cross_entropy import linear_cross_entropy
-from .linear_logprobs import linear_logprobs
-from .linear_policy_loss import linear_policy_loss
-from .reference import reference_linear_cross_entropy, reference_linear_logprobs, reference_linear_policy_loss
+from fastcomt.kernels import (
+    lm_head_config,
+    linear_cross_entropy,
+    linear_logprobs,
+    linear_policy_loss,
+    reference_linear_cross_entropy,
+    reference_linear_logprobs,
+    reference_linear_policy_loss,
+)
 
 
 def _max_abs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:

@@ -1,12 +1,12 @@
-"""Paired before/after statistics of the demo, against hand-computed values."""
+"""Paired before/after statistics (fastcomt.metrics.paired), against hand-computed values."""
 
 import math
 
 import numpy as np
 import pytest
 
-from fastcomt.eval.calibration import expected_calibration_error
-from fastcomt.paired_stats import paired_accuracy, paired_ece, paired_rows
+from fastcomt.metrics.calibration import expected_calibration_error
+from fastcomt.metrics.paired import paired_accuracy, paired_ece, paired_rows
 
 
 def _row(pid, correct, steps=()):

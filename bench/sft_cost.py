@@ -10,7 +10,7 @@ training tokens and 65-70% less training time. This measures both at our scale:
 Both runs share one tokenizer (trained on both data sets) so that token counts compare like with
 like. Problems are those both data sets kept (offline CoMT drops ~18% of GSM8K, see the report).
 
-    python -m fastcomt.train.sft_cost --limit 100 --out bench/results/comt_vs_cot_cpu
+    python bench/sft_cost.py --limit 100 --out bench/results/comt_vs_cot_cpu
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from fastcomt.comt.build import build_comt_data
 from fastcomt.atomic_io import write_json_atomic, write_text_atomic
 from fastcomt.comt.records import ComtRecord, read_records
 
-from .config import SFTConfig, config_from_dict, config_to_dict
-from .sft import encode_records, run_sft
-from .tokenizer import train_tokenizer
+from fastcomt.config import config_from_dict, config_to_dict
+from fastcomt.train.config import SFTConfig
+from fastcomt.train.sft import encode_records, run_sft
+from fastcomt.tokenizer import train_tokenizer
 
 __all__ = ["compare_sft_cost", "main"]
 
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (1 thread used), "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}, torch {torch.__version__}, "
         f"{'CUDA' if torch.cuda.is_available() else 'CPU only: Triton interpreter for the fused loss'}",
-        command="python -m fastcomt.train.sft_cost " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        command="python bench/sft_cost.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         notes=args.notes,
     )
     write_json_atomic(Path(args.out).with_suffix(".json"), result)

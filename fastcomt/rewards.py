@@ -4,6 +4,9 @@ A CCRL step grades each execution (`grade_completion`, with the completion's tok
 `reward_inputs` packs the grades into the kernel's tensors (per-token step ids aligned with the
 rollout's log-prob rows, per-step and per-answer correctness) and `ccrl_batch_rewards` runs the
 kernel. `step_calibration_pairs` returns (confidence, correct) per step for calibration metrics.
+
+`step_confidences` is the one definition of a step's confidence: the kernel's, which CCRL rewards
+and evaluation reports alike (modes `CONFIDENCE_MODES`: geomean, min, first).
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from typing import NamedTuple
 
 import torch
 
-from fastcomt.kernels.rewards import CCRLRewards, ccrl_rewards
+from fastcomt.kernels.rewards import CONFIDENCE_MODES, CCRLRewards, ccrl_rewards
 from fastcomt.tasks.grade import GradedCompletion
 
-__all__ = ["RewardInputs", "reward_inputs", "ccrl_batch_rewards", "step_calibration_pairs"]
+__all__ = ["CONFIDENCE_MODES", "RewardInputs", "reward_inputs", "ccrl_batch_rewards", "step_calibration_pairs",
+           "step_confidences"]
 
 
 class RewardInputs(NamedTuple):
@@ -95,3 +99,35 @@ def step_calibration_pairs(result: CCRLRewards, graded: Sequence[GradedCompletio
                 confidences.append(float(conf[b, k]))
                 correct.append(int(z))
     return confidences, correct
+
+
+def step_confidences(
+    logprobs: Sequence[Sequence[float]], graded: Sequence[GradedCompletion], *, confidence: str = "geomean"
+) -> list[list[float | None]]:
+    """Per completion, per step: its confidence from the completion's sampled log-probs, as the CCRL
+    reward kernel computes it (one launch for the batch); None for a step that has no token of its own
+    (a token shared by two steps counts for the first, `tasks.token_step_ids`).
+
+    logprobs: one row per completion, aligned with the token ids it was graded with.
+    """
+    if confidence not in CONFIDENCE_MODES:
+        raise ValueError(f"confidence: expected one of {CONFIDENCE_MODES}, got {confidence!r}")
+    if len(logprobs) != len(graded):
+        raise ValueError(f"logprobs: expected one row per graded completion ({len(graded)}), got {len(logprobs)}")
+    if not graded:
+        return []
+    width = max(1, max(len(row) for row in logprobs))
+    rows = torch.zeros(len(graded), width, dtype=torch.float32)
+    for b, row in enumerate(logprobs):
+        if row:
+            rows[b, : len(row)] = torch.tensor(list(row), dtype=torch.float32)
+    # One group: the advantages are not used here, and one group is one program for the whole batch.
+    groups = torch.zeros(len(graded), dtype=torch.int64)
+    result = ccrl_batch_rewards(rows, graded, groups, confidence=confidence, dense=True)
+    conf = result.step_confidence.detach().float().cpu()
+    out: list[list[float | None]] = []
+    for b, g in enumerate(graded):
+        present = set(g.token_step_ids) - {-1}
+        # min(1, c): an engine's log-probs can sit a rounding error above 0 (calibration metrics check [0, 1])
+        out.append([min(1.0, float(conf[b, k])) if k in present else None for k in range(len(g.steps))])
+    return out

@@ -52,19 +52,19 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
+from fastcomt.atomic_io import write_json_atomic
 from fastcomt.comt.chat import sft_messages
 from fastcomt.comt.offline import offline_meta_thought
-from fastcomt.atomic_io import write_json_atomic
+from fastcomt.config import config_from_dict, config_to_dict, load_config
 from fastcomt.formats import render_response
 from fastcomt.tasks import Problem, synthetic_problems
-
-from .checkpoint import save_checkpoint
-from .config import ModelConfig, OptimConfig, TokenizerConfig, config_from_dict, config_to_dict, load_config
-from .models import build_tiny_model
-from .packing import collate_row, epoch_plan, make_example
-from .schedule import cosine_scheduler
-from .sft import row_loss_sum
-from .tokenizer import encode_chat_examples, train_tokenizer
+from fastcomt.tokenizer import encode_chat_examples, train_tokenizer
+from fastcomt.train.checkpoint import save_checkpoint
+from fastcomt.train.config import ModelConfig, OptimConfig, TokenizerConfig
+from fastcomt.train.models import build_tiny_model
+from fastcomt.train.packing import collate_row, epoch_plan, make_example
+from fastcomt.train.schedule import cosine_scheduler
+from fastcomt.train.sft import row_loss_sum
 
 __all__ = ["PretrainConfig", "execution_document", "tokenizer_texts", "own_question_flags", "document_questions",
            "run_pretrain", "main"]

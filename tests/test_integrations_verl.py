@@ -133,3 +133,19 @@ def test_fused_policy_loss_matches_verl_objective(mode):
     assert abs(loss.item() - want.item()) <= 1e-5 * max(1.0, abs(want.item()))
     assert torch.allclose(h.grad.double(), h64.grad, rtol=1e-4, atol=1e-6)
     assert torch.allclose(w.grad.double(), w64.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_import_verl_registers_fastcomt_through_its_plugin_entry_point():
+    # A fresh process (as a Ray worker is): `import verl` alone must register loss_mode=fastcomt.
+    import os
+    import subprocess
+    import sys
+
+    # FASTCOMT_VERL_FUSED_KERNELS=1 also swaps verl's fused-kernel log-prob for ours there.
+    code = (
+        "import verl\nfrom verl.trainer.ppo import core_algos\nimport verl.utils.kernel.linear_cross_entropy as k\n"
+        "print('fastcomt' in core_algos.POLICY_LOSS_REGISTRY, k.linear_cross_entropy.__module__)"
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1", FASTCOMT_VERL_FUSED_KERNELS="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "True fastcomt.integrations.verl", out.stderr[-2000:]

@@ -3,6 +3,10 @@
     import fastcomt.integrations.verl          # registers policy_loss.loss_mode = "fastcomt"
     fastcomt.integrations.verl.use_fastcomt_fused_kernels()   # verl's use_fused_kernels -> ours
 
+(The first line happens by itself: fastcomt declares this module as a ``verl.plugins`` entry point,
+which ``import verl`` loads in the driver and in every Ray worker; ``FASTCOMT_VERL_FUSED_KERNELS=1``
+in the environment does the second there too.)
+
 and the reward: ``custom_reward_function.path=<site-packages>/fastcomt/integrations/verl.py``,
 ``custom_reward_function.name=compute_score`` (the CCRL reward, ``fastcomt.integrations.rewards``).
 
@@ -24,6 +28,7 @@ Supported: verl 0.9.x, installed ``--no-deps`` (``make verl``): verl 0.9.1 decla
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -49,6 +54,7 @@ __all__ = [
     "verl_linear_cross_entropy",
 ]
 
+FUSED_KERNELS_ENV = "FASTCOMT_VERL_FUSED_KERNELS"
 AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-sum-norm", "seq-mean-token-mean")
 # verl clamps log(ratio) to [-20, 20] before exponentiating.
 LOG_RATIO_BOUND = 20.0
@@ -180,3 +186,9 @@ def use_fastcomt_fused_kernels() -> None:
     import verl.utils.kernel.linear_cross_entropy as verl_kernel
 
     verl_kernel.linear_cross_entropy = verl_linear_cross_entropy
+
+
+# Ray workers import this module through the plugin entry point, not through user code: this
+# environment switch (inherited by the workers) is how they opt in to the fused log-prob.
+if os.environ.get(FUSED_KERNELS_ENV) == "1":
+    use_fastcomt_fused_kernels()

@@ -83,7 +83,7 @@ def install_fused_lm_head(model: torch.nn.Module, *, temperature: float, cast_lm
             extra = {"labels": labels, "shift_labels": shift_labels, "num_items_in_batch": num_items_in_batch}
             return previous_forward(*args, **kwargs, **{k: v for k, v in extra.items() if v is not None})
         if kwargs.get("output_router_logits"):
-            raise ValueError("output_router_logits: fastcomt's fused LM head does not return MoE router losses")
+            raise ValueError("output_router_logits: expected False (fastcomt's fused head returns no MoE router losses), got True")
         kwargs["use_cache"] = False
         hidden = self.base_model(*args, **kwargs).last_hidden_state
         head = lm_head_of(self)
@@ -126,17 +126,21 @@ def _check_supported(trainer: trl.GRPOTrainer) -> None:
     """Raises ValueError naming each setting the fused head would silently change."""
     model = trainer.model
     if hasattr(model, "peft_config"):
-        raise ValueError("peft_config: PEFT adapters are not supported by fastcomt's GRPOTrainer; use trl.GRPOTrainer")
+        raise ValueError("peft_config: expected None (fastcomt's GRPOTrainer does not support PEFT adapters; use "
+                         "trl.GRPOTrainer), got a PEFT adapter")
     if getattr(trainer, "is_deepspeed_enabled", False):
         from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
         if is_deepspeed_zero3_enabled():
-            raise ValueError("deepspeed: ZeRO-3 shards the LM head, which fastcomt's fused head reads whole; use ZeRO-2 or FSDP2")
+            raise ValueError("deepspeed: expected ZeRO stage 0-2 or FSDP2 (ZeRO-3 shards the LM head, which the fused "
+                             "head reads whole), got ZeRO-3")
     config = text_config(model)
     if config is not model.config:
-        raise ValueError(f"model: expected a text-only causal LM, got {type(model).__name__} (a multimodal model)")
+        raise ValueError(f"model: expected a text-only causal LM, got the multimodal {type(model).__name__}")
     if trainer.aux_loss_enabled:
-        raise ValueError("router_aux_loss_coef: MoE load-balancing losses are not supported; set it to 0")
+        raise ValueError(
+            f"router_aux_loss_coef: expected 0 (MoE load-balancing losses are not supported), got {trainer.router_aux_loss_coef}"
+        )
     lm_head_of(model)  # raises on logit multipliers the kernels do not model
     if trainer.ref_model is not None:
         lm_head_of(trainer.ref_model)

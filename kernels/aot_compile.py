@@ -47,14 +47,14 @@ def row_specialisations() -> list[dict[str, Any]]:
 
     cuda = torch.device("cuda")
     seen: dict[str, dict[str, Any]] = {}
-    flags = itertools.product((False, True), repeat=5)  # write_grad, has_coef, has_old, has_ref, has_tis
+    flags = itertools.product((False, True), repeat=5)  # write_grad, has_coef, has_old, has_ref, has_softcap
     for epilogue, (write_grad, *has), fp32_logits, dtype, vocab in itertools.product(
         (EPILOGUE_SCORE, EPILOGUE_CE, EPILOGUE_POLICY), flags, (True, False), HIDDEN_DTYPES, VOCAB_SIZES
     ):
         launch = resolve_launch(LMHeadConfig(fp32_logits=fp32_logits), vocab, dtype, cuda)
         constants = row_kernel_constants(
             epilogue=epilogue, write_grad=write_grad, has_coef=has[0], has_old=has[1], has_ref=has[2],
-            has_tis=has[3], block_v=launch.block_v, num_warps=launch.num_warps,
+            has_softcap=has[3], block_v=launch.block_v, num_warps=launch.num_warps,
         )  # fmt: skip
         _, logits, grad = chunk_dtypes(dtype, cuda, launch.fp32_logits, bool(constants["WRITE_GRAD"]))
         pointers = {"logits_ptr": logits, "grad_ptr": grad, "targets_ptr": torch.int64}
@@ -95,7 +95,10 @@ def _signature(fn, constants: dict[str, Any], pointers: dict[str, torch.dtype]) 
 
     Pointers default to fp32 (``pointers`` overrides), arguments ending in ``_ptr`` are pointers, the
     float scalars are named explicitly, every other runtime argument is an i32."""
-    float_scalars = {"inv_temperature", "eps_low", "eps_high", "beta", "entropy_coef", "tis_cap", "lam", "eps"}
+    float_scalars = {
+        "inv_temperature", "eps_low", "eps_high", "beta", "entropy_coef", "tis_cap", "lam", "eps",
+        "delta", "clip_ratio_c", "logit_scale", "softcap",
+    }  # fmt: skip
     int_pointers = {"span_ptr": torch.int32, "group_ptr": torch.int64, "problem_ptr": torch.int64}
     signature, attrs = {}, {}
     for index, name in enumerate(fn.arg_names):

@@ -54,7 +54,7 @@ def test_the_policy_launch_at_a_real_shape_is_among_the_compiled():
     cuda = torch.device("cuda")
     launch = resolve_launch(LMHeadConfig(), 151_936, torch.bfloat16, cuda)
     constants = row_kernel_constants(
-        epilogue=EPILOGUE_POLICY, write_grad=True, has_coef=False, has_old=True, has_ref=True, has_tis=True,
+        epilogue=EPILOGUE_POLICY, write_grad=True, has_coef=False, has_old=True, has_ref=True, has_softcap=False,
         block_v=launch.block_v, num_warps=launch.num_warps,
     )  # fmt: skip
     _, logits, grad = chunk_dtypes(torch.bfloat16, cuda, launch.fp32_logits, True)

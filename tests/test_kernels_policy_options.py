@@ -126,6 +126,19 @@ def test_options_change_the_loss():
         assert abs(loss(options) - base) > 1e-6, name
 
 
+def test_neutral_options_leave_every_value_bit_identical():
+    # The row kernel takes these options at run time (delta and the dual clip off at +inf, the IS
+    # weight read only when given): switched on with neutral values, nothing may change, not even
+    # the last bit of the loss or of a gradient.
+    p = make_problem(seed=44)
+    base = {"ref_logprobs": p.ref_logprobs, "beta": 0.1, "behaviour_logprobs": p.behaviour_logprobs, "tis_cap": 1.5}
+    plain = _run_variant(linear_policy_loss, p, torch.float32, "dapo", base)
+    neutral = {**base, "delta": 1e30, "clip_ratio_c": 1e30, "is_weights": torch.ones(p.mask.shape)}
+    got = _run_variant(linear_policy_loss, p, torch.float32, "dapo", neutral)
+    for name, a, b in zip(("loss", "dh", "dW"), got[:3], plain[:3]):
+        assert torch.equal(a, b), name
+
+
 def test_dual_clip_hand_case():
     # One token, A = -1, ratio e^1.0 = 2.718 > c = 2: loss = -A * c = 2 and no gradient.
     h = torch.tensor([[1.0, 0.0]], requires_grad=True)

@@ -127,7 +127,7 @@ def run_lm_head_chunks(
     beh_a = _gather(behaviour_logprobs, index)
     isw_a = _gather(is_weights, index)
     act_stats = stats if index is None else torch.empty(NUM_STATS, num_active, dtype=torch.float32, device=device)
-    dummy = act_stats  # stands in for absent optional pointers; never read (constexpr flags)
+    dummy = act_stats  # stands in for absent optional pointers; never read (constexpr flags, masked loads)
 
     rows = max(1, min(chunk_rows, num_active))
     logits_buf = torch.empty(rows, vocab_size, dtype=ldtype, device=device)

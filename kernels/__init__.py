@@ -4,6 +4,8 @@ Hidden states times the LM head, then a row-wise function of the logits, chunk b
 tokens so that ``[N, V]`` logits never exist:
 
 - ``linear_logprobs``: target log-prob, entropy, max-prob (forward only);
+- ``linear_logprobs_autograd``: target log-prob and entropy with autograd (logits recomputed in the
+  backward), with an optional head bias, logit scale and final-logit softcapping;
 - ``linear_cross_entropy``: the SFT loss, gradients computed in the forward pass;
 - ``linear_policy_loss``: the clipped policy loss of PPO/GRPO-style RL (grpo, bnpo, dapo, dr_grpo),
   with k3 KL, truncated importance weights and an entropy bonus.
@@ -38,6 +40,8 @@ if __name__ == "fastcomt.kernels":
     from .deferred_checks import raise_deferred_errors  # noqa: E402
     from .linear_cross_entropy import linear_cross_entropy  # noqa: E402
     from .linear_logprobs import linear_logprobs  # noqa: E402
+    from .linear_logprobs_autograd import linear_logprobs_autograd  # noqa: E402
+    from .logprobs_autograd_reference import reference_linear_logprobs_autograd  # noqa: E402
     from .linear_policy_loss import linear_policy_loss  # noqa: E402
     from .reference import (  # noqa: E402
         reference_linear_cross_entropy,
@@ -50,10 +54,12 @@ if __name__ == "fastcomt.kernels":
         "get_lm_head_config",
         "linear_cross_entropy",
         "linear_logprobs",
+        "linear_logprobs_autograd",
         "linear_policy_loss",
         "lm_head_config",
         "reference_linear_cross_entropy",
         "reference_linear_logprobs",
+        "reference_linear_logprobs_autograd",
         "reference_linear_policy_loss",
         "set_lm_head_config",
         "raise_deferred_errors",

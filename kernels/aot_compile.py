@@ -5,8 +5,10 @@ that would fail to compile, or spill registers, on an H100/H200 (sm_90) or A100 
 a CPU-only CI machine.
 
 The specialisations come from the launch code's own choice functions (``row_kernel_constants`` and
-``chunk_dtypes``/``resolve_launch`` for the LM-head row kernel, ``reward_kernel_constants`` for the
-CCRL reward kernel) applied to every input they can see, so the list cannot drift from what runs.
+``chunk_dtypes``/``resolve_launch`` for the LM-head row kernel, ``logprob_forward_constants`` and
+``logprob_backward_constants`` for the differentiable log-prob's row kernels,
+``reward_kernel_constants`` for the CCRL reward kernel) applied to every input they can see, so the
+list cannot drift from what runs.
 Pointer arguments are compiled 16-byte aligned and the integer strides divisible by 16, the case
 Triton specialises for at the usual shapes (V = 151936, 152064, ...).
 
@@ -47,19 +49,49 @@ def row_specialisations() -> list[dict[str, Any]]:
 
     cuda = torch.device("cuda")
     seen: dict[str, dict[str, Any]] = {}
-    flags = itertools.product((False, True), repeat=5)  # write_grad, has_coef, has_old, has_ref, has_tis
+    flags = itertools.product((False, True), repeat=5)  # write_grad, has_coef, has_old, has_ref, has_softcap
     for epilogue, (write_grad, *has), fp32_logits, dtype, vocab in itertools.product(
         (EPILOGUE_SCORE, EPILOGUE_CE, EPILOGUE_POLICY), flags, (True, False), HIDDEN_DTYPES, VOCAB_SIZES
     ):
         launch = resolve_launch(LMHeadConfig(fp32_logits=fp32_logits), vocab, dtype, cuda)
         constants = row_kernel_constants(
             epilogue=epilogue, write_grad=write_grad, has_coef=has[0], has_old=has[1], has_ref=has[2],
-            has_tis=has[3], block_v=launch.block_v, num_warps=launch.num_warps,
+            has_softcap=has[3], block_v=launch.block_v, num_warps=launch.num_warps,
         )  # fmt: skip
         _, logits, grad = chunk_dtypes(dtype, cuda, launch.fp32_logits, bool(constants["WRITE_GRAD"]))
         pointers = {"logits_ptr": logits, "grad_ptr": grad, "targets_ptr": torch.int64}
         spec = {"kernel": "lm_head_rows_kernel", "constants": constants, "pointers": pointers}
         seen.setdefault(_key(spec), spec)
+    return list(seen.values())
+
+
+def logprob_specialisations() -> list[dict[str, Any]]:
+    """Distinct (constants, pointer dtypes) of the differentiable log-prob's forward and backward row
+    kernels (kernels/linear_logprobs_autograd.py) over everything that driver can pass."""
+    from .config import LMHeadConfig, chunk_dtypes, resolve_launch
+    from .logprob_rows import logprob_backward_constants, logprob_forward_constants
+
+    cuda = torch.device("cuda")
+    seen: dict[str, dict[str, Any]] = {}
+    grads = ((True, False), (False, True), (True, True))  # upstream gradients: log-probs, entropies
+    for softcap, fp32_logits, dtype, vocab in itertools.product(
+        (False, True), (True, False), HIDDEN_DTYPES, VOCAB_SIZES
+    ):
+        launch = resolve_launch(LMHeadConfig(fp32_logits=fp32_logits), vocab, dtype, cuda)
+        _, logits, _ = chunk_dtypes(dtype, cuda, launch.fp32_logits, write_grad=False)
+        constants = logprob_forward_constants(has_softcap=softcap, block_v=launch.block_v, num_warps=launch.num_warps)
+        spec = {"kernel": "logprob_forward_rows", "constants": constants,
+                "pointers": {"logits_ptr": logits, "targets_ptr": torch.int64}}  # fmt: skip
+        seen.setdefault(_key(spec), spec)
+        _, logits, grad = chunk_dtypes(dtype, cuda, launch.fp32_logits, write_grad=True)
+        for has_grad_logp, has_grad_entropy in grads:
+            constants = logprob_backward_constants(
+                has_softcap=softcap, has_grad_logp=has_grad_logp, has_grad_entropy=has_grad_entropy,
+                block_v=launch.block_v, num_warps=launch.num_warps,
+            )  # fmt: skip
+            spec = {"kernel": "logprob_backward_rows", "constants": constants,
+                    "pointers": {"logits_ptr": logits, "grad_ptr": grad, "targets_ptr": torch.int64}}  # fmt: skip
+            seen.setdefault(_key(spec), spec)
     return list(seen.values())
 
 
@@ -81,13 +113,17 @@ def _key(spec: dict[str, Any]) -> str:
 
 
 def _kernel(name: str):
-    if name == "lm_head_rows_kernel":
-        from .lm_head_rows import lm_head_rows_kernel
-
-        return lm_head_rows_kernel
+    from . import logprob_rows
+    from .lm_head_rows import lm_head_rows_kernel
     from .rewards import _ccrl_reward_kernel
 
-    return _ccrl_reward_kernel
+    kernels = {
+        "lm_head_rows_kernel": lm_head_rows_kernel,
+        "logprob_forward_rows": logprob_rows.logprob_forward_rows,
+        "logprob_backward_rows": logprob_rows.logprob_backward_rows,
+        "_ccrl_reward_kernel": _ccrl_reward_kernel,
+    }
+    return kernels[name]
 
 
 def _signature(fn, constants: dict[str, Any], pointers: dict[str, torch.dtype]) -> tuple[dict, dict]:
@@ -95,7 +131,10 @@ def _signature(fn, constants: dict[str, Any], pointers: dict[str, torch.dtype]) 
 
     Pointers default to fp32 (``pointers`` overrides), arguments ending in ``_ptr`` are pointers, the
     float scalars are named explicitly, every other runtime argument is an i32."""
-    float_scalars = {"inv_temperature", "eps_low", "eps_high", "beta", "entropy_coef", "tis_cap", "lam", "eps"}
+    float_scalars = {
+        "inv_temperature", "eps_low", "eps_high", "beta", "entropy_coef", "tis_cap", "lam", "eps",
+        "delta", "clip_ratio_c", "logit_scale", "softcap",
+    }  # fmt: skip
     int_pointers = {"span_ptr": torch.int32, "group_ptr": torch.int64, "problem_ptr": torch.int64}
     signature, attrs = {}, {}
     for index, name in enumerate(fn.arg_names):
@@ -183,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.environ['TRITON_INTERPRET']!r}", file=sys.stderr)  # fmt: skip
         return 2
     archs = [int(a) for a in args.archs.split(",")]
-    specs = row_specialisations() + reward_specialisations()
+    specs = row_specialisations() + logprob_specialisations() + reward_specialisations()
     work = [(spec, arch) for arch in archs for spec in specs]
     failed = 0
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:

@@ -14,6 +14,7 @@ the target-range check, which needs a host sync and so runs inside the op.
 """
 
 import inspect
+import math
 from types import SimpleNamespace
 from typing import Optional
 
@@ -66,6 +67,14 @@ def run_lm_head_chunks(
     beta: float = 0.0,
     entropy_coef: float = 0.0,
     tis_cap: float = NO_TIS_CAP,
+    # peers' policy-loss semantics (lm_head_rows._policy_token); 0 / None / False: off
+    is_weights: Optional[torch.Tensor] = None,
+    delta: float = 0.0,
+    clip_ratio_c: float = 0.0,
+    bias_corrected_kl: bool = False,
+    # LM-head variant: logits = softcap * tanh(logit_scale * (h @ W.T) / softcap); softcap 0: none
+    logit_scale: float = 1.0,
+    softcap: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Runs the fused LM head over the active rows of ``hidden [N, H]``.
 
@@ -95,9 +104,9 @@ def run_lm_head_chunks(
         active, coef = mask_rows_on_device(targets, active, coef, vocab_size)
         targets = torch.where(active, targets, 0)
         # Padding may hold -inf log-probs; zero them so a dropped row cannot turn 0 * inf into NaN.
-        advantages, old_logprobs, ref_logprobs, behaviour_logprobs = (
+        advantages, old_logprobs, ref_logprobs, behaviour_logprobs, is_weights = (
             None if t is None else torch.where(active, t, 0.0)
-            for t in (advantages, old_logprobs, ref_logprobs, behaviour_logprobs)
+            for t in (advantages, old_logprobs, ref_logprobs, behaviour_logprobs, is_weights)
         )
         index = None
     else:
@@ -116,8 +125,9 @@ def run_lm_head_chunks(
     old_a = _gather(old_logprobs, index)
     ref_a = _gather(ref_logprobs, index)
     beh_a = _gather(behaviour_logprobs, index)
+    isw_a = _gather(is_weights, index)
     act_stats = stats if index is None else torch.empty(NUM_STATS, num_active, dtype=torch.float32, device=device)
-    dummy = act_stats  # stands in for absent optional pointers; never read (constexpr flags)
+    dummy = act_stats  # stands in for absent optional pointers; never read (constexpr flags, masked loads)
 
     rows = max(1, min(chunk_rows, num_active))
     logits_buf = torch.empty(rows, vocab_size, dtype=ldtype, device=device)
@@ -149,6 +159,7 @@ def run_lm_head_chunks(
             old_ptr=old_a[start:end] if old_a is not None else dummy,
             ref_ptr=ref_a[start:end] if ref_a is not None else dummy,
             behaviour_ptr=beh_a[start:end] if beh_a is not None else dummy,
+            is_weight_ptr=isw_a[start:end] if isw_a is not None else dummy,
             vocab_size=vocab_size,
             inv_temperature=inv_temperature,
             eps_low=eps_low,
@@ -156,13 +167,22 @@ def run_lm_head_chunks(
             beta=beta,
             entropy_coef=entropy_coef,
             tis_cap=tis_cap,
+            # The policy's weights and the peers' options are run-time scalars (one compiled kernel for
+            # all of them; see row_kernel_constants): +inf turns the delta cap and the dual clip off.
+            delta=delta if delta > 0 else math.inf,
+            clip_ratio_c=clip_ratio_c if clip_ratio_c > 0 else math.inf,
+            bias_corrected_kl=int(bias_corrected_kl),
+            has_tis=int(beh_a is not None),
+            has_is_weight=int(isw_a is not None),
+            logit_scale=logit_scale,
+            softcap=softcap if softcap > 0 else 1.0,
             **row_kernel_constants(
                 epilogue=epilogue,
                 write_grad=write_grad,
                 has_coef=coef_a is not None,
                 has_old=old_a is not None,
                 has_ref=ref_a is not None,
-                has_tis=beh_a is not None,
+                has_softcap=softcap > 0,
                 block_v=block_v,
                 num_warps=num_warps,
             ),
@@ -278,6 +298,8 @@ def ce_token_losses(
     temperature: float = 1.0,
     need_dh: bool = False,
     need_dw: bool = False,
+    logit_scale: float = 1.0,
+    softcap: float = 0.0,
 ) -> torch.Tensor:
     """Per-token cross-entropy ``[N]`` fp32 (0 on inactive rows); the op's signature, like
     run_lm_head_chunks's, is written only here."""
@@ -295,6 +317,8 @@ def ce_token_losses(
         sync_free=sync_free,
         epilogue=EPILOGUE_CE,
         temperature=temperature,
+        logit_scale=logit_scale,
+        softcap=softcap,
     )
     return stats[STAT_LOSS].clone()
 

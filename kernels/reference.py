@@ -12,8 +12,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .lm_head_variants import LMHeadVariant, apply_lm_head_variant, check_lm_head_variant
+from .policy_semantics import check_peer_semantics
+from .policy_token_loss import token_policy_loss
 from .validation import (
     check_linear_inputs,
+    check_loss_normalizer,
     check_mask,
     check_policy_inputs,
     check_positive,
@@ -22,11 +26,15 @@ from .validation import (
 )
 
 
-def _log_softmax_rows(hidden: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
-    """[N, V] log-softmax of the tempered logits in at least float32."""
+def _log_softmax_rows(
+    hidden: torch.Tensor, weight: torch.Tensor, temperature: float, variant: LMHeadVariant | None = None
+) -> torch.Tensor:
+    """[N, V] log-softmax of the tempered logits (of the LM-head variant) in at least float32."""
     dtype = torch.promote_types(hidden.dtype, torch.float32)
     h = hidden.reshape(-1, hidden.shape[-1]).to(dtype)
     logits = h @ weight.to(dtype).T
+    if variant is not None:
+        return F.log_softmax(apply_lm_head_variant(logits, variant, temperature), dim=-1)
     return F.log_softmax(logits / temperature, dim=-1)
 
 
@@ -43,14 +51,18 @@ def reference_linear_logprobs(
     *,
     temperature: float = 1.0,
     mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Target log-prob, entropy and max-prob of ``softmax(hidden @ weight.T / temperature)``, shaped like
-    targets; masked-out tokens get 0."""
+    """Target log-prob, entropy and max-prob of ``softmax(hidden @ weight.T / temperature)`` (with the
+    LM-head variant), shaped like targets; masked-out tokens get 0."""
     layout = check_linear_inputs(hidden, weight, targets)
     temperature = check_positive(temperature, "temperature")
+    variant = check_lm_head_variant(weight, bias, logit_scale, softcap)
     active = check_mask(mask, layout, hidden.device)
     check_targets_in_range(targets.reshape(-1), active, layout.vocab_size)
-    log_probs = _log_softmax_rows(hidden, weight, temperature)
+    log_probs = _log_softmax_rows(hidden, weight, temperature, variant)
     probs = log_probs.exp()
     logp = _gather_targets(log_probs, targets, active)
     entropy = -(probs * log_probs).sum(-1)
@@ -67,15 +79,19 @@ def reference_linear_cross_entropy(
     ignore_index: int = -100,
     reduction: str = "mean",
     temperature: float = 1.0,
+    bias: torch.Tensor | None = None,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy of ``hidden @ weight.T / temperature`` against targets; the mean is over
-    non-ignored tokens and is 0 (with zero gradients) when every token is ignored."""
+    """Cross-entropy of ``hidden @ weight.T / temperature`` (with the LM-head variant) against targets;
+    the mean is over non-ignored tokens and is 0 (with zero gradients) when every token is ignored."""
     layout = check_linear_inputs(hidden, weight, targets)
     check_reduction(reduction)
     temperature = check_positive(temperature, "temperature")
+    variant = check_lm_head_variant(weight, bias, logit_scale, softcap)
     active = targets.reshape(-1) != ignore_index
     check_targets_in_range(targets.reshape(-1), active, layout.vocab_size)
-    log_probs = _log_softmax_rows(hidden, weight, temperature)
+    log_probs = _log_softmax_rows(hidden, weight, temperature, variant)
     nll = torch.where(active, -_gather_targets(log_probs, targets, active), 0.0)
     if reduction == "none":
         return nll.reshape(layout.batch_shape)
@@ -102,19 +118,35 @@ def reference_linear_policy_loss(
     entropy_coef: float = 0.0,
     temperature: float = 1.0,
     max_tokens: int | None = None,
+    loss_normalizer: float | torch.Tensor | None = None,
+    is_weights: torch.Tensor | None = None,
+    delta: float | None = None,
+    clip_ratio_c: float | None = None,
+    bias_corrected_kl: bool = False,
+    bias: torch.Tensor | None = None,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
     check_finite: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Token-level clipped surrogate with full logits (see ``fastcomt.kernels.linear_policy_loss``)."""
+    """Token-level clipped surrogate with full logits (see ``fastcomt.kernels.linear_policy_loss``).
+    The peers' options (delta, dual clip, importance weights, bias-corrected KL) go through
+    ``token_policy_loss``, the LM-head variants through ``apply_lm_head_variant``."""
     checked = check_policy_inputs(
         hidden, weight, targets, mask, advantages, old_logprobs, ref_logprobs, behaviour_logprobs,
         loss_type=loss_type, eps_low=eps_low, eps_high=eps_high, beta=beta, tis_cap=tis_cap,
         entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens, check_finite=check_finite,
     )  # fmt: skip
+    normalizer = check_loss_normalizer(loss_normalizer, hidden.device)
     layout, active, adv, opts = checked.layout, checked.active, checked.advantages, checked.options
     old, ref, behaviour = checked.old, checked.ref, checked.behaviour
     check_targets_in_range(targets.reshape(-1), active, layout.vocab_size)
+    peer = check_peer_semantics(
+        layout, hidden.device, is_weights=is_weights, delta=delta, clip_ratio_c=clip_ratio_c,
+        bias_corrected_kl=bias_corrected_kl,
+    )  # fmt: skip
+    variant = check_lm_head_variant(weight, bias, logit_scale, softcap)
 
-    log_probs = _log_softmax_rows(hidden, weight, opts.temperature)
+    log_probs = _log_softmax_rows(hidden, weight, opts.temperature, variant)
     dtype = log_probs.dtype
     logp = _gather_targets(log_probs, targets, active)
     entropy = -(log_probs.exp() * log_probs).sum(-1)
@@ -126,20 +158,25 @@ def reference_linear_policy_loss(
     adv = torch.where(active, adv.to(dtype), 0.0)
 
     ratio = torch.exp(logp - old)
-    surrogate = -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - opts.eps_low, 1 + opts.eps_high) * adv)
+    weights = None
     if behaviour is not None:
         behaviour = torch.where(active, behaviour.to(dtype), old)
         tis = torch.exp(old - behaviour)
         if opts.tis_cap is not None:
             tis = tis.clamp(max=opts.tis_cap)
-        surrogate = surrogate * tis.detach()
-    per_token = surrogate
+        weights = tis.detach()
+    if peer.is_weights is not None:
+        caller = torch.where(active, peer.is_weights.to(dtype), 0.0)
+        weights = caller if weights is None else weights * caller
     kl = None
     if ref is not None:
         ref = torch.where(active, ref.to(dtype), detached)
         kl = torch.exp(ref - logp) - (ref - logp) - 1
-        if opts.beta > 0:
-            per_token = per_token + opts.beta * kl
+    per_token = token_policy_loss(
+        logp, old, adv, eps_low=opts.eps_low, eps_high=opts.eps_high, delta=peer.delta,
+        clip_ratio_c=peer.clip_ratio_c, is_weights=weights, ref_logp=ref, beta=opts.beta if ref is not None else 0.0,
+        bias_corrected_kl=peer.bias_corrected_kl,
+    )  # fmt: skip
     if opts.entropy_coef != 0:
         per_token = per_token - opts.entropy_coef * entropy
 
@@ -147,7 +184,9 @@ def reference_linear_policy_loss(
     seq_shape = (layout.num_sequences, layout.seq_len)
     if opts.loss_type == "grpo":
         per_seq = (per_token * m).reshape(seq_shape).sum(-1) / m.reshape(seq_shape).sum(-1).clamp(min=1)
-        loss = per_seq.mean()
+        loss = per_seq.mean() if normalizer is None else per_seq.sum() / normalizer.to(dtype)
+    elif normalizer is not None:
+        loss = (per_token * m).sum() / normalizer.to(dtype)
     elif opts.loss_type in ("bnpo", "dapo"):
         loss = (per_token * m).sum() / m.sum().clamp(min=1)
     else:  # dr_grpo

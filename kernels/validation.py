@@ -275,3 +275,20 @@ def check_policy_inputs(
         check_finite_inputs({"hidden": hidden, "weight": weight, "advantages": adv, "old_logprobs": old,
                              "ref_logprobs": ref, "behaviour_logprobs": behaviour}, active, layout.num_rows)  # fmt: skip
     return PolicyInputs(layout, active, adv, old, ref, behaviour, opts)
+
+
+def check_loss_normalizer(loss_normalizer: float | torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """The loss denominator a caller passes (a positive number or a 0-dim tensor), as a float32 tensor
+    on ``device``; None when not given. A tensor is not checked for positivity (that would sync)."""
+    if loss_normalizer is None:
+        return None
+    if isinstance(loss_normalizer, torch.Tensor):
+        if loss_normalizer.dim() != 0 or loss_normalizer.dtype.is_complex:
+            raise ValueError(
+                f"loss_normalizer: expected a 0-dim real tensor, got shape {list(loss_normalizer.shape)} "
+                f"and dtype {loss_normalizer.dtype}"
+            )
+        return loss_normalizer.to(device=device, dtype=torch.float32)
+    if isinstance(loss_normalizer, bool) or not isinstance(loss_normalizer, (int, float)) or not loss_normalizer > 0:
+        raise ValueError(f"loss_normalizer: expected a positive number or a 0-dim tensor, got {loss_normalizer!r}")
+    return torch.tensor(float(loss_normalizer), dtype=torch.float32, device=device)

@@ -23,12 +23,12 @@ def _forbid_host_syncs(monkeypatch):
         monkeypatch.setattr(torch.Tensor, name, refuse)
 
 
-def _policy(p, config):
+def _policy(p, config, **options):
     h, w = leaves(p.hidden, p.weight, dtype=torch.float32)
     old = torch.where(p.mask, p.old_logprobs, float("-inf"))  # padding log-probs may be -inf
     loss, metrics = linear_policy_loss(
         h, w, p.targets, p.mask, p.advantages, old, ref_logprobs=p.ref_logprobs, beta=0.05, loss_type="grpo",
-        behaviour_logprobs=p.behaviour_logprobs, tis_cap=2.0, config=config,
+        behaviour_logprobs=p.behaviour_logprobs, tis_cap=2.0, config=config, **options,
     )  # fmt: skip
     loss.backward()
     return loss.detach(), h.grad, w.grad, metrics
@@ -49,6 +49,19 @@ def test_policy_loss_without_host_sync_matches_the_checked_path(monkeypatch):
     with monkeypatch.context() as m:
         _forbid_host_syncs(m)
         got = _policy(p, SYNC_FREE)
+    _assert_same(got, want)
+
+
+def test_caller_importance_weights_on_padding_never_reach_the_loss(monkeypatch):
+    # A trainer's importance weights may hold inf/NaN on padding; the sync-free path keeps those rows
+    # in the GEMMs with coefficient 0, so their weights are zeroed first (0 * inf would be NaN).
+    p = make_problem(seed=64)
+    weights = torch.where(p.mask, torch.linspace(0.5, 1.5, p.mask.numel()).reshape(p.mask.shape), float("nan"))
+    want = _policy(p, CHECKED, is_weights=weights, delta=1.5, clip_ratio_c=3.0)
+    with monkeypatch.context() as m:
+        _forbid_host_syncs(m)
+        got = _policy(p, SYNC_FREE, is_weights=weights, delta=1.5, clip_ratio_c=3.0)
+    assert torch.isfinite(got[0]) and torch.isfinite(got[1]).all() and torch.isfinite(got[2]).all()
     _assert_same(got, want)
 
 

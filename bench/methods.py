@@ -237,9 +237,10 @@ def _policy_trl(ctx: BuildContext) -> Runner:
     _, _, _, mask, advantages, old = _policy_args(ctx)
     cfg = ctx.policy.as_dict()
     return _training(
-        ctx, lambda: policy_surrogate(logprobs()[0], mask, advantages, old, **cfg),
+        ctx,
+        lambda: policy_surrogate(logprobs()[0], mask, advantages, old, **cfg),
         notes=f"trl=={PEER_VERSIONS['trl']} ChunkedLogProbFunction, chunk_size=32768, logits recomputed in backward",
-    )  # fmt: skip
+    )
 
 
 def _policy_verl(ctx: BuildContext) -> Runner:
@@ -247,9 +248,10 @@ def _policy_verl(ctx: BuildContext) -> Runner:
     _, _, _, mask, advantages, old = _policy_args(ctx)
     cfg = ctx.policy.as_dict()
     return _training(
-        ctx, lambda: policy_surrogate(logprobs()[0], mask, advantages, old, **cfg),
+        ctx,
+        lambda: policy_surrogate(logprobs()[0], mask, advantages, old, **cfg),
         notes=f"verl=={PEER_VERSIONS['verl']} linear_cross_entropy (log-prob + entropy)",
-    )  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------- logprobs (forward scoring)
@@ -308,7 +310,9 @@ def _ce_liger(ctx: BuildContext) -> Runner:
 
     loss_module = LigerFusedLinearCrossEntropyLoss()
     x = ctx.inputs
-    return _training(ctx, lambda: loss_module(x.weight, x.hidden, x.targets_ce), notes="defaults (bf16 dW accumulation)")
+    return _training(
+        ctx, lambda: loss_module(x.weight, x.hidden, x.targets_ce), notes="defaults (bf16 dW accumulation)"
+    )
 
 
 def _ce_cce(filter_eps: Any) -> Callable[[BuildContext], Runner]:

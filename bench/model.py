@@ -137,9 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     fp32_logits = not args.bf16_logits
     rows = args.chunk_rows or default_chunk_rows(v, args.dtype, fp32_logits, args.chunk_bytes)
     est = estimate(
-        n, h, v, op=args.op, dtype=args.dtype, chunk_rows=rows, fp32_logits=fp32_logits,
-        tflops=args.tflops, tbps=args.tbps,
-    )  # fmt: skip
+        n,
+        h,
+        v,
+        op=args.op,
+        dtype=args.dtype,
+        chunk_rows=rows,
+        fp32_logits=fp32_logits,
+        tflops=args.tflops,
+        tbps=args.tbps,
+    )
     print(f"N={n} H={h} V={v} {args.op} {args.dtype} at {args.tflops:g} TFLOP/s, {args.tbps:g} TB/s")
     for name, value in asdict(est).items():
         print(f"  {name:18s} {value:10.3f}" if isinstance(value, float) else f"  {name:18s} {value:10d}")

@@ -70,11 +70,16 @@ def main(argv: list[str] | None = None) -> int:
                 from fastcomt.kernels.triton_mode import kernel_is_interpreted
 
                 interpreted = kernel_is_interpreted(lm_head_rows_kernel)
-                report.update(kernels_source=source, triton_interpret_env=os.environ.get("TRITON_INTERPRET"),
-                              kernel_interpreted=interpreted)  # fmt: skip
+                report.update(
+                    kernels_source=source,
+                    triton_interpret_env=os.environ.get("TRITON_INTERPRET"),
+                    kernel_interpreted=interpreted,
+                )
                 if interpreted != (args.device == "cpu"):
-                    failures.append(f"triton mode: expected {'interpreted' if args.device == 'cpu' else 'compiled'} "
-                                    f"kernels on {args.device}, got {'interpreted' if interpreted else 'compiled'}")  # fmt: skip
+                    failures.append(
+                        f"triton mode: expected {'interpreted' if args.device == 'cpu' else 'compiled'} "
+                        f"kernels on {args.device}, got {'interpreted' if interpreted else 'compiled'}"
+                    )
                 g = torch.Generator().manual_seed(0)
                 h = torch.randn(64, 128, generator=g).to(args.device, torch.bfloat16)
                 w = (torch.randn(1000, 128, generator=g) / 128**0.5).to(args.device, torch.bfloat16)
@@ -87,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                 want = torch.log_softmax(h.float() @ w.float().T, dim=-1).gather(1, t[:, None])[:, 0]
                 report["launch_max_abs_err"] = float((logp - want).abs().max())
                 if not report["launch_max_abs_err"] <= 2e-2:
-                    failures.append(f"launch: expected log-probs within 2e-2 of torch, got {report['launch_max_abs_err']:.3g}")
+                    failures.append(
+                        f"launch: expected log-probs within 2e-2 of torch, got {report['launch_max_abs_err']:.3g}"
+                    )
             except Exception as exc:
                 failures.append(f"launch: {type(exc).__name__}: {exc}"[:300])
     report["failures"] = failures

@@ -56,7 +56,7 @@ def machine_info(device: str, kernels_source: str) -> dict:
         "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
         "kernels_source": kernels_source,
         "git_commit": _git_commit(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": shlex.join([sys.executable, *sys.argv]),
     }
     return info
@@ -132,8 +132,20 @@ def _clip(text: str, width: int) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """Markdown table, one line per (shape, op, method), in the order the rows were measured."""
-    head = ["shape N×H×V", "op", "method", "median ms", "min ms", "x floor", "x fastcomt", "peak GiB",
-            "dh err", "dW err", "logp err", "status"]
+    head = [
+        "shape N×H×V",
+        "op",
+        "method",
+        "median ms",
+        "min ms",
+        "x floor",
+        "x fastcomt",
+        "peak GiB",
+        "dh err",
+        "dW err",
+        "logp err",
+        "status",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         vs_ours = r.get("ratio_to", {}).get("fastcomt")
@@ -181,8 +193,10 @@ def format_inputs(rows: list[dict]) -> str:
         if r["shape"] in seen or r.get("measured_entropy") is None:
             continue
         seen.add(r["shape"])
-        lines.append(f"  {r['shape']}: entropy {r['measured_entropy']:.3f} nats, padding "
-                     f"{r['measured_pad_fraction']:.1%}, {r['input_gib']:.2f} GiB of inputs")
+        lines.append(
+            f"  {r['shape']}: entropy {r['measured_entropy']:.3f} nats, padding "
+            f"{r['measured_pad_fraction']:.1%}, {r['input_gib']:.2f} GiB of inputs"
+        )
     return "\n".join(lines) if len(lines) > 1 else "inputs: none built in this run"
 
 
@@ -229,13 +243,18 @@ def format_targets(rows: list[dict], device: str) -> str:
             text += f"; {_fmt(extra, '.2f')} GiB above inputs and grads (target <= {limit:.2f}) {verdict}"
         lines.append(text)
     for head in dict.fromkeys((r["h"], r["v"]) for r in ours if r["op"] == "policy"):
-        pts = sorted((r["n"], r["extra_gib"]) for r in ours
-                     if r["op"] == "policy" and (r["h"], r["v"]) == head and r.get("extra_gib") is not None)
+        pts = sorted(
+            (r["n"], r["extra_gib"])
+            for r in ours
+            if r["op"] == "policy" and (r["h"], r["v"]) == head and r.get("extra_gib") is not None
+        )
         if len(pts) >= 2:
             growth = pts[-1][1] - pts[0][1]
             verdict = "MET" if growth <= TARGET_FLAT_GIB else "MISSED"
-            lines.append(f"  policy memory flat in N, H={head[0]} V={head[1]}: {pts[0][1]:.2f} GiB at N={pts[0][0]}, "
-                         f"{pts[-1][1]:.2f} GiB at N={pts[-1][0]} (growth <= {TARGET_FLAT_GIB} GiB) {verdict}")
+            lines.append(
+                f"  policy memory flat in N, H={head[0]} V={head[1]}: {pts[0][1]:.2f} GiB at N={pts[0][0]}, "
+                f"{pts[-1][1]:.2f} GiB at N={pts[-1][0]} (growth <= {TARGET_FLAT_GIB} GiB) {verdict}"
+            )
     return "\n".join(lines) if len(lines) > 1 else "targets: no fastcomt rows measured"
 
 

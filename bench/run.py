@@ -53,8 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available, else cpu")
     p.add_argument("--shapes", help=f"N:H:V,... (GPU default: {DEFAULT_GPU_SHAPES}; CPU: {DEFAULT_CPU_SHAPES})")
     p.add_argument("--ops", type=_csv(OPS, "--ops"), default=OPS, help="policy,logprobs,ce")
-    p.add_argument("--methods", type=_csv(method_names, "--methods"), help=f"subset of {','.join(method_names)}; "
-                   "the floor always runs, the ratios need it")
+    p.add_argument(
+        "--methods",
+        type=_csv(method_names, "--methods"),
+        help=f"subset of {','.join(method_names)}; the floor always runs, the ratios need it",
+    )
     p.add_argument("--reps", type=_positive_int, default=10, help="timed repetitions (>= 10 on GPU)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (compilation happens here)")
     p.add_argument("--entropy", type=float, default=2.0, help="target mean next-token entropy, nats")
@@ -74,8 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-s", type=float, help="start no new measurement after this many seconds")
     p.add_argument("--strict", action="store_true", help="exit 1 unless every fastcomt row has status ok")
     p.add_argument("--method-timeout-s", type=float, help="give up one measurement after this many seconds")
-    p.add_argument("--simulate-failure", choices=("error", "hang"),
-                   help="dry runs: fastcomt's rows fail this way, to check the other rows survive")
+    p.add_argument(
+        "--simulate-failure",
+        choices=("error", "hang"),
+        help="dry runs: fastcomt's rows fail this way, to check the other rows survive",
+    )
     p.add_argument("--site-dir", action="append", default=[], help="extra package folder appended to sys.path")
     return p
 
@@ -131,26 +137,47 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.entropy < math.log(min(s.v for s in shapes)):
         raise SystemExit(f"--entropy: expected a value in (0, log V) nats for every shape, got {args.entropy}")
     if not 0 <= args.pad_fraction < 0.5 or args.logprob_noise < 0:
-        raise SystemExit(f"--pad-fraction, --logprob-noise: expected [0, 0.5) and >= 0, got {args.pad_fraction}, {args.logprob_noise}")
+        raise SystemExit(
+            f"--pad-fraction, --logprob-noise: expected [0, 0.5) and >= 0, got {args.pad_fraction}, {args.logprob_noise}"
+        )
     seq_len = args.seq_len or (1024 if device == "cuda" else 16)
     for s in shapes:
         if s.n % seq_len:
             raise SystemExit(f"--seq-len: expected a divisor of every N, got {seq_len} (shape {s.label} does not fit)")
     cfg = SweepConfig(
-        device=device, ops=args.ops, method_names=None if args.methods is None else (*args.methods, "floor"),
-        seq_len=seq_len, entropy=args.entropy, pad_fraction=args.pad_fraction, logprob_noise=args.logprob_noise,
-        seed=args.seed, warmup=args.warmup, reps=args.reps,
+        device=device,
+        ops=args.ops,
+        method_names=None if args.methods is None else (*args.methods, "floor"),
+        seq_len=seq_len,
+        entropy=args.entropy,
+        pad_fraction=args.pad_fraction,
+        logprob_noise=args.logprob_noise,
+        seed=args.seed,
+        warmup=args.warmup,
+        reps=args.reps,
         compile_backend=args.compile_backend or ("inductor" if device == "cuda" else "aot_eager"),
-        policy=policy, tol=Tolerances(grad_rel_l2=args.tol_grad, logprob_max_abs=args.tol_logp),
-        budget_s=args.budget_s, method_timeout_s=args.method_timeout_s, simulate_failure=args.simulate_failure,
+        policy=policy,
+        tol=Tolerances(grad_rel_l2=args.tol_grad, logprob_max_abs=args.tol_logp),
+        budget_s=args.budget_s,
+        method_timeout_s=args.method_timeout_s,
+        simulate_failure=args.simulate_failure,
     )
     set_tf32(args.tf32)
     _raise_recompile_limit()
 
     settings = {
-        "device": device, "dtype": "bfloat16", "tf32": args.tf32, "reps": cfg.reps, "warmup": cfg.warmup,
-        "seed": cfg.seed, "entropy": cfg.entropy, "seq_len": seq_len, "pad_fraction": cfg.pad_fraction,
-        "logprob_noise": cfg.logprob_noise, "policy": policy.as_dict(), "compile_backend": cfg.compile_backend,
+        "device": device,
+        "dtype": "bfloat16",
+        "tf32": args.tf32,
+        "reps": cfg.reps,
+        "warmup": cfg.warmup,
+        "seed": cfg.seed,
+        "entropy": cfg.entropy,
+        "seq_len": seq_len,
+        "pad_fraction": cfg.pad_fraction,
+        "logprob_noise": cfg.logprob_noise,
+        "policy": policy.as_dict(),
+        "compile_backend": cfg.compile_backend,
         "tolerances": {"grad_rel_l2": cfg.tol.grad_rel_l2, "logprob_max_abs": cfg.tol.logprob_max_abs},
     }
     settings["settings_id"] = settings_id(settings)
@@ -161,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # Resume only rows taken with the same settings; rows cut by the time budget are measured again.
     previous = read_jsonl(args.out) if args.resume else []
-    done = {row_key(r)[:5]: r for r in previous
-            if r.get("settings_id") == settings["settings_id"] and not r["status"].startswith("skipped: time")}
+    done = {
+        row_key(r)[:5]: r
+        for r in previous
+        if r.get("settings_id") == settings["settings_id"] and not r["status"].startswith("skipped: time")
+    }
     if args.out is not None and not args.resume:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("")
@@ -199,16 +229,28 @@ def _write_outputs(args: argparse.Namespace, rows: list[dict], machine: dict, se
         write_text_atomic,
     )
 
-    text = "\n\n".join([format_header(machine, settings), format_inputs(rows), format_legend(rows),
-                         format_targets(rows, machine["device"]), format_table(rows)]) + "\n"
+    text = (
+        "\n\n".join(
+            [
+                format_header(machine, settings),
+                format_inputs(rows),
+                format_legend(rows),
+                format_targets(rows, machine["device"]),
+                format_table(rows),
+            ]
+        )
+        + "\n"
+    )
     if args.plot is not None:
         try:
             from bench.plot import plot_results
         except ImportError as exc:  # the GPU machines may lack matplotlib: keep the rows and the table
             _log(f"plot skipped: {exc}")
         else:
-            title = f"{machine['gpu'] or 'CPU (not kernel speed)'}; torch {machine['torch']}; " \
-                    f"TF32 {'on' if settings['tf32'] else 'off'}"
+            title = (
+                f"{machine['gpu'] or 'CPU (not kernel speed)'}; torch {machine['torch']}; "
+                f"TF32 {'on' if settings['tf32'] else 'off'}"
+            )
             args.plot.parent.mkdir(parents=True, exist_ok=True)
             plot_results(rows, args.plot, title)
             _log(f"plot: {args.plot}")

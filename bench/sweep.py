@@ -54,8 +54,15 @@ KILLED_STATUS = "timeout: the process was killed during this measurement"
 class Sweep:
     """Runs shapes one by one; ``base_row`` holds the fields every row carries (settings, machine)."""
 
-    def __init__(self, cfg: SweepConfig, kernels: ModuleType, base_row: dict, done: dict[tuple, dict],
-                 log: Callable[[str], None], on_row: Callable[[dict], None] = lambda row: None) -> None:
+    def __init__(
+        self,
+        cfg: SweepConfig,
+        kernels: ModuleType,
+        base_row: dict,
+        done: dict[tuple, dict],
+        log: Callable[[str], None],
+        on_row: Callable[[dict], None] = lambda row: None,
+    ) -> None:
         self.cfg, self.kernels, self.base_row, self.done, self.log = cfg, kernels, base_row, done, log
         self.on_row = on_row  # persists a row at once (a later row of the same key replaces it)
         self.started = time.monotonic()
@@ -77,17 +84,34 @@ class Sweep:
         self.log(f"[{self.elapsed():7.1f}s] {shape.label}: building inputs")
         c = self.cfg
         try:
-            inputs = make_inputs(shape, seq_len=c.seq_len, device=c.device, target_entropy=c.entropy,
-                                 pad_fraction=c.pad_fraction, logprob_noise=c.logprob_noise, seed=c.seed)
+            inputs = make_inputs(
+                shape,
+                seq_len=c.seq_len,
+                device=c.device,
+                target_entropy=c.entropy,
+                pad_fraction=c.pad_fraction,
+                logprob_noise=c.logprob_noise,
+                seed=c.seed,
+            )
         except Exception as exc:  # e.g. out of memory at a huge shape: every row of the shape says so
             return None, f"failed: building inputs: {type(exc).__name__}: {str(exc).splitlines()[0][:150]}"
-        self.log(f"    entropy {inputs.measured_entropy:.3f} nats (target {c.entropy}), padding "
-                 f"{inputs.pad_fraction:.1%}, head scale {inputs.head_scale:.3g}")
+        self.log(
+            f"    entropy {inputs.measured_entropy:.3f} nats (target {c.entropy}), padding "
+            f"{inputs.pad_fraction:.1%}, head scale {inputs.head_scale:.3g}"
+        )
         return inputs, None
 
     def _row(self, shape: Shape, method: Method) -> dict:
-        return {"n": shape.n, "h": shape.h, "v": shape.v, "shape": shape.label, "op": method.op,
-                "method": method.name, "label": method.label, **self.base_row}
+        return {
+            "n": shape.n,
+            "h": shape.h,
+            "v": shape.v,
+            "shape": shape.label,
+            "op": method.op,
+            "method": method.name,
+            "label": method.label,
+            **self.base_row,
+        }
 
     def run_shape(self, shape: Shape) -> Iterator[tuple[list[dict], list[dict]]]:
         """Yields, per op, (all rows of the group with ratios, the rows measured now)."""
@@ -144,17 +168,23 @@ class Sweep:
 
     def _measure(self, method: Method, inputs: BenchInputs, truth: Truth | None, truth_problem: str | None) -> dict:
         c = self.cfg
-        ctx = BuildContext(inputs=inputs, kernels=self.kernels, policy=c.policy, compile_backend=c.compile_backend,
-                           device=c.device)
+        ctx = BuildContext(
+            inputs=inputs, kernels=self.kernels, policy=c.policy, compile_backend=c.compile_backend, device=c.device
+        )
         if c.simulate_failure and method.name == "fastcomt":
             method = simulated_failure(method, c.simulate_failure)
         with time_limit(c.method_timeout_s):
             row = run_method(method, ctx, truth, truth_problem, warmup=c.warmup, reps=c.reps, tol=c.tol)
-        row.update(measured_entropy=inputs.measured_entropy, measured_pad_fraction=inputs.pad_fraction,
-                   input_gib=inputs.nbytes() / float(1 << 30))
+        row.update(
+            measured_entropy=inputs.measured_entropy,
+            measured_pad_fraction=inputs.pad_fraction,
+            input_gib=inputs.nbytes() / float(1 << 30),
+        )
         median = row.get("median_ms", float("nan"))
-        self.log(f"[{self.elapsed():7.1f}s] {inputs.shape.label} {method.op:8s} {method.name:13s} "
-                 f"{median:10.3f} ms  {row['status']}")
+        self.log(
+            f"[{self.elapsed():7.1f}s] {inputs.shape.label} {method.op:8s} {method.name:13s} "
+            f"{median:10.3f} ms  {row['status']}"
+        )
         return row
 
 

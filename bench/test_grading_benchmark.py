@@ -63,7 +63,7 @@ def test_grading_throughput(benchmark, completions):
     n_steps = sum(len(g.steps) for g in graded)
     assert n_steps > 3 * N_COMPLETIONS  # GSM8K solutions average 3+ computed numbers
     # every step landed on tokens, and the token ids cover exactly the digits of each step
-    for (text, _, offsets, _, _), g in zip(completions, graded):
+    for (_text, _, offsets, _, _), g in zip(completions, graded):
         for k, (step, span) in enumerate(zip(g.steps, g.token_spans)):
             a, b = span
             assert offsets[a][0] <= step.start and offsets[b - 1][1] >= step.end

@@ -58,7 +58,7 @@ class PrefillCounter:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is not None and ids.shape[1] > 1:
             mask = kwargs.get("attention_mask")
-            self.tokens += int(mask[:, -ids.shape[1]:].sum()) if mask is not None else ids.numel()
+            self.tokens += int(mask[:, -ids.shape[1] :].sum()) if mask is not None else ids.numel()
 
     def remove(self):
         self._handle.remove()
@@ -88,7 +88,7 @@ def run_generate(model, prefix, new):
             output_logits=True,
         )
         logits = torch.stack(out.logits, dim=1).float()
-        tokens = out.sequences[:, ids.shape[1]:]
+        tokens = out.sequences[:, ids.shape[1] :]
         return tokens, torch.log_softmax(logits, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
 
 

@@ -33,43 +33,55 @@ class _Command:
 # stays fast: some import torch and transformers, several seconds on a CPU machine.
 _COMMANDS: dict[str, _Command] = {
     "data": _Command(
-        module="fastcomt.train.data_command", entry="main", help="build CoMT (meta-thought) or CoT SFT data from problems",
-        config="fastcomt.comt.build:ComtDataConfig", example="fastcomt data --config configs/sft-synthetic-comt.yaml",
+        module="fastcomt.train.data_command",
+        entry="main",
+        help="build CoMT (meta-thought) or CoT SFT data from problems",
+        config="fastcomt.comt.build:ComtDataConfig",
+        example="fastcomt data --config configs/sft-synthetic-comt.yaml",
         note="FILE is a data-build config (the keys below at its top level) or an SFT config, whose data.build\n"
-             "section (these keys; `output` defaults to data.train) is built; overrides then use the SFT config's\n"
-             "keys (data.build.num_problems=200; data.limit=200 limits the problems built unless data.build.limit\n"
-             "is set), and every key is checked as `fastcomt sft` checks it.",
+        "section (these keys; `output` defaults to data.train) is built; overrides then use the SFT config's\n"
+        "keys (data.build.num_problems=200; data.limit=200 limits the problems built unless data.build.limit\n"
+        "is set), and every key is checked as `fastcomt sft` checks it.",
     ),
     "sft": _Command(
-        module="fastcomt.train.sft", entry="main",
+        module="fastcomt.train.sft",
+        entry="main",
         help="supervised fine-tuning (CoMT plans or CoT) with the fused linear CE",
         config="fastcomt.train.config:SFTConfig",
         example="fastcomt sft --config configs/sft-synthetic-comt.yaml optim.epochs=1",
     ),
     "pretrain": _Command(
-        module="fastcomt_recipes.pretrain", entry="main",
+        module="fastcomt_recipes.pretrain",
+        entry="main",
         help="stage 0 of the demo: pre-train a tiny base model on executions",
         config="fastcomt_recipes.pretrain:PretrainConfig",
         example="fastcomt pretrain --config base.yaml num_documents=2000 optim.lr=1e-3",
         note="FILE is required (there is no shipped one): a YAML mapping of the keys below, at least output_dir;\n"
-             "configs/demo.yaml's `pretrain` section is an example.",
+        "configs/demo.yaml's `pretrain` section is an example.",
     ),
     "rl": _Command(
-        module="fastcomt.train.rl", entry="main", help="CCRL (or GRPO with lambda=0) on the fused policy loss",
+        module="fastcomt.train.rl",
+        entry="main",
+        help="CCRL (or GRPO with lambda=0) on the fused policy loss",
         config="fastcomt.train.rl_config:RLConfig",
         example="fastcomt rl --config configs/rl-synthetic-ccrl.yaml rollout.executions_per_plan=16 steps=50",
     ),
     "demo": _Command(
-        module="fastcomt_recipes.demo", entry="main", help="the whole pipeline at toy scale on CPU (the embedded default)",
-        config="fastcomt_recipes.demo:DemoConfig", example="fastcomt demo --compare rl.steps=10 sft.optim.lr=3e-4",
+        module="fastcomt_recipes.demo",
+        entry="main",
+        help="the whole pipeline at toy scale on CPU (the embedded default)",
+        config="fastcomt_recipes.demo:DemoConfig",
+        example="fastcomt demo --compare rl.steps=10 sft.optim.lr=3e-4",
         note="Without --config the demo reads configs/demo.yaml, which holds these defaults.\n"
-             "pretrain, sft, rl and baseline_rl take the keys of `fastcomt pretrain --help`,\n"
-             "`fastcomt sft --help` and `fastcomt rl --help`, merged over the demo's own choices.",
+        "pretrain, sft, rl and baseline_rl take the keys of `fastcomt pretrain --help`,\n"
+        "`fastcomt sft --help` and `fastcomt rl --help`, merged over the demo's own choices.",
     ),
 }
 
-_OVERRIDES = ("Keys are set in the YAML file or as KEY=VALUE arguments after it: dotted keys reach nested\n"
-              "sections (optim.lr=3e-4), values are parsed as YAML (3 is an int, null is None, [a, b] a list).")
+_OVERRIDES = (
+    "Keys are set in the YAML file or as KEY=VALUE arguments after it: dotted keys reach nested\n"
+    "sections (optim.lr=3e-4), values are parsed as YAML (3 is an int, null is None, [a, b] a list)."
+)
 _EVAL_HELP = "evaluate a model on the benchmarks: accuracy and step calibration"
 
 
@@ -115,20 +127,31 @@ def _build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="on an error, show the traceback (any position)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_LazyEpilogParser)
     for name, command in _COMMANDS.items():
-        p = sub.add_parser(name, help=command.help, description=command.help,
-                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                           epilog_factory=lambda name=name: config_epilog(name))  # fmt: skip
+        p = sub.add_parser(
+            name,
+            help=command.help,
+            description=command.help,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog_factory=lambda name=name: config_epilog(name),
+        )
         p.add_argument("--config", default=None, metavar="FILE", help="YAML config file (keys below)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys for nesting)")
         p.add_argument("--debug", action="store_true", help="on an error, show the traceback")
         if name == "demo":
-            p.add_argument("--compare", action="store_true",
-                           help="also run the paper's baseline (CoT SFT, then GRPO with lam=0) and GRPO from the CoMT SFT "
-                                "model (the calibration term's ablation) on the same budget")
-            p.add_argument("--kernels-smoke", action="store_true",
-                           help="only run the fused kernels against their plain-torch references")
-    eval_parser = sub.add_parser("eval", help=_EVAL_HELP, description=_EVAL_HELP,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+            p.add_argument(
+                "--compare",
+                action="store_true",
+                help="also run the paper's baseline (CoT SFT, then GRPO with lam=0) and GRPO from the CoMT SFT "
+                "model (the calibration term's ablation) on the same budget",
+            )
+            p.add_argument(
+                "--kernels-smoke",
+                action="store_true",
+                help="only run the fused kernels against their plain-torch references",
+            )
+    eval_parser = sub.add_parser(
+        "eval", help=_EVAL_HELP, description=_EVAL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     eval_parser.add_argument("--debug", action="store_true", help="on an error, show the traceback")
     if _selected_command(argv) == "eval":
         from fastcomt.eval.cli_args import add_eval_arguments

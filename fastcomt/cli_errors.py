@@ -70,20 +70,24 @@ def _preflight_sft(config: str | None, overrides: Sequence[str]) -> None:
 
     cfg = load_config(_config_path(config, "configs/sft-synthetic-comt.yaml"), SFTConfig, overrides)
     if not Path(cfg.data.train).exists() and cfg.data.build is None:
-        raise UsageError(f"data.train: no file at {cfg.data.train} and no data.build section to build it from "
-                         "(run `fastcomt data --config FILE` first, or add data.build)")  # fmt: skip
+        raise UsageError(
+            f"data.train: no file at {cfg.data.train} and no data.build section to build it from "
+            "(run `fastcomt data --config FILE` first, or add data.build)"
+        )
     if cfg.model.path:
         _check(model_dir_problem(cfg.model.path, "model.path"))
     if cfg.tokenizer.kind == "pretrained":
         path = cfg.tokenizer.path or cfg.model.path
         if not path:
-            raise UsageError("tokenizer.path: expected a tokenizer folder (or model.path) for kind 'pretrained', got none")
+            raise UsageError(
+                "tokenizer.path: expected a tokenizer folder (or model.path) for kind 'pretrained', got none"
+            )
         _check(tokenizer_dir_problem(path, "tokenizer.path" if cfg.tokenizer.path else "model.path"))
 
 
 def _preflight_rl(config: str | None, overrides: Sequence[str]) -> None:
-    from fastcomt.train.rl_config import RLConfig, check_rl_config
     from fastcomt.config import load_config
+    from fastcomt.train.rl_config import RLConfig, check_rl_config
 
     cfg = load_config(_config_path(config, "configs/rl-synthetic-ccrl.yaml"), RLConfig, overrides)
     check_rl_config(cfg)

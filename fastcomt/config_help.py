@@ -118,8 +118,12 @@ def _own_field_comments(cls: type) -> dict[str, str]:
         elif tok.type == tokenize.DEDENT:
             depth -= 1
         elif tok.type == tokenize.NEWLINE:
-            is_field = (statement_depth == 1 and len(statement) >= 2 and statement[0].type == tokenize.NAME
-                        and statement[1].string == ":")  # fmt: skip
+            is_field = (
+                statement_depth == 1
+                and len(statement) >= 2
+                and statement[0].type == tokenize.NAME
+                and statement[1].string == ":"
+            )
             if is_field:
                 out[statement[0].string] = " ".join(above + statement_comments)
             above, statement, statement_comments = [], [], []

@@ -65,7 +65,9 @@ class RetryPolicy:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise ValueError(f"max_retries: expected an int >= 0, got {self.max_retries!r}")
         if not (self.backoff_base >= 0 and self.backoff_max >= 0):
-            raise ValueError(f"backoff_base and backoff_max: expected >= 0, got {self.backoff_base}, {self.backoff_max}")
+            raise ValueError(
+                f"backoff_base and backoff_max: expected >= 0, got {self.backoff_base}, {self.backoff_max}"
+            )
 
     def delay(self, retry_index: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
@@ -120,7 +122,12 @@ def request_json(
 
 
 def _send_once(
-    method: str, url: str, body: Mapping[str, Any] | None, timeout: float, headers: Mapping[str, str] | None, policy: RetryPolicy
+    method: str,
+    url: str,
+    body: Mapping[str, Any] | None,
+    timeout: float,
+    headers: Mapping[str, str] | None,
+    policy: RetryPolicy,
 ) -> str:
     data = None if body is None else json.dumps(body).encode("utf-8")
     req = urllib.request.Request(url, data=data, method=method)

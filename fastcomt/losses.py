@@ -35,8 +35,16 @@ class FusedPolicyLoss(nn.Module):
     ) -> None:
         super().__init__()
         # The same checks as every call's, made once here so a bad setting fails at construction.
-        check_policy_settings(loss_type=loss_type, eps_low=eps_low, eps_high=eps_high, beta=beta, tis_cap=tis_cap,
-                              entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens)  # fmt: skip
+        check_policy_settings(
+            loss_type=loss_type,
+            eps_low=eps_low,
+            eps_high=eps_high,
+            beta=beta,
+            tis_cap=tis_cap,
+            entropy_coef=entropy_coef,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
         self.loss_type = loss_type
         self.eps_low = eps_low
         self.eps_high = eps_high

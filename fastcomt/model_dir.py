@@ -30,8 +30,11 @@ def run_folder_models(folder: str | os.PathLike[str]) -> list[Path]:
         found.append(folder / "final")
     checkpoints = folder / "checkpoints"
     if checkpoints.is_dir():
-        steps = sorted((p for p in checkpoints.iterdir() if _STEP_DIR.match(p.name) and (p / "model" / "config.json").is_file()),
-                       key=lambda p: int(_STEP_DIR.match(p.name).group(1)), reverse=True)  # type: ignore[union-attr]  # fmt: skip
+        steps = sorted(
+            (p for p in checkpoints.iterdir() if _STEP_DIR.match(p.name) and (p / "model" / "config.json").is_file()),
+            key=lambda p: int(_STEP_DIR.match(p.name).group(1)),
+            reverse=True,
+        )  # type: ignore[union-attr]
         found.extend(p / "model" for p in steps)
     return found
 

@@ -19,8 +19,14 @@ import torch
 from fastcomt.kernels.rewards import CONFIDENCE_MODES, CCRLRewards, ccrl_rewards
 from fastcomt.tasks.grade import GradedCompletion
 
-__all__ = ["CONFIDENCE_MODES", "RewardInputs", "reward_inputs", "ccrl_batch_rewards", "step_calibration_pairs",
-           "step_confidences"]
+__all__ = [
+    "CONFIDENCE_MODES",
+    "RewardInputs",
+    "reward_inputs",
+    "ccrl_batch_rewards",
+    "step_calibration_pairs",
+    "step_confidences",
+]
 
 
 class RewardInputs(NamedTuple):
@@ -81,8 +87,9 @@ def ccrl_batch_rewards(
 ) -> CCRLRewards:
     """Grades + rollout log-probs [B, T] -> rewards and advantages (options as in ccrl_rewards)."""
     inputs = reward_inputs(graded, logprobs.shape[-1], starts=starts, device=logprobs.device)
-    return ccrl_rewards(logprobs, inputs.span_ids, inputs.step_correct, inputs.answer_correct,
-                        group_ids, problem_ids, **options)
+    return ccrl_rewards(
+        logprobs, inputs.span_ids, inputs.step_correct, inputs.answer_correct, group_ids, problem_ids, **options
+    )
 
 
 def step_calibration_pairs(result: CCRLRewards, graded: Sequence[GradedCompletion]) -> tuple[list[float], list[int]]:

@@ -68,7 +68,9 @@ def _number_word_model(texts: Iterable[str], number_max: int, min_frequency: int
             vocab.setdefault(token, len(vocab))
     for char in sorted(pre_tokenizers.ByteLevel.alphabet()):  # alphabet() order varies between calls
         vocab.setdefault(char, len(vocab))
-    frequent = sorted((t for t, c in counts.items() if c >= min_frequency and t not in vocab), key=lambda t: (-counts[t], t))
+    frequent = sorted(
+        (t for t, c in counts.items() if c >= min_frequency and t not in vocab), key=lambda t: (-counts[t], t)
+    )
     if vocab_size is not None:
         if vocab_size <= len(vocab):
             # Otherwise every word would map to <|unk|>: a silent, useless tokenizer.
@@ -114,9 +116,12 @@ def train_tokenizer(
         )
         tok.train_from_iterator(texts, trainer=trainer)
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD, unk_token=UNK, eos_token=END_OF_TURN,
+        tokenizer_object=tok,
+        pad_token=PAD,
+        unk_token=UNK,
+        eos_token=END_OF_TURN,
         additional_special_tokens=list(SPECIAL_TOKENS[3:]),
-    )  # fmt: skip
+    )
     wrapped.chat_template = CHAT_TEMPLATE
     return wrapped
 
@@ -163,7 +168,9 @@ def encode_chat_examples(
     prompts, responses = [], []
     for messages in conversations:
         if not messages or messages[-1].get("role") != "assistant":
-            raise ValueError("conversations: expected each to end with an assistant message (the training target), got one that does not")
+            raise ValueError(
+                "conversations: expected each to end with an assistant message (the training target), got one that does not"
+            )
         prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
         if not full.startswith(prompt):

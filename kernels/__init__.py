@@ -41,8 +41,8 @@ if __name__ == "fastcomt.kernels":
     from .linear_cross_entropy import linear_cross_entropy  # noqa: E402
     from .linear_logprobs import linear_logprobs  # noqa: E402
     from .linear_logprobs_autograd import linear_logprobs_autograd  # noqa: E402
-    from .logprobs_autograd_reference import reference_linear_logprobs_autograd  # noqa: E402
     from .linear_policy_loss import linear_policy_loss  # noqa: E402
+    from .logprobs_autograd_reference import reference_linear_logprobs_autograd  # noqa: E402
     from .reference import (  # noqa: E402
         reference_linear_cross_entropy,
         reference_linear_logprobs,
@@ -69,8 +69,11 @@ if __name__ == "fastcomt.kernels":
     ]
 
     # name -> submodule of the CCRL reward kernel and its reference
-    _REWARD_EXPORTS = {"CCRLRewards": "rewards", "ccrl_rewards": "rewards", "ccrl_rewards_reference": "rewards_reference"}
-
+    _REWARD_EXPORTS = {
+        "CCRLRewards": "rewards",
+        "ccrl_rewards": "rewards",
+        "ccrl_rewards_reference": "rewards_reference",
+    }
 
     def __getattr__(name: str) -> object:
         # The reward kernel is resolved on first use, so the LM-head functions import on their own.

@@ -39,7 +39,13 @@ TARGETS = ((90, "H100/H200"), (80, "A100"))
 VOCAB_SIZES = (2, 300, 4096, 32_000, 128_256, 151_936, 152_064, 262_144)
 HIDDEN_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-_TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int64: "i64", torch.int32: "i32"}
+_TRITON_TYPES = {
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.int64: "i64",
+    torch.int32: "i32",
+}
 
 
 def row_specialisations() -> list[dict[str, Any]]:
@@ -55,9 +61,15 @@ def row_specialisations() -> list[dict[str, Any]]:
     ):
         launch = resolve_launch(LMHeadConfig(fp32_logits=fp32_logits), vocab, dtype, cuda)
         constants = row_kernel_constants(
-            epilogue=epilogue, write_grad=write_grad, has_coef=has[0], has_old=has[1], has_ref=has[2],
-            has_softcap=has[3], block_v=launch.block_v, num_warps=launch.num_warps,
-        )  # fmt: skip
+            epilogue=epilogue,
+            write_grad=write_grad,
+            has_coef=has[0],
+            has_old=has[1],
+            has_ref=has[2],
+            has_softcap=has[3],
+            block_v=launch.block_v,
+            num_warps=launch.num_warps,
+        )
         _, logits, grad = chunk_dtypes(dtype, cuda, launch.fp32_logits, bool(constants["WRITE_GRAD"]))
         pointers = {"logits_ptr": logits, "grad_ptr": grad, "targets_ptr": torch.int64}
         spec = {"kernel": "lm_head_rows_kernel", "constants": constants, "pointers": pointers}
@@ -80,17 +92,26 @@ def logprob_specialisations() -> list[dict[str, Any]]:
         launch = resolve_launch(LMHeadConfig(fp32_logits=fp32_logits), vocab, dtype, cuda)
         _, logits, _ = chunk_dtypes(dtype, cuda, launch.fp32_logits, write_grad=False)
         constants = logprob_forward_constants(has_softcap=softcap, block_v=launch.block_v, num_warps=launch.num_warps)
-        spec = {"kernel": "logprob_forward_rows", "constants": constants,
-                "pointers": {"logits_ptr": logits, "targets_ptr": torch.int64}}  # fmt: skip
+        spec = {
+            "kernel": "logprob_forward_rows",
+            "constants": constants,
+            "pointers": {"logits_ptr": logits, "targets_ptr": torch.int64},
+        }
         seen.setdefault(_key(spec), spec)
         _, logits, grad = chunk_dtypes(dtype, cuda, launch.fp32_logits, write_grad=True)
         for has_grad_logp, has_grad_entropy in grads:
             constants = logprob_backward_constants(
-                has_softcap=softcap, has_grad_logp=has_grad_logp, has_grad_entropy=has_grad_entropy,
-                block_v=launch.block_v, num_warps=launch.num_warps,
-            )  # fmt: skip
-            spec = {"kernel": "logprob_backward_rows", "constants": constants,
-                    "pointers": {"logits_ptr": logits, "grad_ptr": grad, "targets_ptr": torch.int64}}  # fmt: skip
+                has_softcap=softcap,
+                has_grad_logp=has_grad_logp,
+                has_grad_entropy=has_grad_entropy,
+                block_v=launch.block_v,
+                num_warps=launch.num_warps,
+            )
+            spec = {
+                "kernel": "logprob_backward_rows",
+                "constants": constants,
+                "pointers": {"logits_ptr": logits, "grad_ptr": grad, "targets_ptr": torch.int64},
+            }
             seen.setdefault(_key(spec), spec)
     return list(seen.values())
 
@@ -132,9 +153,19 @@ def _signature(fn, constants: dict[str, Any], pointers: dict[str, torch.dtype]) 
     Pointers default to fp32 (``pointers`` overrides), arguments ending in ``_ptr`` are pointers, the
     float scalars are named explicitly, every other runtime argument is an i32."""
     float_scalars = {
-        "inv_temperature", "eps_low", "eps_high", "beta", "entropy_coef", "tis_cap", "lam", "eps",
-        "delta", "clip_ratio_c", "logit_scale", "softcap",
-    }  # fmt: skip
+        "inv_temperature",
+        "eps_low",
+        "eps_high",
+        "beta",
+        "entropy_coef",
+        "tis_cap",
+        "lam",
+        "eps",
+        "delta",
+        "clip_ratio_c",
+        "logit_scale",
+        "softcap",
+    }
     int_pointers = {"span_ptr": torch.int32, "group_ptr": torch.int64, "problem_ptr": torch.int64}
     signature, attrs = {}, {}
     for index, name in enumerate(fn.arg_names):
@@ -164,6 +195,13 @@ def _ptxas() -> str:
     )
 
 
+def _group(match: re.Match[str] | None, what: str, group: int = 1) -> str:
+    """A group of a match that ptxas's or Triton's output must contain; a clear error if it does not."""
+    if match is None:
+        raise RuntimeError(f"could not find {what} in the compiler's output")
+    return match.group(group)
+
+
 def compile_one(spec: dict[str, Any], arch: int) -> dict[str, Any]:
     """Compiles one specialisation for sm_<arch>; returns registers and spill bytes from ptxas -v."""
     import triton
@@ -173,8 +211,12 @@ def compile_one(spec: dict[str, Any], arch: int) -> dict[str, Any]:
     fn = _kernel(spec["kernel"])
     constants = {k: v for k, v in spec["constants"].items() if k != "num_warps"}
     signature, attrs = _signature(fn, constants, spec["pointers"])
-    report = {"kernel": spec["kernel"], "arch": arch, "constants": spec["constants"],
-              "pointers": {k: str(v) for k, v in spec["pointers"].items()}}  # fmt: skip
+    report = {
+        "kernel": spec["kernel"],
+        "arch": arch,
+        "constants": spec["constants"],
+        "pointers": {k: str(v) for k, v in spec["pointers"].items()},
+    }
     start = time.perf_counter()
     try:
         # Constants keyed by argument position, the form every triton 3.x ASTSource accepts.
@@ -185,7 +227,7 @@ def compile_one(spec: dict[str, Any], arch: int) -> dict[str, Any]:
             options={"num_warps": spec["constants"]["num_warps"]},
         )
         ptx = compiled.asm["ptx"]
-        gpu_name = re.search(r"^\.target\s+(sm_\w+)", ptx, re.M).group(1)
+        gpu_name = _group(re.search(r"^\.target\s+(sm_\w+)", ptx, re.M), "the PTX's .target line")
         with tempfile.TemporaryDirectory() as tmp:
             src, out = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
             with open(src, "w") as f:
@@ -197,9 +239,9 @@ def compile_one(spec: dict[str, Any], arch: int) -> dict[str, Any]:
         registers = re.search(r"Used (\d+) registers", log)
         report.update(
             ok=True,
-            registers=int(registers.group(1)),
-            spill_stores=int(spills.group(1)),
-            spill_loads=int(spills.group(2)),
+            registers=int(_group(registers, "ptxas's register count")),
+            spill_stores=int(_group(spills, "ptxas's spill line")),
+            spill_loads=int(_group(spills, "ptxas's spill line", 2)),
             shared_bytes=int(compiled.metadata.shared),
         )
     except Exception as exc:  # reported, not raised: one failure must not hide the others
@@ -218,8 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compile processes")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        print("aot_compile: expected TRITON_INTERPRET unset or 0 (the interpreter cannot compile), got "
-              f"{os.environ['TRITON_INTERPRET']!r}", file=sys.stderr)  # fmt: skip
+        print(
+            "aot_compile: expected TRITON_INTERPRET unset or 0 (the interpreter cannot compile), got "
+            f"{os.environ['TRITON_INTERPRET']!r}",
+            file=sys.stderr,
+        )
         return 2
     archs = [int(a) for a in args.archs.split(",")]
     specs = row_specialisations() + logprob_specialisations() + reward_specialisations()

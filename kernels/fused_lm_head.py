@@ -16,14 +16,13 @@ the target-range check, which needs a host sync and so runs inside the op.
 import inspect
 import math
 from types import SimpleNamespace
-from typing import Optional
 
 import torch
 
 from .config import chunk_dtypes, compute_dtype
+from .deferred_checks import mask_rows_on_device
 from .gemm import gemm_into
 from .lm_head_rows import EPILOGUE_CE, EPILOGUE_SCORE, NUM_STATS, STAT_LOSS, lm_head_rows_kernel, row_kernel_constants
-from .deferred_checks import mask_rows_on_device
 from .triton_mode import check_kernel_mode
 from .validation import check_targets_in_range
 
@@ -31,7 +30,7 @@ from .validation import check_targets_in_range
 NO_TIS_CAP = 3.0e38
 
 
-def _gather(t: Optional[torch.Tensor], index: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+def _gather(t: torch.Tensor | None, index: torch.Tensor | None) -> torch.Tensor | None:
     if t is None:
         return None
     t = t if index is None else t.index_select(0, index)
@@ -55,11 +54,11 @@ def run_lm_head_chunks(
     need_dh: bool = False,
     need_dw: bool = False,
     # per-token inputs of the training epilogues (None: absent)
-    coef: Optional[torch.Tensor] = None,
-    advantages: Optional[torch.Tensor] = None,
-    old_logprobs: Optional[torch.Tensor] = None,
-    ref_logprobs: Optional[torch.Tensor] = None,
-    behaviour_logprobs: Optional[torch.Tensor] = None,
+    coef: torch.Tensor | None = None,
+    advantages: torch.Tensor | None = None,
+    old_logprobs: torch.Tensor | None = None,
+    ref_logprobs: torch.Tensor | None = None,
+    behaviour_logprobs: torch.Tensor | None = None,
     # scalar settings
     temperature: float = 1.0,
     eps_low: float = 0.0,
@@ -68,7 +67,7 @@ def run_lm_head_chunks(
     entropy_coef: float = 0.0,
     tis_cap: float = NO_TIS_CAP,
     # peers' policy-loss semantics (lm_head_rows._policy_token); 0 / None / False: off
-    is_weights: Optional[torch.Tensor] = None,
+    is_weights: torch.Tensor | None = None,
     delta: float = 0.0,
     clip_ratio_c: float = 0.0,
     bias_corrected_kl: bool = False,
@@ -216,7 +215,7 @@ def run_lm_head_chunks(
 fused_lm_head_op = torch.library.custom_op("fastcomt::fused_lm_head", run_lm_head_chunks, mutates_args=())
 
 
-def _bind(fn, args: tuple, kwargs: Optional[dict] = None) -> SimpleNamespace:
+def _bind(fn, args: tuple, kwargs: dict | None = None) -> SimpleNamespace:
     """``fn``'s arguments by name, defaults filled in, from a call's args/kwargs (the fake) or from
     autograd's ``inputs`` tuple (setup_context), which lists every argument in signature order."""
     bound = inspect.signature(fn).bind(*args, **(kwargs or {}))
@@ -224,7 +223,7 @@ def _bind(fn, args: tuple, kwargs: Optional[dict] = None) -> SimpleNamespace:
     return SimpleNamespace(**bound.arguments)
 
 
-def _gradients_by_name(fn, **grads: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], ...]:
+def _gradients_by_name(fn, **grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
     """What autograd's backward returns: one entry per argument of ``fn``, in signature order, the
     given gradients by name and None elsewhere."""
     return tuple(grads.get(name) for name in inspect.signature(fn).parameters)

@@ -79,4 +79,3 @@ def linear_cross_entropy(
         return loss_sum
     # Dividing outside the op lets autograd carry the 1/n into the saved gradients' scale.
     return loss_sum / active.sum().clamp(min=1)
-

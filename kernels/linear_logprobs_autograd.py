@@ -15,8 +15,6 @@ Both passes are ``torch.library`` custom ops, so a ``torch.compile``'d step sees
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from .config import LMHeadConfig, chunk_dtypes, compute_dtype, resolve_launch
@@ -32,15 +30,15 @@ from .triton_mode import check_kernel_mode
 from .validation import check_linear_inputs, check_mask, check_positive, check_targets_in_range
 
 
-def _active_index(active: torch.Tensor) -> Optional[torch.Tensor]:
+def _active_index(active: torch.Tensor) -> torch.Tensor | None:
     return None if bool(active.all()) else active.nonzero().squeeze(1)
 
 
-def _rows(t: torch.Tensor, index: Optional[torch.Tensor], start: int, end: int) -> torch.Tensor:
+def _rows(t: torch.Tensor, index: torch.Tensor | None, start: int, end: int) -> torch.Tensor:
     return t[start:end] if index is None else t.index_select(0, index[start:end])
 
 
-def _int64_targets(targets: torch.Tensor, index: Optional[torch.Tensor]) -> torch.Tensor:
+def _int64_targets(targets: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     # int64 whatever the caller's integer dtype, as in the fused LM head: one row-kernel specialisation
     # per logits dtype instead of one per (logits, targets) dtype pair.
     return (targets if index is None else targets.index_select(0, index)).to(torch.int64).contiguous()
@@ -58,7 +56,7 @@ def _chunk_logits(h_c, w_c, bias_c, logits_buf):
 def linear_logprobs_forward_op(
     hidden: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor],
+    bias: torch.Tensor | None,
     targets: torch.Tensor,
     active: torch.Tensor,
     *,
@@ -80,7 +78,7 @@ def linear_logprobs_forward_op(
     index = _active_index(active)
     num_active = num_rows if index is None else index.numel()
     if num_active == 0:
-        return tuple(out)
+        return out[0], out[1], out[2]
     cdtype, ldtype, _ = chunk_dtypes(hidden.dtype, hidden.device, fp32_logits, write_grad=False)
     w_c = weight.to(cdtype)
     bias_c = None if bias is None else bias.to(ldtype)
@@ -107,7 +105,7 @@ def linear_logprobs_forward_op(
     if index is not None:
         for full, part in zip(out, act):
             full[index] = part
-    return tuple(out)
+    return out[0], out[1], out[2]
 
 
 @linear_logprobs_forward_op.register_fake
@@ -120,13 +118,13 @@ def _forward_fake(hidden, weight, bias, targets, active, **_options):
 def linear_logprobs_backward_op(
     hidden: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor],
+    bias: torch.Tensor | None,
     targets: torch.Tensor,
     active: torch.Tensor,
     lse: torch.Tensor,
     entropy: torch.Tensor,
-    grad_logp: Optional[torch.Tensor],
-    grad_entropy: Optional[torch.Tensor],
+    grad_logp: torch.Tensor | None,
+    grad_entropy: torch.Tensor | None,
     *,
     need_dh: bool,
     need_dw: bool,
@@ -155,15 +153,14 @@ def linear_logprobs_backward_op(
     w_c = weight.to(cdtype)
     bias_c = None if bias is None else bias.to(ldtype)
 
-    def gathered(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        if t is None:
-            return None
+    def gathered(t: torch.Tensor) -> torch.Tensor:
         t = t.to(torch.float32)
         return t.contiguous() if index is None else t.index_select(0, index)
 
     tgt = _int64_targets(targets, index)
     lse_a, ent_a = gathered(lse), gathered(entropy)
-    g_logp, g_ent = gathered(grad_logp), gathered(grad_entropy)
+    g_logp = None if grad_logp is None else gathered(grad_logp)
+    g_ent = None if grad_entropy is None else gathered(grad_entropy)
     rows = max(1, min(chunk_rows, num_active))
     logits_buf = torch.empty(rows, vocab_size, dtype=ldtype, device=device)
     # The dh/dW GEMMs take operands in the GEMM dtype: fp32 logits with a bf16/fp16 GEMM need their
@@ -209,8 +206,22 @@ def linear_logprobs_backward_op(
 
 
 @linear_logprobs_backward_op.register_fake
-def _backward_fake(hidden, weight, bias, targets, active, lse, entropy, grad_logp, grad_entropy, *, need_dh,
-                   need_dw, need_dbias, **_options):  # fmt: skip
+def _backward_fake(
+    hidden,
+    weight,
+    bias,
+    targets,
+    active,
+    lse,
+    entropy,
+    grad_logp,
+    grad_entropy,
+    *,
+    need_dh,
+    need_dw,
+    need_dbias,
+    **_options,
+):
     cdtype = compute_dtype(hidden.dtype, hidden.device)
     dh = hidden.new_empty(hidden.shape if need_dh else (0,), dtype=cdtype)
     dw = weight.new_empty(weight.shape if need_dw else (0,), dtype=torch.float32)
@@ -231,11 +242,26 @@ def _setup(ctx, inputs, keyword_only_inputs, output) -> None:
 
 def _backward(ctx, grad_logp, grad_entropy, _grad_lse):
     hidden, weight, bias, targets, active, lse, entropy = ctx.saved_tensors
-    need_dh, need_dw, need_dbias = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
+    need_dh, need_dw, need_dbias = (
+        ctx.needs_input_grad[0],
+        ctx.needs_input_grad[1],
+        ctx.has_bias and ctx.needs_input_grad[2],
+    )
     dh, dw, dbias = linear_logprobs_backward_op(
-        hidden, weight, bias, targets, active, lse, entropy, grad_logp, grad_entropy,
-        need_dh=need_dh, need_dw=need_dw, need_dbias=need_dbias, **ctx.options,
-    )  # fmt: skip
+        hidden,
+        weight,
+        bias,
+        targets,
+        active,
+        lse,
+        entropy,
+        grad_logp,
+        grad_entropy,
+        need_dh=need_dh,
+        need_dw=need_dw,
+        need_dbias=need_dbias,
+        **ctx.options,
+    )
     return (
         dh.to(hidden.dtype) if need_dh else None,
         dw.to(weight.dtype) if need_dw else None,

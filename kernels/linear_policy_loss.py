@@ -8,8 +8,8 @@ from .config import LMHeadConfig, resolve_launch
 from .fused_lm_head import NO_TIS_CAP, fused_lm_head_op
 from .lm_head_rows import EPILOGUE_POLICY, STAT_ENTROPY, STAT_LOGP
 from .lm_head_variants import check_lm_head_variant, with_bias_column
-from .policy_semantics import check_peer_semantics
 from .policy_metrics import policy_metrics
+from .policy_semantics import check_peer_semantics
 from .validation import check_loss_normalizer, check_policy_inputs
 
 
@@ -74,16 +74,34 @@ def linear_policy_loss(
     sync, so it is opt-in; the RL recipe turns it on (it reads the loss back per micro-batch anyway).
     """
     checked = check_policy_inputs(
-        hidden, weight, targets, mask, advantages, old_logprobs, ref_logprobs, behaviour_logprobs,
-        loss_type=loss_type, eps_low=eps_low, eps_high=eps_high, beta=beta, tis_cap=tis_cap,
-        entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens, check_finite=check_finite,
-    )  # fmt: skip
+        hidden,
+        weight,
+        targets,
+        mask,
+        advantages,
+        old_logprobs,
+        ref_logprobs,
+        behaviour_logprobs,
+        loss_type=loss_type,
+        eps_low=eps_low,
+        eps_high=eps_high,
+        beta=beta,
+        tis_cap=tis_cap,
+        entropy_coef=entropy_coef,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        check_finite=check_finite,
+    )
     normalizer = check_loss_normalizer(loss_normalizer, hidden.device)
     layout, active, adv, opts = checked.layout, checked.active, checked.advantages, checked.options
     peer = check_peer_semantics(
-        layout, hidden.device, is_weights=is_weights, delta=delta, clip_ratio_c=clip_ratio_c,
+        layout,
+        hidden.device,
+        is_weights=is_weights,
+        delta=delta,
+        clip_ratio_c=clip_ratio_c,
         bias_corrected_kl=bias_corrected_kl,
-    )  # fmt: skip
+    )
     variant = check_lm_head_variant(weight, bias, logit_scale, softcap)
     flat_hidden, weight = with_bias_column(hidden.reshape(layout.num_rows, layout.hidden_size), weight, variant.bias)
     old, ref, behaviour = checked.old, checked.ref, checked.behaviour
@@ -133,10 +151,9 @@ def linear_policy_loss(
         loss = loss_sum / num_seqs
     elif opts.loss_type in ("bnpo", "dapo"):
         loss = loss_sum / active.sum().clamp(min=1)
-    else:  # dr_grpo
+    else:  # dr_grpo: check_policy_options requires max_tokens for it
+        assert opts.max_tokens is not None
         loss = loss_sum / (num_seqs * opts.max_tokens)
 
-    metrics = policy_metrics(
-        stats[STAT_LOGP], stats[STAT_ENTROPY], active, adv, old, ref, opts.eps_low, opts.eps_high
-    )
+    metrics = policy_metrics(stats[STAT_LOGP], stats[STAT_ENTROPY], active, adv, old, ref, opts.eps_low, opts.eps_high)
     return loss, metrics

@@ -46,8 +46,20 @@ _LOSS_ROW = tl.constexpr(STAT_LOSS)
 
 @triton.jit
 def _policy_token(
-    logp, entropy, old, adv, ref, weight, eps_low, eps_high, delta, clip_ratio_c, beta, bias_corrected_kl,
-    entropy_coef, HAS_REF: tl.constexpr,
+    logp,
+    entropy,
+    old,
+    adv,
+    ref,
+    weight,
+    eps_low,
+    eps_high,
+    delta,
+    clip_ratio_c,
+    beta,
+    bias_corrected_kl,
+    entropy_coef,
+    HAS_REF: tl.constexpr,
 ):
     """Per-token clipped-surrogate loss and its derivatives w.r.t. log p(target) and entropy.
 
@@ -203,8 +215,20 @@ def lm_head_rows_kernel(
                 is_weight_on, tl.load(is_weight_ptr + row, mask=is_weight_on, other=1.0).to(tl.float32), 1.0
             )
             loss, g, g_h = _policy_token(
-                logp, entropy, old, adv, ref, weight, eps_low, eps_high, delta, clip_ratio_c, beta, bias_corrected_kl,
-                entropy_coef, HAS_REF,
+                logp,
+                entropy,
+                old,
+                adv,
+                ref,
+                weight,
+                eps_low,
+                eps_high,
+                delta,
+                clip_ratio_c,
+                beta,
+                bias_corrected_kl,
+                entropy_coef,
+                HAS_REF,
             )
         tl.store(stats_ptr + _LOSS_ROW * stats_stride + stats_offset + row, loss)
 

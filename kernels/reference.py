@@ -132,18 +132,36 @@ def reference_linear_policy_loss(
     The peers' options (delta, dual clip, importance weights, bias-corrected KL) go through
     ``token_policy_loss``, the LM-head variants through ``apply_lm_head_variant``."""
     checked = check_policy_inputs(
-        hidden, weight, targets, mask, advantages, old_logprobs, ref_logprobs, behaviour_logprobs,
-        loss_type=loss_type, eps_low=eps_low, eps_high=eps_high, beta=beta, tis_cap=tis_cap,
-        entropy_coef=entropy_coef, temperature=temperature, max_tokens=max_tokens, check_finite=check_finite,
-    )  # fmt: skip
+        hidden,
+        weight,
+        targets,
+        mask,
+        advantages,
+        old_logprobs,
+        ref_logprobs,
+        behaviour_logprobs,
+        loss_type=loss_type,
+        eps_low=eps_low,
+        eps_high=eps_high,
+        beta=beta,
+        tis_cap=tis_cap,
+        entropy_coef=entropy_coef,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        check_finite=check_finite,
+    )
     normalizer = check_loss_normalizer(loss_normalizer, hidden.device)
     layout, active, adv, opts = checked.layout, checked.active, checked.advantages, checked.options
     old, ref, behaviour = checked.old, checked.ref, checked.behaviour
     check_targets_in_range(targets.reshape(-1), active, layout.vocab_size)
     peer = check_peer_semantics(
-        layout, hidden.device, is_weights=is_weights, delta=delta, clip_ratio_c=clip_ratio_c,
+        layout,
+        hidden.device,
+        is_weights=is_weights,
+        delta=delta,
+        clip_ratio_c=clip_ratio_c,
         bias_corrected_kl=bias_corrected_kl,
-    )  # fmt: skip
+    )
     variant = check_lm_head_variant(weight, bias, logit_scale, softcap)
 
     log_probs = _log_softmax_rows(hidden, weight, opts.temperature, variant)
@@ -173,10 +191,18 @@ def reference_linear_policy_loss(
         ref = torch.where(active, ref.to(dtype), detached)
         kl = torch.exp(ref - logp) - (ref - logp) - 1
     per_token = token_policy_loss(
-        logp, old, adv, eps_low=opts.eps_low, eps_high=opts.eps_high, delta=peer.delta,
-        clip_ratio_c=peer.clip_ratio_c, is_weights=weights, ref_logp=ref, beta=opts.beta if ref is not None else 0.0,
+        logp,
+        old,
+        adv,
+        eps_low=opts.eps_low,
+        eps_high=opts.eps_high,
+        delta=peer.delta,
+        clip_ratio_c=peer.clip_ratio_c,
+        is_weights=weights,
+        ref_logp=ref,
+        beta=opts.beta if ref is not None else 0.0,
         bias_corrected_kl=peer.bias_corrected_kl,
-    )  # fmt: skip
+    )
     if opts.entropy_coef != 0:
         per_token = per_token - opts.entropy_coef * entropy
 
@@ -189,7 +215,8 @@ def reference_linear_policy_loss(
         loss = (per_token * m).sum() / normalizer.to(dtype)
     elif opts.loss_type in ("bnpo", "dapo"):
         loss = (per_token * m).sum() / m.sum().clamp(min=1)
-    else:  # dr_grpo
+    else:  # dr_grpo: check_policy_options requires max_tokens for it
+        assert opts.max_tokens is not None
         loss = (per_token * m).sum() / (layout.num_sequences * opts.max_tokens)
 
     with torch.no_grad():

@@ -73,8 +73,13 @@ def check_reward_inputs(
     eps: float,
 ) -> None:
     """Shape/dtype/device/option checks (metadata only: no host sync)."""
-    named = [("logprobs", logprobs), ("span_ids", span_ids), ("step_correct", step_correct),
-             ("answer_correct", answer_correct), ("group_ids", group_ids)]
+    named = [
+        ("logprobs", logprobs),
+        ("span_ids", span_ids),
+        ("step_correct", step_correct),
+        ("answer_correct", answer_correct),
+        ("group_ids", group_ids),
+    ]
     if problem_ids is not None:
         named.append(("problem_ids", problem_ids))
     for name, t in named:
@@ -86,17 +91,25 @@ def check_reward_inputs(
         raise ValueError(f"logprobs: expected a float dtype, got {logprobs.dtype}")
     B, T = logprobs.shape
     if span_ids.shape != (B, T) or span_ids.dtype not in _INT_DTYPES:
-        raise ValueError(f"span_ids: expected an integer tensor of shape [{B}, {T}], got {span_ids.dtype} {_shape(span_ids)}")
+        raise ValueError(
+            f"span_ids: expected an integer tensor of shape [{B}, {T}], got {span_ids.dtype} {_shape(span_ids)}"
+        )
     if step_correct.dim() != 2 or step_correct.shape[0] != B or step_correct.dtype not in _CORRECT_DTYPES:
-        raise ValueError(f"step_correct: expected shape [{B}, K] (float, int or bool), got {step_correct.dtype} {_shape(step_correct)}")
+        raise ValueError(
+            f"step_correct: expected shape [{B}, K] (float, int or bool), got {step_correct.dtype} {_shape(step_correct)}"
+        )
     if answer_correct.shape != (B,) or answer_correct.dtype not in _CORRECT_DTYPES:
-        raise ValueError(f"answer_correct: expected shape [{B}] (float, int or bool), got {answer_correct.dtype} {_shape(answer_correct)}")
+        raise ValueError(
+            f"answer_correct: expected shape [{B}] (float, int or bool), got {answer_correct.dtype} {_shape(answer_correct)}"
+        )
     for name, t in named[4:]:
         if t.shape != (B,) or t.dtype not in _INT_DTYPES:
             raise ValueError(f"{name}: expected an integer tensor of shape [{B}], got {t.dtype} {_shape(t)}")
     devices = {t.device for _, t in named}
     if len(devices) != 1:
-        raise ValueError(f"logprobs, span_ids, step_correct, answer_correct, group_ids, problem_ids: expected one device, got {sorted(str(d) for d in devices)}")
+        raise ValueError(
+            f"logprobs, span_ids, step_correct, answer_correct, group_ids, problem_ids: expected one device, got {sorted(str(d) for d in devices)}"
+        )
     if confidence not in CONFIDENCE_MODES:
         raise ValueError(f"confidence: expected one of {CONFIDENCE_MODES}, got {confidence!r}")
     if step_reward not in STEP_REWARDS:
@@ -116,12 +129,29 @@ _NOT_FOUND = tl.constexpr(2147483647)
 # The 0/1 switches stay runtime values even when 1 (Triton would otherwise make a constant of a 1).
 @triton.jit(do_not_specialize=["signed", "dr_grpo", "dense"])
 def _ccrl_reward_kernel(
-    logp_ptr, span_ptr, step_ok_ptr, answer_ptr, group_ptr, problem_ptr,
-    reward_ptr, adv_ptr, plan_adv_ptr, conf_ptr, step_r_ptr,
-    B, T, K,
-    stride_logp, stride_span, stride_ok, stride_dense,
-    lam, eps,
-    signed, dr_grpo, dense,  # 0/1 switches: runtime values, so they add no compiled specialisations
+    logp_ptr,
+    span_ptr,
+    step_ok_ptr,
+    answer_ptr,
+    group_ptr,
+    problem_ptr,
+    reward_ptr,
+    adv_ptr,
+    plan_adv_ptr,
+    conf_ptr,
+    step_r_ptr,
+    B,
+    T,
+    K,
+    stride_logp,
+    stride_span,
+    stride_ok,
+    stride_dense,
+    lam,
+    eps,
+    signed,
+    dr_grpo,
+    dense,  # 0/1 switches: runtime values, so they add no compiled specialisations
     CONF_MODE: tl.constexpr,  # 0 geomean, 1 min, 2 first
     BLOCK_T: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -231,9 +261,7 @@ MAX_PROBLEM_SIZE = 64
 REWARD_BLOCK_K = 16
 
 
-def reward_kernel_constants(
-    *, confidence: str, max_problem_size: int, block_t: int
-) -> dict[str, object]:
+def reward_kernel_constants(*, confidence: str, max_problem_size: int, block_t: int) -> dict[str, object]:
     """The compile-time constants of one reward launch (the launch code's only choice: the AOT compile
     test enumerates its outputs): only the confidence mode and the block sizes are compile-time."""
     if block_t < 1 or block_t & (block_t - 1):
@@ -285,8 +313,17 @@ def ccrl_rewards(
         checked against the ids (a host sync per call): too small raises ValueError.
     """
     check_reward_inputs(
-        logprobs, span_ids, step_correct, answer_correct, group_ids, problem_ids,
-        confidence=confidence, step_reward=step_reward, lam=lam, advantage=advantage, eps=eps,
+        logprobs,
+        span_ids,
+        step_correct,
+        answer_correct,
+        group_ids,
+        problem_ids,
+        confidence=confidence,
+        step_reward=step_reward,
+        lam=lam,
+        advantage=advantage,
+        eps=eps,
     )
     B, T = logprobs.shape
     K = step_correct.shape[1]
@@ -298,7 +335,9 @@ def ccrl_rewards(
     conf = torch.zeros(B if dense else 1, dense_k, dtype=torch.float32, device=device)
     step_r = torch.zeros_like(conf)
     if B == 0:
-        return CCRLRewards(rewards, advantages, plan_advantages, conf[:, :K] if dense else None, step_r[:, :K] if dense else None)
+        return CCRLRewards(
+            rewards, advantages, plan_advantages, conf[:, :K] if dense else None, step_r[:, :K] if dense else None
+        )
 
     problems = group_ids if problem_ids is None else problem_ids
     ids_name = "problem_ids" if problem_ids is not None else "group_ids"
@@ -316,13 +355,13 @@ def ccrl_rewards(
     if max_problem_size is None:
         max_problem_size = biggest
     elif biggest > max_problem_size:
-        raise ValueError(f"max_problem_size: expected at least {biggest} (the most executions sharing one "
-                         f"{ids_name[:-4]} id), got {max_problem_size}")  # fmt: skip
+        raise ValueError(
+            f"max_problem_size: expected at least {biggest} (the most executions sharing one "
+            f"{ids_name[:-4]} id), got {max_problem_size}"
+        )
     if num_problems < 1 or max_problem_size < 1:
         raise ValueError(f"num_problems and max_problem_size: expected >= 1, got {num_problems}, {max_problem_size}")
-    constants = reward_kernel_constants(
-        confidence=confidence, max_problem_size=max_problem_size, block_t=block_t
-    )
+    constants = reward_kernel_constants(confidence=confidence, max_problem_size=max_problem_size, block_t=block_t)
 
     # One dtype per operand, so the launches share a handful of compiled specialisations; these
     # casts are [B, T]-sized and cheap next to a rollout.
@@ -360,7 +399,9 @@ def ccrl_rewards(
         **constants,
     )
     return CCRLRewards(
-        rewards, advantages, plan_advantages,
+        rewards,
+        advantages,
+        plan_advantages,
         conf[:, :K] if dense else None,
         step_r[:, :K] if dense else None,
     )

@@ -64,8 +64,17 @@ def ccrl_rewards_reference(
 ) -> CCRLRewards:
     """Reference CCRL rewards and advantages (see rewards.ccrl_rewards for the contract)."""
     check_reward_inputs(
-        logprobs, span_ids, step_correct, answer_correct, group_ids, problem_ids,
-        confidence=confidence, step_reward=step_reward, lam=lam, advantage=advantage, eps=eps,
+        logprobs,
+        span_ids,
+        step_correct,
+        answer_correct,
+        group_ids,
+        problem_ids,
+        confidence=confidence,
+        step_reward=step_reward,
+        lam=lam,
+        advantage=advantage,
+        eps=eps,
     )
     lp = logprobs.detach().to("cpu", dtype)
     sid = span_ids.detach().to("cpu", torch.int64)

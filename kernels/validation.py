@@ -208,7 +208,9 @@ def check_policy_settings(
         raise ValueError(f"loss_type: expected one of {LOSS_TYPES}, got {loss_type!r}")
     eps_low = check_non_negative(eps_low, "eps_low")
     if eps_low >= 1:  # the lower clip is 1 - eps_low: at 1 or above it is no clip at all
-        raise ValueError(f"eps_low: expected a number in [0, 1) (the ratio's lower clip is 1 - eps_low), got {eps_low!r}")
+        raise ValueError(
+            f"eps_low: expected a number in [0, 1) (the ratio's lower clip is 1 - eps_low), got {eps_low!r}"
+        )
     eps_high = check_non_negative(eps_high, "eps_high")
     beta = check_non_negative(beta, "beta")
     if tis_cap is not None:
@@ -226,7 +228,9 @@ def check_policy_options(layout: TokenLayout, *, has_ref: bool, **settings: Any)
     default `max_tokens` (the sequence length)."""
     options = check_policy_settings(**settings)
     if options.beta > 0 and not has_ref:
-        raise ValueError("ref_logprobs: expected a tensor when beta > 0 (the KL penalty needs the reference log-probs), got None")
+        raise ValueError(
+            "ref_logprobs: expected a tensor when beta > 0 (the KL penalty needs the reference log-probs), got None"
+        )
     if options.max_tokens is None:
         options = replace(options, max_tokens=layout.seq_len)
     return options
@@ -270,10 +274,20 @@ def check_policy_inputs(
     old = check_token_values(old_logprobs, "old_logprobs", layout, device)
     ref = check_token_values(ref_logprobs, "ref_logprobs", layout, device)
     behaviour = check_token_values(behaviour_logprobs, "behaviour_logprobs", layout, device)
-    opts = check_policy_options(layout, has_ref=ref is not None, **options)  # type: ignore[arg-type]
+    opts = check_policy_options(layout, has_ref=ref is not None, **options)
     if check_finite:
-        check_finite_inputs({"hidden": hidden, "weight": weight, "advantages": adv, "old_logprobs": old,
-                             "ref_logprobs": ref, "behaviour_logprobs": behaviour}, active, layout.num_rows)  # fmt: skip
+        check_finite_inputs(
+            {
+                "hidden": hidden,
+                "weight": weight,
+                "advantages": adv,
+                "old_logprobs": old,
+                "ref_logprobs": ref,
+                "behaviour_logprobs": behaviour,
+            },
+            active,
+            layout.num_rows,
+        )
     return PolicyInputs(layout, active, adv, old, ref, behaviour, opts)
 
 

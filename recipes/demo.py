@@ -51,8 +51,16 @@ from fastcomt_recipes.kernels_smoke import run_smoke
 from fastcomt_recipes.pretrain import run_pretrain
 from fastcomt_recipes.replay import replay_problems, write_replay_data
 
-__all__ = ["DemoConfig", "EvalSettings", "main", "run_demo", "demo_splits", "training_families", "rl_settings",
-           "plan_exact_rate"]
+__all__ = [
+    "DemoConfig",
+    "EvalSettings",
+    "main",
+    "run_demo",
+    "demo_splits",
+    "training_families",
+    "rl_settings",
+    "plan_exact_rate",
+]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -65,7 +73,9 @@ class EvalSettings:
     batch_size: int = 128  # problems per engine call
     max_new_tokens: int = 64  # greedy execution budget in tokens
     plan_max_new_tokens: int = 96  # greedy plan budget in tokens
-    base_problems: int = 500  # the pre-trained base is evaluated on this many ID problems only (SFT's effect is paired on them)
+    base_problems: int = (
+        500  # the pre-trained base is evaluated on this many ID problems only (SFT's effect is paired on them)
+    )
     bootstrap_resamples: int = 1000  # paired bootstrap replicates for the 95% intervals
 
 
@@ -83,26 +93,40 @@ class DemoConfig:
     # execution), so the tiny base keeps executing while it learns to plan; 0: none
     replay_documents: int = 2000
     # stage 0 (base model): PretrainConfig keys merged over the demo's; see `fastcomt pretrain --help`
-    pretrain: dict[str, Any] = field(default_factory=lambda: {
-        "num_documents": 25000, "tokenizer_problems": 800, "own_question_fraction": 0.5, "own_question_response": "cot",
-        "model": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 192},
-        "optim": {"lr": 3.0e-3, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 1},
-    })  # fmt: skip
+    pretrain: dict[str, Any] = field(
+        default_factory=lambda: {
+            "num_documents": 25000,
+            "tokenizer_problems": 800,
+            "own_question_fraction": 0.5,
+            "own_question_response": "cot",
+            "model": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 192},
+            "optim": {"lr": 3.0e-3, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 1},
+        }
+    )
     # stage 1: SFTConfig keys merged over the demo's (which sets data, model and tokenizer paths);
     # see `fastcomt sft --help`
-    sft: dict[str, Any] = field(default_factory=lambda: {
-        "loss": "torch",
-        "optim": {"lr": 3.0e-4, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 2},
-    })  # fmt: skip
+    sft: dict[str, Any] = field(
+        default_factory=lambda: {
+            "loss": "torch",
+            "optim": {"lr": 3.0e-4, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 2},
+        }
+    )
     # stage 2: RLConfig keys merged over the demo's (which sets paths, data and format); see `fastcomt rl --help`
-    rl: dict[str, Any] = field(default_factory=lambda: {
-        "steps": 100,
-        "rollout": {"problems_per_step": 8, "executions_per_plan": 8, "temperature": 1.0, "max_new_tokens": 64,
-                    "plan_max_new_tokens": 96},
-        "reward": {"lam": 0.5},
-        "loss": {"loss_type": "dapo", "old_logprobs": "recompute", "lm_head": "torch", "micro_batch_tokens": 8192},
-        "optim": {"lr": 1.0e-4, "warmup_steps": 0, "min_lr_ratio": 1.0},
-    })  # fmt: skip
+    rl: dict[str, Any] = field(
+        default_factory=lambda: {
+            "steps": 100,
+            "rollout": {
+                "problems_per_step": 8,
+                "executions_per_plan": 8,
+                "temperature": 1.0,
+                "max_new_tokens": 64,
+                "plan_max_new_tokens": 96,
+            },
+            "reward": {"lam": 0.5},
+            "loss": {"loss_type": "dapo", "old_logprobs": "recompute", "lm_head": "torch", "micro_batch_tokens": 8192},
+            "optim": {"lr": 1.0e-4, "warmup_steps": 0, "min_lr_ratio": 1.0},
+        }
+    )
     # extra RLConfig keys for the two GRPO runs of `compare` (reward.lam is 0); see `fastcomt rl --help`
     baseline_rl: dict[str, Any] = field(default_factory=dict)
     eval: EvalSettings = field(default_factory=EvalSettings)  # greedy evaluation after each stage
@@ -156,7 +180,9 @@ def demo_splits(cfg: DemoConfig) -> dict[str, Any]:
         "synthetic": held_out(cfg.eval.id_problems, cfg.seed + 1000, families),
         "synthetic_ood": held_out(cfg.eval.ood_problems, cfg.seed + 2000, [cfg.ood_family]),
     }
-    splits["gsm8k"] = list(load_benchmark("gsm8k", split="test"))[: cfg.eval.gsm8k_problems] if cfg.eval.gsm8k_problems else []
+    splits["gsm8k"] = (
+        list(load_benchmark("gsm8k", split="test"))[: cfg.eval.gsm8k_problems] if cfg.eval.gsm8k_problems else []
+    )
     return splits
 
 
@@ -177,9 +203,15 @@ def _replay_seed(cfg: DemoConfig) -> int:
 
 def _pretrain(cfg: DemoConfig, families: list[str], out: Path) -> dict[str, Any]:
 
-    settings = _merge({
-        "output_dir": str(out / "0_base"), "seed": cfg.seed, "families": families, "progress": cfg.progress,
-    }, cfg.pretrain)  # fmt: skip
+    settings = _merge(
+        {
+            "output_dir": str(out / "0_base"),
+            "seed": cfg.seed,
+            "families": families,
+            "progress": cfg.progress,
+        },
+        cfg.pretrain,
+    )
     return run_pretrain(settings)
 
 
@@ -188,46 +220,71 @@ def _sft(cfg: DemoConfig, base: dict[str, Any], families: list[str], out: Path, 
     run_dir = out / ("1_sft_comt" if mode == "offline" else "1_sft_cot")
     data = run_dir / "data.jsonl"
     if not data.exists():
-        build_comt_data({"output": str(data), "source": "synthetic", "mode": mode, "num_problems": cfg.sft_problems,
-                         "seed": cfg.seed + 100, "families": families})  # fmt: skip
+        build_comt_data(
+            {
+                "output": str(data),
+                "source": "synthetic",
+                "mode": mode,
+                "num_problems": cfg.sft_problems,
+                "seed": cfg.seed + 100,
+                "families": families,
+            }
+        )
     extra = []
     if cfg.replay_documents:
         replay = run_dir / "replay.jsonl"
         if not replay.exists():
             write_replay_data(replay, cfg.replay_documents, seed=_replay_seed(cfg), families=families)
         extra.append({"path": str(replay), "loss_on": "execution"})
-    settings = _merge({
-        "output_dir": str(run_dir / "train"),
-        "data": {"train": str(data), "extra": extra},
-        "model": {"path": base["model_dir"]},
-        "tokenizer": {"kind": "pretrained", "path": base["tokenizer_dir"]},
-        "seed": cfg.seed,
-        "progress": cfg.progress,
-    }, cfg.sft)  # fmt: skip
+    settings = _merge(
+        {
+            "output_dir": str(run_dir / "train"),
+            "data": {"train": str(data), "extra": extra},
+            "model": {"path": base["model_dir"]},
+            "tokenizer": {"kind": "pretrained", "path": base["tokenizer_dir"]},
+            "seed": cfg.seed,
+            "progress": cfg.progress,
+        },
+        cfg.sft,
+    )
     summary_path = run_dir / "train" / "summary.json"
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
     return run_sft(settings)
 
 
-def rl_settings(cfg: DemoConfig, sft_dir: str, tokenizer_dir: str, output_dir: str | Path, fmt: str = "comt",
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def rl_settings(
+    cfg: DemoConfig,
+    sft_dir: str,
+    tokenizer_dir: str,
+    output_dir: str | Path,
+    fmt: str = "comt",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The RLConfig keys of the demo's RL stage from `sft_dir`: its prompt pool (new problems of the
     training families), `cfg.rl` and then `extra` merged over them."""
-    return _merge({
-        "output_dir": str(output_dir),
-        "model": {"path": sft_dir},
-        "tokenizer": tokenizer_dir,
-        "format": fmt,
-        "data": {"source": "synthetic", "num_problems": cfg.rl_problems, "seed": cfg.seed + 200,
-                 "families": training_families(cfg)},
-        "seed": cfg.seed,
-        "progress": cfg.progress,
-    }, _merge(cfg.rl, extra or {}))  # fmt: skip
+    return _merge(
+        {
+            "output_dir": str(output_dir),
+            "model": {"path": sft_dir},
+            "tokenizer": tokenizer_dir,
+            "format": fmt,
+            "data": {
+                "source": "synthetic",
+                "num_problems": cfg.rl_problems,
+                "seed": cfg.seed + 200,
+                "families": training_families(cfg),
+            },
+            "seed": cfg.seed,
+            "progress": cfg.progress,
+        },
+        _merge(cfg.rl, extra or {}),
+    )
 
 
-def _rl(cfg: DemoConfig, sft_dir: str, tokenizer_dir: str, out: Path, fmt: str, extra: dict[str, Any],
-        name: str) -> dict[str, Any]:  # fmt: skip
+def _rl(
+    cfg: DemoConfig, sft_dir: str, tokenizer_dir: str, out: Path, fmt: str, extra: dict[str, Any], name: str
+) -> dict[str, Any]:
 
     run_dir = out / name
     settings = rl_settings(cfg, sft_dir, tokenizer_dir, run_dir, fmt, extra)
@@ -239,8 +296,15 @@ def _rl(cfg: DemoConfig, sft_dir: str, tokenizer_dir: str, out: Path, fmt: str, 
     return run_rl(settings)
 
 
-def _evaluate(model_dir: str, tokenizer_dir: str, splits: dict[str, Any], fmt: str, out_dir: Path, cfg: DemoConfig,
-              limit: int | None = None) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], float]:  # fmt: skip
+def _evaluate(
+    model_dir: str,
+    tokenizer_dir: str,
+    splits: dict[str, Any],
+    fmt: str,
+    out_dir: Path,
+    cfg: DemoConfig,
+    limit: int | None = None,
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], float]:
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(tokenizer_dir)
@@ -249,9 +313,19 @@ def _evaluate(model_dir: str, tokenizer_dir: str, splits: dict[str, Any], fmt: s
     if limit is not None:
         benchmarks = {"synthetic": splits["synthetic"][:limit]}
     with TransformersEngine(model, max_batch_samples=max(cfg.eval.batch_size, 1)) as engine:
-        summary = evaluate(engine, tokenizer, benchmarks, fmt=fmt, out_dir=out_dir, batch_size=cfg.eval.batch_size,
-                           max_new_tokens=cfg.eval.max_new_tokens, plan_max_new_tokens=cfg.eval.plan_max_new_tokens,
-                           seed=cfg.seed, model_name=str(Path(model_dir).resolve()), progress=cfg.progress)  # fmt: skip
+        summary = evaluate(
+            engine,
+            tokenizer,
+            benchmarks,
+            fmt=fmt,
+            out_dir=out_dir,
+            batch_size=cfg.eval.batch_size,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            plan_max_new_tokens=cfg.eval.plan_max_new_tokens,
+            seed=cfg.seed,
+            model_name=str(Path(model_dir).resolve()),
+            progress=cfg.progress,
+        )
     rows = {name: load_rows(out_dir, name) for name in benchmarks}
     return summary, rows, time.perf_counter() - started
 
@@ -278,8 +352,14 @@ def plan_exact_rate(rows: Sequence[dict[str, Any]], problems: Sequence[Any]) -> 
     return sum(r["plan"].strip() == gold[r["id"]] for r in planned) / len(planned)
 
 
-def _stage_row(name: str, fmt: str, summary: dict[str, Any] | None, train_tokens: int | None, seconds: float | None,
-               plan_exact: float | None = None) -> str:  # fmt: skip
+def _stage_row(
+    name: str,
+    fmt: str,
+    summary: dict[str, Any] | None,
+    train_tokens: int | None,
+    seconds: float | None,
+    plan_exact: float | None = None,
+) -> str:
     """One table row; train_tokens / seconds None: the row trained nothing of its own ("-")."""
     cost = f"{'-' if train_tokens is None else train_tokens} | {'-' if seconds is None else f'{seconds:.0f}'}"
     if summary is None:
@@ -288,9 +368,11 @@ def _stage_row(name: str, fmt: str, summary: dict[str, Any] | None, train_tokens
     syn = per.get("synthetic", {})
     ood = per.get("synthetic_ood", {})
     gsm = per.get("gsm8k", {})
-    return (f"| {name} | {fmt} | {_pct(syn.get('format_rate'))} | {_pct(plan_exact)} | {_pct(syn.get('step_accuracy'))} | "
-            f"{_pct(syn.get('accuracy'))} | {_pct(ood.get('accuracy'))} | {_pct(gsm.get('accuracy'))} | "
-            f"{_num(syn.get('ece'))} | {_num(syn.get('mean_response_tokens'), 1)} | {cost} |")  # fmt: skip
+    return (
+        f"| {name} | {fmt} | {_pct(syn.get('format_rate'))} | {_pct(plan_exact)} | {_pct(syn.get('step_accuracy'))} | "
+        f"{_pct(syn.get('accuracy'))} | {_pct(ood.get('accuracy'))} | {_pct(gsm.get('accuracy'))} | "
+        f"{_num(syn.get('ece'))} | {_num(syn.get('mean_response_tokens'), 1)} | {cost} |"
+    )
 
 
 STAGE_HEADER = (
@@ -300,7 +382,9 @@ STAGE_HEADER = (
 )
 
 
-def _paired_effect(cfg: DemoConfig, before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _paired_effect(
+    cfg: DemoConfig, before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
     """Answer accuracy and step ECE of the same problems before and after a stage, with paired
     bootstrap 95% intervals (fastcomt/metrics/paired.py)."""
 
@@ -354,42 +438,77 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     splits = demo_splits(cfg)
     families = splits["families"]
-    say(f"Held out: {len(splits['synthetic'])} in-distribution problems ({', '.join(families)}), "
-        f"{len(splits['synthetic_ood'])} of the unseen family '{cfg.ood_family}', {len(splits['gsm8k'])} GSM8K test problems.")  # fmt: skip
+    say(
+        f"Held out: {len(splits['synthetic'])} in-distribution problems ({', '.join(families)}), "
+        f"{len(splits['synthetic_ood'])} of the unseen family '{cfg.ood_family}', {len(splits['gsm8k'])} GSM8K test problems."
+    )
 
     base = _pretrain(cfg, families, out)
     timings["0 base (pretrain)"] = base["seconds"]
-    say(f"[0] base model: {base['num_parameters']} parameters, vocabulary {base['vocab_size']}, "
-        f"{base['train_tokens']} tokens of execution text, final loss {base['final_loss']:.3f}, {base['seconds']:.0f} s")  # fmt: skip
-    base_eval, base_rows, s = _evaluate(base["model_dir"], base["tokenizer_dir"], splits, "comt", out / "eval" / "0_base", cfg, limit=cfg.eval.base_problems)
+    say(
+        f"[0] base model: {base['num_parameters']} parameters, vocabulary {base['vocab_size']}, "
+        f"{base['train_tokens']} tokens of execution text, final loss {base['final_loss']:.3f}, {base['seconds']:.0f} s"
+    )
+    base_eval, base_rows, s = _evaluate(
+        base["model_dir"],
+        base["tokenizer_dir"],
+        splits,
+        "comt",
+        out / "eval" / "0_base",
+        cfg,
+        limit=cfg.eval.base_problems,
+    )
     # The base model in CoT format too: how well it solves the problems without writing a plan.
-    base_cot_eval, _, s_cot = _evaluate(base["model_dir"], base["tokenizer_dir"], splits, "cot", out / "eval" / "0_base_cot", cfg,
-                                        limit=cfg.eval.base_problems)  # fmt: skip
+    base_cot_eval, _, s_cot = _evaluate(
+        base["model_dir"],
+        base["tokenizer_dir"],
+        splits,
+        "cot",
+        out / "eval" / "0_base_cot",
+        cfg,
+        limit=cfg.eval.base_problems,
+    )
     timings["eval base"] = s + s_cot
 
     sft = _sft(cfg, base, families, out, "offline")
     timings["1 CoMT SFT"] = sft["train_seconds"]  # the run's own training time: the same on a rerun
     sft_dir = str(Path(sft["checkpoint"]) / "model")
     replayed = sft.get("extra_examples", 0)
-    say(f"[1] CoMT SFT: {sft['examples'] - replayed} plans (loss on the plan and the execution marker)"
+    say(
+        f"[1] CoMT SFT: {sft['examples'] - replayed} plans (loss on the plan and the execution marker)"
         + (f" and {replayed} rehearsed execution documents" if replayed else "")
-        + f", {sft['loss_tokens']} tokens trained, final loss {sft['final_loss']:.3f}")  # fmt: skip
+        + f", {sft['loss_tokens']} tokens trained, final loss {sft['final_loss']:.3f}"
+    )
     sft_eval, sft_rows, s = _evaluate(sft_dir, base["tokenizer_dir"], splits, "comt", out / "eval" / "1_sft_comt", cfg)
     timings["eval CoMT SFT"] = s
 
     rl = _rl(cfg, sft_dir, base["tokenizer_dir"], out, "comt", {}, "2_ccrl")
     timings["2 CCRL"] = rl["train_seconds"]  # the run's own training time: the same on a rerun
-    say(f"[2] CCRL: {rl['steps']} steps, lam = {rl['lam']}, {rl['generated_tokens']} tokens sampled, {rl['trained_tokens']} trained")
-    rl_eval, rl_rows, s = _evaluate(rl["model_dir"], base["tokenizer_dir"], splits, "comt", out / "eval" / "2_ccrl", cfg)
+    say(
+        f"[2] CCRL: {rl['steps']} steps, lam = {rl['lam']}, {rl['generated_tokens']} tokens sampled, {rl['trained_tokens']} trained"
+    )
+    rl_eval, rl_rows, s = _evaluate(
+        rl["model_dir"], base["tokenizer_dir"], splits, "comt", out / "eval" / "2_ccrl", cfg
+    )
     timings["eval CCRL"] = s
 
     say("")
     say("Per stage (greedy decoding; ID = held-out problems of the training families):")
     say(STAGE_HEADER)
-    exact = {name: plan_exact_rate(rows.get("synthetic", []), splits["synthetic"])
-             for name, rows in (("base", base_rows), ("sft", sft_rows), ("ccrl", rl_rows))}  # fmt: skip
-    say(_stage_row(f"0 base (pre-trained, {cfg.eval.base_problems} ID problems)", "comt", base_eval, base["train_tokens"],
-                   base["seconds"], exact["base"]))  # fmt: skip
+    exact = {
+        name: plan_exact_rate(rows.get("synthetic", []), splits["synthetic"])
+        for name, rows in (("base", base_rows), ("sft", sft_rows), ("ccrl", rl_rows))
+    }
+    say(
+        _stage_row(
+            f"0 base (pre-trained, {cfg.eval.base_problems} ID problems)",
+            "comt",
+            base_eval,
+            base["train_tokens"],
+            base["seconds"],
+            exact["base"],
+        )
+    )
     say(_stage_row(f"0 base (pre-trained, {cfg.eval.base_problems} ID problems)", "cot", base_cot_eval, None, None))
     say(_stage_row("1 CoMT SFT", "comt", sft_eval, sft["train_tokens"], timings["1 CoMT SFT"], exact["sft"]))
     say(_stage_row("2 CCRL", "comt", rl_eval, rl["trained_tokens"], timings["2 CCRL"], exact["ccrl"]))
@@ -413,10 +532,16 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                 say("  " + line)
 
     results: dict[str, Any] = {
-        "config": _plain(cfg), "timings_s": timings, "base": base, "sft": sft, "rl": rl,
+        "config": _plain(cfg),
+        "timings_s": timings,
+        "base": base,
+        "sft": sft,
+        "rl": rl,
         "eval": {"base": base_eval, "base_cot": base_cot_eval, "sft": sft_eval, "ccrl": rl_eval},
-        "plan_exact": exact, "sft_effect": sft_effect, "effects": effects,
-    }  # fmt: skip
+        "plan_exact": exact,
+        "sft_effect": sft_effect,
+        "effects": effects,
+    }
     _write_rl_bench(out, rl)
 
     if cfg.compare:
@@ -435,9 +560,19 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     return results
 
 
-def _compare(cfg: DemoConfig, base: dict[str, Any], families: list[str], splits: dict[str, Any], out: Path,
-             sft: dict[str, Any], rl: dict[str, Any], rl_eval: dict[str, Any], rl_rows: dict[str, list[dict[str, Any]]],
-             timings: dict[str, float], say: Any) -> dict[str, Any]:  # fmt: skip
+def _compare(
+    cfg: DemoConfig,
+    base: dict[str, Any],
+    families: list[str],
+    splits: dict[str, Any],
+    out: Path,
+    sft: dict[str, Any],
+    rl: dict[str, Any],
+    rl_eval: dict[str, Any],
+    rl_rows: dict[str, list[dict[str, Any]]],
+    timings: dict[str, float],
+    say: Any,
+) -> dict[str, Any]:
     """`--compare`: the paper's baseline (CoT SFT, then GRPO with lam = 0) and the calibration
     term's ablation (GRPO with lam = 0 from the CoMT SFT model), on CCRL's budget; prints the
     paper-style table and the paired effects, returns their numbers."""
@@ -450,46 +585,72 @@ def _compare(cfg: DemoConfig, base: dict[str, Any], families: list[str], splits:
     no_calibration = _merge({"reward": {"lam": 0.0}}, cfg.baseline_rl)
     grpo = _rl(cfg, cot_dir, base["tokenizer_dir"], out, "cot", no_calibration, "2_grpo_cot")
     timings["2 GRPO (CoT)"] = grpo["train_seconds"]  # the run's own training time: the same on a rerun
-    grpo_eval, grpo_rows, s = _evaluate(grpo["model_dir"], base["tokenizer_dir"], splits, "cot", out / "eval" / "2_grpo_cot", cfg)
+    grpo_eval, grpo_rows, s = _evaluate(
+        grpo["model_dir"], base["tokenizer_dir"], splits, "cot", out / "eval" / "2_grpo_cot", cfg
+    )
     timings["eval GRPO"] = s
     # The ablation that isolates the calibration term: the same CoMT SFT model, the same RL
     # recipe with lam = 0 (plain GRPO on the outcome).
     comt_grpo = _rl(cfg, sft_dir, base["tokenizer_dir"], out, "comt", no_calibration, "2_grpo_comt")
     timings["2 GRPO (CoMT)"] = comt_grpo["train_seconds"]
-    comt_grpo_eval, comt_grpo_rows, s = _evaluate(comt_grpo["model_dir"], base["tokenizer_dir"], splits, "comt",
-                                                  out / "eval" / "2_grpo_comt", cfg)  # fmt: skip
+    comt_grpo_eval, comt_grpo_rows, s = _evaluate(
+        comt_grpo["model_dir"], base["tokenizer_dir"], splits, "comt", out / "eval" / "2_grpo_comt", cfg
+    )
     timings["eval GRPO (CoMT)"] = s
     say("")
     say("Paper-style comparison (same base model, same SFT problems and rehearsal, same RL steps):")
-    say("| recipe | ID acc (%) | OOD acc (%) | GSM8K acc (%) | ID step ECE | SFT tokens trained | RL tokens trained | mean response tokens | train seconds |")
+    say(
+        "| recipe | ID acc (%) | OOD acc (%) | GSM8K acc (%) | ID step ECE | SFT tokens trained | RL tokens trained | mean response tokens | train seconds |"
+    )
     say("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, s_sum, r_sum, ev, secs in (
         ("CoT SFT + GRPO (baseline)", cot, grpo, grpo_eval, timings["1 CoT SFT"] + timings["2 GRPO (CoT)"]),
-        ("CoMT SFT + GRPO (lam 0, ablation)", sft, comt_grpo, comt_grpo_eval, timings["1 CoMT SFT"] + timings["2 GRPO (CoMT)"]),
+        (
+            "CoMT SFT + GRPO (lam 0, ablation)",
+            sft,
+            comt_grpo,
+            comt_grpo_eval,
+            timings["1 CoMT SFT"] + timings["2 GRPO (CoMT)"],
+        ),
         ("CoMT SFT + CCRL", sft, rl, rl_eval, timings["1 CoMT SFT"] + timings["2 CCRL"]),
     ):
         per = ev["benchmarks"]
-        say(f"| {label} | {_pct(per['synthetic']['accuracy'])} | {_pct(per.get('synthetic_ood', {}).get('accuracy'))} | "
+        say(
+            f"| {label} | {_pct(per['synthetic']['accuracy'])} | {_pct(per.get('synthetic_ood', {}).get('accuracy'))} | "
             f"{_pct(per.get('gsm8k', {}).get('accuracy'))} | {_num(per['synthetic']['ece'])} | {s_sum['loss_tokens']} | "
-            f"{r_sum['trained_tokens']} | {_num(per['synthetic']['mean_response_tokens'], 1)} | {secs:.0f} |")  # fmt: skip
+            f"{r_sum['trained_tokens']} | {_num(per['synthetic']['mean_response_tokens'], 1)} | {secs:.0f} |"
+        )
     acc = _paired_effect(cfg, grpo_rows["synthetic"], rl_rows["synthetic"])["accuracy"]
-    say(f"  CoMT+CCRL minus CoT+GRPO, in-distribution answer accuracy: {100 * acc['diff']:+.1f} points "
-        f"(95% bootstrap CI [{100 * acc['ci_low']:+.1f}, {100 * acc['ci_high']:+.1f}], n = {acc['n']})")  # fmt: skip
+    say(
+        f"  CoMT+CCRL minus CoT+GRPO, in-distribution answer accuracy: {100 * acc['diff']:+.1f} points "
+        f"(95% bootstrap CI [{100 * acc['ci_low']:+.1f}, {100 * acc['ci_high']:+.1f}], n = {acc['n']})"
+    )
     # The baseline's RL stage measured like CCRL's: GRPO's paired effect over its own SFT model.
     grpo_effect = _paired_effect(cfg, cot_rows["synthetic"], grpo_rows["synthetic"])
-    for line in _effect_lines("GRPO's effect over CoT SFT, in-distribution", grpo_effect["accuracy"], grpo_effect["ece"]):
+    for line in _effect_lines(
+        "GRPO's effect over CoT SFT, in-distribution", grpo_effect["accuracy"], grpo_effect["ece"]
+    ):
         say("  " + line)
     # CCRL minus its lam = 0 ablation, on the same problems: what the calibration term did.
     term = {}
     for name, label in (("synthetic", "in-distribution"), ("synthetic_ood", "out-of-distribution")):
         if comt_grpo_rows.get(name):
             term[name] = _paired_effect(cfg, comt_grpo_rows[name], rl_rows[name])
-            for line in _effect_lines(f"CCRL (lam {rl['lam']}) against GRPO (lam 0) on the CoMT SFT model, {label}",
-                                      term[name]["accuracy"], term[name]["ece"]):  # fmt: skip
+            for line in _effect_lines(
+                f"CCRL (lam {rl['lam']}) against GRPO (lam 0) on the CoMT SFT model, {label}",
+                term[name]["accuracy"],
+                term[name]["ece"],
+            ):
                 say("  " + line)
-    return {"cot_sft": cot, "grpo": grpo, "comt_grpo": comt_grpo,
-            "eval": {"cot_sft": cot_eval, "grpo": grpo_eval, "comt_grpo": comt_grpo_eval},
-            "accuracy_comt_minus_cot": acc, "grpo_effect": grpo_effect, "calibration_term_effect": term}  # fmt: skip
+    return {
+        "cot_sft": cot,
+        "grpo": grpo,
+        "comt_grpo": comt_grpo,
+        "eval": {"cot_sft": cot_eval, "grpo": grpo_eval, "comt_grpo": comt_grpo_eval},
+        "accuracy_comt_minus_cot": acc,
+        "grpo_effect": grpo_effect,
+        "calibration_term_effect": term,
+    }
 
 
 def _plain(cfg: DemoConfig) -> dict[str, Any]:
@@ -506,8 +667,19 @@ def _write_rl_bench(out: Path, rl: dict[str, Any]) -> None:
     rows = list(iter_jsonl_dicts(path))
     if not rows:
         return
-    keys = ("seconds", "time_rollout", "time_scoring", "time_update", "time_sync", "tokens_per_s",
-            "rollout_tokens_per_s", "prefix_cache_hit_rate", "generated_tokens", "trained_tokens", "executions")  # fmt: skip
+    keys = (
+        "seconds",
+        "time_rollout",
+        "time_scoring",
+        "time_update",
+        "time_sync",
+        "tokens_per_s",
+        "rollout_tokens_per_s",
+        "prefix_cache_hit_rate",
+        "generated_tokens",
+        "trained_tokens",
+        "executions",
+    )
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
     write_json_atomic(out / "ccrl_step.json", {"steps": len(rows), "mean_per_step": mean})
 
@@ -520,7 +692,6 @@ def _plot_rl_curve(metrics: Path, target: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
 
     rows = list(iter_jsonl_dicts(metrics))
     if not rows:

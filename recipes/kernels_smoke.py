@@ -12,10 +12,10 @@ from collections.abc import Callable
 import torch
 
 from fastcomt.kernels import (
-    lm_head_config,
     linear_cross_entropy,
     linear_logprobs,
     linear_policy_loss,
+    lm_head_config,
     reference_linear_cross_entropy,
     reference_linear_logprobs,
     reference_linear_policy_loss,

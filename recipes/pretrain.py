@@ -66,8 +66,15 @@ from fastcomt.train.packing import collate_row, epoch_plan, make_example
 from fastcomt.train.schedule import cosine_scheduler
 from fastcomt.train.sft import row_loss_sum
 
-__all__ = ["PretrainConfig", "execution_document", "tokenizer_texts", "own_question_flags", "document_questions",
-           "run_pretrain", "main"]
+__all__ = [
+    "PretrainConfig",
+    "execution_document",
+    "tokenizer_texts",
+    "own_question_flags",
+    "document_questions",
+    "run_pretrain",
+    "main",
+]
 
 
 @dataclass
@@ -121,8 +128,9 @@ def own_question_flags(n: int, own_fraction: float, *, seed: int = 0) -> list[bo
     return [rng.random() < own_fraction for _ in range(n)]
 
 
-def document_questions(documents: Sequence[Problem], others: Sequence[Problem], own_fraction: float, *,
-                       seed: int = 0) -> list[str]:  # fmt: skip
+def document_questions(
+    documents: Sequence[Problem], others: Sequence[Problem], own_fraction: float, *, seed: int = 0
+) -> list[str]:
     """The user turn of each document: its own question with probability `own_fraction`, else the
     question of the problem at the same index of `others` (see `own_question_flags`)."""
     if len(documents) != len(others):
@@ -152,9 +160,13 @@ def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
     # Every family's text (held-out ones too) trains the tokenizer; seed + 1: none of these
     # problems is a training document.
     vocab_problems = synthetic_problems(cfg.tokenizer_problems, seed=cfg.seed + 1)
-    tokenizer = train_tokenizer(tokenizer_texts(vocab_problems) + docs, kind=cfg.tokenizer.kind,
-                                vocab_size=cfg.tokenizer.vocab_size, number_max=cfg.tokenizer.number_max,
-                                min_frequency=cfg.tokenizer.min_frequency)  # fmt: skip
+    tokenizer = train_tokenizer(
+        tokenizer_texts(vocab_problems) + docs,
+        kind=cfg.tokenizer.kind,
+        vocab_size=cfg.tokenizer.vocab_size,
+        number_max=cfg.tokenizer.number_max,
+        min_frequency=cfg.tokenizer.min_frequency,
+    )
     eos = tokenizer.eos_token_id
     if cfg.layout == "unrelated_question":
         # Same layout as SFT examples (the prompt is not trained, the answer ends with the
@@ -170,23 +182,35 @@ def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
         ]
         encoded = encode_chat_examples(tokenizer, [sft_messages(q, r) for q, r in zip(questions, responses)])
     else:
-        encoded = [(ids + [eos], [True] * (len(ids) + 1)) for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]]
+        encoded = [
+            (ids + [eos], [True] * (len(ids) + 1)) for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]
+        ]
     examples = [make_example(ids, flags) for ids, flags in encoded if len(ids) <= cfg.optim.row_tokens]
     if not examples:
         raise ValueError(f"optim.row_tokens={cfg.optim.row_tokens}: no document fits in a row")
     lengths = [ex.num_tokens for ex in examples]
-    plans = [epoch_plan(lengths, seed=cfg.seed, epoch=e, row_tokens=cfg.optim.row_tokens,
-                        tokens_per_step=cfg.optim.tokens_per_step) for e in range(cfg.optim.epochs)]  # fmt: skip
+    plans = [
+        epoch_plan(
+            lengths, seed=cfg.seed, epoch=e, row_tokens=cfg.optim.row_tokens, tokens_per_step=cfg.optim.tokens_per_step
+        )
+        for e in range(cfg.optim.epochs)
+    ]
     total_steps = sum(len(p) for p in plans)
     if cfg.optim.max_steps is not None:
         total_steps = min(total_steps, cfg.optim.max_steps)
 
     model = build_tiny_model(cfg.model, len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
-                                  eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)  # fmt: skip
-    scheduler = cosine_scheduler(optimizer, warmup_steps=cfg.optim.warmup_steps, total_steps=total_steps,
-                                 min_lr_ratio=cfg.optim.min_lr_ratio)  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.optim.lr,
+        betas=(cfg.optim.beta1, cfg.optim.beta2),
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+    )
+    scheduler = cosine_scheduler(
+        optimizer, warmup_steps=cfg.optim.warmup_steps, total_steps=total_steps, min_lr_ratio=cfg.optim.min_lr_ratio
+    )
     step, tokens, last_loss = 0, 0, float("nan")
     bar = tqdm(total=total_steps, disable=not cfg.progress, desc="pretrain", unit="step")
     for plan in plans:
@@ -211,8 +235,14 @@ def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
             bar.update(1)
     bar.close()
 
-    checkpoint = save_checkpoint(out_dir / "checkpoints", step, model=model, tokenizer=tokenizer,
-                                 trainer_state={"config": config_to_dict(cfg)}, keep_last=1)  # fmt: skip
+    checkpoint = save_checkpoint(
+        out_dir / "checkpoints",
+        step,
+        model=model,
+        tokenizer=tokenizer,
+        trainer_state={"config": config_to_dict(cfg)},
+        keep_last=1,
+    )
     # The tokenizer also goes to a folder of its own: loaded from a model folder, AutoTokenizer
     # follows the model's config.json to the model family's tokenizer class instead of ours.
     tokenizer_dir = out_dir / "tokenizer"

@@ -28,29 +28,40 @@ from fastcomt.tasks import Problem, synthetic_problems
 __all__ = ["replay_problems", "replay_records", "write_replay_data"]
 
 
-def replay_problems(documents: int, *, seed: int, families: Sequence[str] | None = None) -> tuple[list[Problem], list[Problem]]:
+def replay_problems(
+    documents: int, *, seed: int, families: Sequence[str] | None = None
+) -> tuple[list[Problem], list[Problem]]:
     """(the documents' problems, the problems whose questions they are shown under): two synthetic
     draws, seeds `seed` and `seed + 1`."""
     if isinstance(documents, bool) or not isinstance(documents, int) or documents < 0:
         raise ValueError(f"replay_documents: expected a non-negative int, got {documents!r}")
     families = None if families is None else list(families)
-    return (synthetic_problems(documents, seed=seed, families=families),
-            synthetic_problems(documents, seed=seed + 1, families=families))  # fmt: skip
+    return (
+        synthetic_problems(documents, seed=seed, families=families),
+        synthetic_problems(documents, seed=seed + 1, families=families),
+    )
 
 
 def replay_records(documents: int, *, seed: int, families: Sequence[str] | None = None) -> list[ComtRecord]:
     """One record per document: an unrelated question, the document's plan + marker + execution."""
     docs, questions = replay_problems(documents, seed=seed, families=families)
     return [
-        ComtRecord(id=f"replay-{i}", source="synthetic", kind="meta_thought", question=q.question,
-                   target=render_response("comt", d.solution or "", offline_meta_thought(d).render()),
-                   answer=d.answer, provenance={"mode": "replay", "document": d.id})  # fmt: skip
+        ComtRecord(
+            id=f"replay-{i}",
+            source="synthetic",
+            kind="meta_thought",
+            question=q.question,
+            target=render_response("comt", d.solution or "", offline_meta_thought(d).render()),
+            answer=d.answer,
+            provenance={"mode": "replay", "document": d.id},
+        )
         for i, (d, q) in enumerate(zip(docs, questions))
     ]
 
 
-def write_replay_data(path: str | os.PathLike[str], documents: int, *, seed: int,
-                      families: Sequence[str] | None = None) -> int:  # fmt: skip
+def write_replay_data(
+    path: str | os.PathLike[str], documents: int, *, seed: int, families: Sequence[str] | None = None
+) -> int:
     """Write the rehearsed documents as a JSONL data file (atomically); returns how many."""
     records = replay_records(documents, seed=seed, families=families)
     write_text_atomic(path, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records))

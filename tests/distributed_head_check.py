@@ -27,8 +27,16 @@ def inputs() -> dict[str, torch.Tensor]:
     old = -3.5 + 0.3 * torch.randn(B, T, generator=g)
     ref = -3.5 + 0.3 * torch.randn(B, T, generator=g)
     behaviour = -3.5 + 0.3 * torch.randn(B, T, generator=g)
-    return dict(hidden=hidden, weight=weight, targets=targets, mask=mask, advantages=advantages, old=old, ref=ref,
-                behaviour=behaviour)
+    return dict(
+        hidden=hidden,
+        weight=weight,
+        targets=targets,
+        mask=mask,
+        advantages=advantages,
+        old=old,
+        ref=ref,
+        behaviour=behaviour,
+    )
 
 
 POLICY = dict(loss_type="dapo", eps_low=0.2, eps_high=0.28, beta=0.05, tis_cap=2.0, entropy_coef=0.01, temperature=0.9)
@@ -60,7 +68,11 @@ def fsdp_sharded_head(x: dict[str, torch.Tensor], rank: int, world: int) -> dict
 
 
 def vocab_parallel(x: dict[str, torch.Tensor], rank: int, world: int, use_kernel: bool) -> dict[str, torch.Tensor]:
-    from fastcomt.distributed.vocab_parallel import vocab_parallel_cross_entropy, vocab_parallel_logprobs, vocab_parallel_policy_loss
+    from fastcomt.distributed.vocab_parallel import (
+        vocab_parallel_cross_entropy,
+        vocab_parallel_logprobs,
+        vocab_parallel_policy_loss,
+    )
 
     rows = torch.arange(V).tensor_split(world)
     start = int(rows[rank][0])
@@ -72,22 +84,42 @@ def vocab_parallel(x: dict[str, torch.Tensor], rank: int, world: int, use_kernel
         return torch.cat(parts)
 
     w_local = x["weight"][rows[rank]].clone()
-    logp, entropy, maxprob = vocab_parallel_logprobs(x["hidden"], w_local, x["targets"], vocab_start=start, temperature=0.9,
-                                                     mask=x["mask"], use_kernel=use_kernel, chunk_rows=5)  # fmt: skip
+    logp, entropy, maxprob = vocab_parallel_logprobs(
+        x["hidden"],
+        w_local,
+        x["targets"],
+        vocab_start=start,
+        temperature=0.9,
+        mask=x["mask"],
+        use_kernel=use_kernel,
+        chunk_rows=5,
+    )
     out.update(logp=logp, entropy=entropy, maxprob=maxprob)
 
     h = x["hidden"].clone().requires_grad_(True)
     w = w_local.clone().requires_grad_(True)
-    ce = vocab_parallel_cross_entropy(h, w, torch.where(x["mask"], x["targets"], -100), vocab_start=start,
-                                      use_kernel=use_kernel, chunk_rows=5)  # fmt: skip
+    ce = vocab_parallel_cross_entropy(
+        h, w, torch.where(x["mask"], x["targets"], -100), vocab_start=start, use_kernel=use_kernel, chunk_rows=5
+    )
     ce.backward()
     out.update(ce=ce.detach(), ce_dh=h.grad, ce_dw=gather_dw(w.grad))
 
     h = x["hidden"].clone().requires_grad_(True)
     w = w_local.clone().requires_grad_(True)
-    loss, metrics = vocab_parallel_policy_loss(h, w, x["targets"], x["mask"], x["advantages"], x["old"], vocab_start=start,
-                                               ref_logprobs=x["ref"], behaviour_logprobs=x["behaviour"],
-                                               use_kernel=use_kernel, chunk_rows=5, **POLICY)  # fmt: skip
+    loss, metrics = vocab_parallel_policy_loss(
+        h,
+        w,
+        x["targets"],
+        x["mask"],
+        x["advantages"],
+        x["old"],
+        vocab_start=start,
+        ref_logprobs=x["ref"],
+        behaviour_logprobs=x["behaviour"],
+        use_kernel=use_kernel,
+        chunk_rows=5,
+        **POLICY,
+    )
     loss.backward()
     out.update(policy=loss.detach(), policy_dh=h.grad, policy_dw=gather_dw(w.grad), policy_kl=metrics["kl"])
     return out

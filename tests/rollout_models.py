@@ -38,7 +38,9 @@ def random_ids(n: int, seed: int) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def teacher_forced_logprobs(model: torch.nn.Module, prefix: tuple[int, ...], completion: tuple[int, ...], temperature: float) -> torch.Tensor:
+def teacher_forced_logprobs(
+    model: torch.nn.Module, prefix: tuple[int, ...], completion: tuple[int, ...], temperature: float
+) -> torch.Tensor:
     """log_softmax(logits / T)[token] of each completion token, from one full forward (no cache)."""
     ids = torch.tensor(prefix + completion)[None]
     logits = model(input_ids=ids).logits[0].float()

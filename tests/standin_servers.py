@@ -78,7 +78,11 @@ class FakeSGLangRuntime:
     # /generate ---------------------------------------------------------------------------------
 
     def generate(self, body: dict[str, Any]) -> Any:
-        batch = isinstance(body.get("input_ids"), list) and bool(body["input_ids"]) and isinstance(body["input_ids"][0], list)
+        batch = (
+            isinstance(body.get("input_ids"), list)
+            and bool(body["input_ids"])
+            and isinstance(body["input_ids"][0], list)
+        )
         inputs = body["input_ids"] if batch else [body.get("input_ids")]
         params = body.get("sampling_params") or {}
         params = params if isinstance(params, list) else [params] * len(inputs)
@@ -96,7 +100,9 @@ class FakeSGLangRuntime:
             self.in_flight += 1
             cached = [self._cached_prefix(tuple(x)) for x in inputs]
         try:
-            outputs = self._run(inputs, params, rids, cached, bool(body.get("return_logprob")), body.get("logprob_start_len"))
+            outputs = self._run(
+                inputs, params, rids, cached, bool(body.get("return_logprob")), body.get("logprob_start_len")
+            )
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -130,12 +136,19 @@ class FakeSGLangRuntime:
             hit = cached[i]
             if return_logprob and logprob_start_len not in (None, -1):
                 hit = min(hit, int(logprob_start_len))
-            meta: dict[str, Any] = {"id": rid, "prompt_tokens": len(ids), "cached_tokens": hit, "weight_version": self.weight_version}
+            meta: dict[str, Any] = {
+                "id": rid,
+                "prompt_tokens": len(ids),
+                "cached_tokens": hit,
+                "weight_version": self.weight_version,
+            }
             if i in generated:
                 sample = generated[i].samples[0]
                 out_ids = list(sample.token_ids)
                 meta["finish_reason"] = (
-                    {"type": "stop", "matched": out_ids[-1]} if sample.finish_reason == "stop" else {"type": "length", "length": len(out_ids)}
+                    {"type": "stop", "matched": out_ids[-1]}
+                    if sample.finish_reason == "stop"
+                    else {"type": "length", "length": len(out_ids)}
                 )
                 if return_logprob:
                     meta["output_token_logprobs"] = [[lp, t, None] for lp, t in zip(sample.logprobs, out_ids)]
@@ -191,7 +204,10 @@ class FakeSGLangRuntime:
         with self._lock:
             self.calls.append(("update_weights_from_tensor", body))
             if not self.session_open:
-                return {"success": False, "message": "update_weights_from_tensor must run between begin_weight_update() and end_weight_update()"}
+                return {
+                    "success": False,
+                    "message": "update_weights_from_tensor must run between begin_weight_update() and end_weight_update()",
+                }
         payloads = body["serialized_named_tensors"]
         self._install(decode_torch_tensors(payloads[0]), body)
         return {"success": True, "message": "Success"}
@@ -435,7 +451,10 @@ class FakeSGLangModule(types.ModuleType):
 
             def update_weights_from_tensor(self, named_tensors, load_format=None, flush_cache=True) -> tuple[bool, str]:
                 a = self.runtime.update_weights_from_tensor(
-                    {"serialized_named_tensors": [encode_torch_tensors(list(named_tensors))], "flush_cache": flush_cache}
+                    {
+                        "serialized_named_tensors": [encode_torch_tensors(list(named_tensors))],
+                        "flush_cache": flush_cache,
+                    }
                 )
                 return a["success"], a["message"]
 
@@ -544,8 +563,11 @@ class StandInVLLMServer(_Running):
         prompt = tuple(body["prompt"])
         if body.get("top_k", 0) not in (0, -1) or body.get("top_p", 1.0) != 1.0 or body.get("logprobs") != 0:
             raise RequestRejected(400, "the stand-in serves top_k=0, top_p=1, logprobs=0 only")
-        sampling = SamplingParams(temperature=float(body["temperature"]), max_new_tokens=int(body["max_tokens"]),
-                                  stop_token_ids=tuple(body.get("stop_token_ids") or ()))  # fmt: skip
+        sampling = SamplingParams(
+            temperature=float(body["temperature"]),
+            max_new_tokens=int(body["max_tokens"]),
+            stop_token_ids=tuple(body.get("stop_token_ids") or ()),
+        )
         b = self.block_size
         with self._lock:
             hittable = (len(prompt) - 1) // b
@@ -557,10 +579,18 @@ class StandInVLLMServer(_Running):
         tokens = list(sample.token_ids)
         return {
             "object": "text_completion",
-            "choices": [{
-                "index": 0, "text": "", "token_ids": tokens, "finish_reason": sample.finish_reason,
-                "logprobs": {"token_logprobs": list(sample.logprobs), "tokens": [f"token_id:{t}" for t in tokens]},
-            }],  # fmt: skip
-            "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(tokens),
-                      "prompt_tokens_details": {"cached_tokens": hit * b}},  # fmt: skip
+            "choices": [
+                {
+                    "index": 0,
+                    "text": "",
+                    "token_ids": tokens,
+                    "finish_reason": sample.finish_reason,
+                    "logprobs": {"token_logprobs": list(sample.logprobs), "tokens": [f"token_id:{t}" for t in tokens]},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": len(prompt),
+                "completion_tokens": len(tokens),
+                "prompt_tokens_details": {"cached_tokens": hit * b},
+            },
         }

@@ -44,8 +44,10 @@ def test_score_is_one_gemm_and_one_read():
 def test_cli_prints_the_estimate_with_the_library_chunk_rule():
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "model.py"), "--shape", "16384:3584:152064"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "chunk_rows               1664" in proc.stdout  # 1.5 GiB / (152064 * 6 bytes), cut to 128s
     assert "ratio to floor" in proc.stdout

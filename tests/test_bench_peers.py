@@ -21,7 +21,9 @@ def test_trl_chunked_logprob_matches_torch_in_float64():
     weight = torch.randn(70, 16, generator=g, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(0, 70, (9,), generator=g)
     # A vocabulary tile of 32 makes TRL walk three tiles of the 70-entry vocabulary.
-    logp, entropy, *_ = trl.ChunkedLogProbFunction.apply(hidden, weight, None, targets, 1.0, 32, None, 1.0, ("entropy",))
+    logp, entropy, *_ = trl.ChunkedLogProbFunction.apply(
+        hidden, weight, None, targets, 1.0, 32, None, 1.0, ("entropy",)
+    )
     coef = torch.randn(9, generator=g, dtype=torch.float64)
     (coef * logp).sum().backward()
 

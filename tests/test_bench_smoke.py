@@ -5,7 +5,6 @@ unchunked one, the input generator's entropy and sampling, ratios, targets, budg
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -25,11 +24,11 @@ from bench.inputs import Shape, calibrate_head_scale, make_inputs, parse_shapes 
 from bench.report import attach_ratios, format_targets, read_jsonl  # noqa: E402
 
 # Every (op, method) the harness promises a row for, written out independently of bench/methods.py.
-EXPECTED_ROWS = {
-    ("policy", m) for m in ("floor", "fastcomt", "eager", "compile", "liger", "cce", "trl", "verl")
-} | {("logprobs", m) for m in ("floor", "fastcomt", "eager", "compile", "trl", "verl")} | {
-    ("ce", m) for m in ("floor", "fastcomt", "eager", "compile", "liger", "cce", "cce-nofilter")
-}
+EXPECTED_ROWS = (
+    {("policy", m) for m in ("floor", "fastcomt", "eager", "compile", "liger", "cce", "trl", "verl")}
+    | {("logprobs", m) for m in ("floor", "fastcomt", "eager", "compile", "trl", "verl")}
+    | {("ce", m) for m in ("floor", "fastcomt", "eager", "compile", "liger", "cce", "cce-nofilter")}
+)
 
 # Runs bench/run.py with the installed `fastcomt.kernels` hidden, as on a machine without the package.
 _BLOCKED_RUN = """
@@ -49,9 +48,25 @@ runpy.run_path("bench/run.py", run_name="__main__")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-c", _BLOCKED_RUN, "--device", "cpu", "--shapes", "32:32:500", "--reps", "3",
-           "--warmup", "1", "--out", str(out / "rows.jsonl"), "--plot", str(out / "plot.png"),
-           "--table", str(out / "table.md")]
+    cmd = [
+        sys.executable,
+        "-c",
+        _BLOCKED_RUN,
+        "--device",
+        "cpu",
+        "--shapes",
+        "32:32:500",
+        "--reps",
+        "3",
+        "--warmup",
+        "1",
+        "--out",
+        str(out / "rows.jsonl"),
+        "--plot",
+        str(out / "plot.png"),
+        "--table",
+        str(out / "table.md"),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Rows are appended as they are measured, then again with their group's ratios: the last one of a
@@ -148,12 +163,17 @@ def test_eager_scoring_and_ce_match_kernels_reference_in_float64():
     weight = torch.randn(30, 8, generator=g, dtype=torch.float64)
     targets = torch.randint(0, 30, (12,), generator=g)
     mask = torch.arange(12) % 4 != 3
-    for a, r in zip(eager_logprobs(hidden, weight, targets, mask),
-                    reference_linear_logprobs(hidden, weight, targets, mask=mask)):
+    for a, r in zip(
+        eager_logprobs(hidden, weight, targets, mask), reference_linear_logprobs(hidden, weight, targets, mask=mask)
+    ):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
     t_ce = torch.where(mask, targets, -100)
-    torch.testing.assert_close(eager_cross_entropy(hidden, weight, t_ce),
-                               reference_linear_cross_entropy(hidden, weight, t_ce), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        eager_cross_entropy(hidden, weight, t_ce),
+        reference_linear_cross_entropy(hidden, weight, t_ce),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +191,9 @@ def test_chunked_policy_truth_equals_unchunked(tiny_inputs, loss_type):
     per_seq = policy_truth(x, kernels, cfg, chunk_elems=1)  # one sequence per chunk
     h64 = x.bt(x.hidden.detach().double()).requires_grad_(True)
     w64 = x.weight.detach().double().requires_grad_(True)
-    ref, _ = kernels.reference_linear_policy_loss(h64, w64, x.bt(x.targets), x.bt(x.mask), x.advantages.double(),
-                                                  x.bt(x.old_logprobs.double()), **cfg.as_dict())
+    ref, _ = kernels.reference_linear_policy_loss(
+        h64, w64, x.bt(x.targets), x.bt(x.mask), x.advantages.double(), x.bt(x.old_logprobs.double()), **cfg.as_dict()
+    )
     ref.backward()
     for truth in (whole, per_seq):
         assert math.isclose(truth.loss, ref.item(), rel_tol=1e-5, abs_tol=1e-6)
@@ -238,11 +259,24 @@ def test_bad_shapes_and_options_are_rejected():
 
 def test_ratios_and_targets_from_hand_made_rows():
     def row(method, ms, status="ok", **kw):
-        return {"n": 4096, "h": 8, "v": 16, "shape": "4096x8x16", "op": "policy", "method": method,
-                "median_ms": ms, "status": status, **kw}
+        return {
+            "n": 4096,
+            "h": 8,
+            "v": 16,
+            "shape": "4096x8x16",
+            "op": "policy",
+            "method": method,
+            "median_ms": ms,
+            "status": status,
+            **kw,
+        }
 
-    rows = [row("floor", 10.0), row("fastcomt", 10.5, extra_gib=1.0), row("eager", 20.0),
-            row("liger", None, status="oom")]
+    rows = [
+        row("floor", 10.0),
+        row("fastcomt", 10.5, extra_gib=1.0),
+        row("eager", 20.0),
+        row("liger", None, status="oom"),
+    ]
     attach_ratios(rows)
     assert rows[1]["x_floor"] == pytest.approx(1.05)
     assert rows[2]["ratio_to"]["fastcomt"] == pytest.approx(20.0 / 10.5)
@@ -258,8 +292,24 @@ def test_budget_skips_are_rows_and_resume_fills_them(tmp_path, capsys):
     from bench.run import main
 
     out = tmp_path / "rows.jsonl"
-    args = ["--device", "cpu", "--shapes", "16:8:50", "--ops", "ce", "--methods", "eager", "--reps", "2",
-            "--warmup", "0", "--tol-grad", "1", "--out", str(out)]
+    args = [
+        "--device",
+        "cpu",
+        "--shapes",
+        "16:8:50",
+        "--ops",
+        "ce",
+        "--methods",
+        "eager",
+        "--reps",
+        "2",
+        "--warmup",
+        "0",
+        "--tol-grad",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main([*args, "--budget-s", "0"]) == 0
     first = read_jsonl(out)
     assert {r["method"] for r in first} == {"floor", "eager"}
@@ -284,13 +334,15 @@ def test_failures_become_rows_with_statuses(tiny_inputs):
     def raising(ctx):
         def step():
             raise RuntimeError("kernel exploded")
+
         return Runner(step=step, collect=lambda _: None)
 
     def out_of_memory(ctx):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    ctx = BuildContext(inputs=tiny_inputs, kernels=kernels, policy=PolicyConfig(), compile_backend="eager",
-                       device="cpu")
+    ctx = BuildContext(
+        inputs=tiny_inputs, kernels=kernels, policy=PolicyConfig(), compile_backend="eager", device="cpu"
+    )
     cases = {
         Method("peer", "ce", "a peer", missing): "unavailable: ImportError: No module named 'peer'",
         Method("x", "ce", "raises", raising): "failed: RuntimeError: kernel exploded",

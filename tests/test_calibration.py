@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from fastcomt.eval.reliability import write_reliability_diagram
 from fastcomt.metrics.calibration import (
     auroc,
     brier_score,
@@ -14,7 +15,6 @@ from fastcomt.metrics.calibration import (
     overconfident_error_rate,
     reliability_bins,
 )
-from fastcomt.eval.reliability import write_reliability_diagram
 
 
 def test_ece_width_hand_case():
@@ -30,7 +30,9 @@ def test_ece_mass_hand_case():
     conf = [0.9, 0.1, 0.8, 0.2]
     correct = [True, False, True, True]
     # two equal-count bins: {0.1, 0.2}: acc .5 conf .15; {0.8, 0.9}: acc 1 conf .85
-    assert expected_calibration_error(conf, correct, n_bins=2, strategy="mass") == pytest.approx(0.5 * 0.35 + 0.5 * 0.15)
+    assert expected_calibration_error(conf, correct, n_bins=2, strategy="mass") == pytest.approx(
+        0.5 * 0.35 + 0.5 * 0.15
+    )
 
 
 def test_brier_and_overconfidence():

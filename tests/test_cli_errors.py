@@ -2,7 +2,6 @@
 status 2, no traceback (unless --debug), checked before torch is imported; models given as the
 wrong folder; damaged checkpoints named and skipped on resume."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,19 +22,33 @@ def _run(argv, capsys):
     return status, captured.err
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["sft"], "--config: expected a YAML file"),
-    (["sft", "--config", "missing.yaml"], "--config: no file at missing.yaml"),
-    (["sft", "--config", "configs/sft-synthetic-comt.yaml", "bogus=1"], "unknown key 'bogus'"),
-    (["sft", "--config", "configs/sft-synthetic-comt.yaml", "optim.lr=fast"], "optim.lr: expected float, got str 'fast'"),
-    (["sft", "--config", "configs/sft-synthetic-comt.yaml", "data.train=nowhere.jsonl", "data.build=null"],
-     "data.train: no file at nowhere.jsonl"),
-    (["sft", "--config", "configs/sft-synthetic-comt.yaml", "model.path=empty"], "model.path: empty is empty"),
-    (["rl", "--config", "configs/rl-synthetic-ccrl.yaml"], "model.path: no folder at runs/sft-synthetic-comt/final"),
-    (["rl", "--config", "configs/rl-synthetic-ccrl.yaml", "steps=0", "model.path=empty"], "steps: expected an int >= 1"),
-    (["data", "--config", "configs/sft-synthetic-comt.yaml", "data.build.nope=3"], "unknown key 'nope'"),
-    (["data", "--config", "configs/sft-synthetic-comt.yaml", "optim.epochs=many"], "optim.epochs: expected int"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["sft"], "--config: expected a YAML file"),
+        (["sft", "--config", "missing.yaml"], "--config: no file at missing.yaml"),
+        (["sft", "--config", "configs/sft-synthetic-comt.yaml", "bogus=1"], "unknown key 'bogus'"),
+        (
+            ["sft", "--config", "configs/sft-synthetic-comt.yaml", "optim.lr=fast"],
+            "optim.lr: expected float, got str 'fast'",
+        ),
+        (
+            ["sft", "--config", "configs/sft-synthetic-comt.yaml", "data.train=nowhere.jsonl", "data.build=null"],
+            "data.train: no file at nowhere.jsonl",
+        ),
+        (["sft", "--config", "configs/sft-synthetic-comt.yaml", "model.path=empty"], "model.path: empty is empty"),
+        (
+            ["rl", "--config", "configs/rl-synthetic-ccrl.yaml"],
+            "model.path: no folder at runs/sft-synthetic-comt/final",
+        ),
+        (
+            ["rl", "--config", "configs/rl-synthetic-ccrl.yaml", "steps=0", "model.path=empty"],
+            "steps: expected an int >= 1",
+        ),
+        (["data", "--config", "configs/sft-synthetic-comt.yaml", "data.build.nope=3"], "unknown key 'nope'"),
+        (["data", "--config", "configs/sft-synthetic-comt.yaml", "optim.epochs=many"], "optim.epochs: expected int"),
+    ],
+)
 def test_one_line_exit_2(argv, expected, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").symlink_to(REPO / "configs")
@@ -55,20 +68,33 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
         main(["sft", "--config", "missing.yaml", "--debug"])
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["sft", "--config", str(REPO / "configs/sft-synthetic-comt.yaml"), "optim.epochs=two"],
-     "optim.epochs: expected int, got str 'two'"),
-    (["rl", "--config", str(REPO / "configs/rl-synthetic-ccrl.yaml")], "model.path: no folder at runs/sft-synthetic-comt/final"),
-    (["eval", "--model", "runs/rl-synthetic-ccrl/final"], "--model: no folder at runs/rl-synthetic-ccrl/final"),
-    (["data", "--config", str(REPO / "configs/sft-synthetic-comt.yaml"), "data.build.mode=magic"],
-     "configs/sft-synthetic-comt.yaml: data.build.mode: expected one of ['offline', 'teacher', 'cot'], got 'magic'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["sft", "--config", str(REPO / "configs/sft-synthetic-comt.yaml"), "optim.epochs=two"],
+            "optim.epochs: expected int, got str 'two'",
+        ),
+        (
+            ["rl", "--config", str(REPO / "configs/rl-synthetic-ccrl.yaml")],
+            "model.path: no folder at runs/sft-synthetic-comt/final",
+        ),
+        (["eval", "--model", "runs/rl-synthetic-ccrl/final"], "--model: no folder at runs/rl-synthetic-ccrl/final"),
+        (
+            ["data", "--config", str(REPO / "configs/sft-synthetic-comt.yaml"), "data.build.mode=magic"],
+            "configs/sft-synthetic-comt.yaml: data.build.mode: expected one of ['offline', 'teacher', 'cot'], got 'magic'",
+        ),
+    ],
+)
 def test_errors_come_before_torch_is_imported(tmp_path, argv, expected):
     """A user error in a subprocess: one line, status 2, and torch was never imported (fast)."""
-    code = ("import sys; from fastcomt.cli import main; status = main(sys.argv[1:]); "
-            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(status)")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)  # fmt: skip
+    code = (
+        "import sys; from fastcomt.cli import main; status = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(status)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -91,8 +117,8 @@ def test_bad_data_record_names_the_file_and_record(tmp_path, monkeypatch, capsys
 
 
 def _save_model(path, with_tokenizer=True):
-    from fastcomt.train.models import build_tiny_model
     from fastcomt.tokenizer import train_tokenizer
+    from fastcomt.train.models import build_tiny_model
 
     tok = train_tokenizer(["a b c 1 2"], kind="number_word", number_max=5, vocab_size=300)
     build_tiny_model(TINY, len(tok)).save_pretrained(path)
@@ -107,14 +133,18 @@ def test_model_folder_diagnosis(tmp_path):
     _save_model(run / "checkpoints" / "step_00000002" / "model")
     _save_model(run / "checkpoints" / "step_00000004" / "model")
     message = model_dir_problem(run, "--model")
-    assert message == f"--model: {run} is a training run's folder, not a model; its model is {run}/checkpoints/step_00000004/model"
+    assert (
+        message
+        == f"--model: {run} is a training run's folder, not a model; its model is {run}/checkpoints/step_00000004/model"
+    )
     assert "the run has not finished (no final/ yet)" in model_dir_problem(run / "final", "model.path")
     _save_model(run / "final")
     assert model_dir_problem(run, "--model").endswith(f"its model is {run}/final")
     assert model_dir_problem(run / "final", "--model") is None
     _save_model(tmp_path / "weights_only", with_tokenizer=False)
     assert tokenizer_dir_problem(tmp_path / "weights_only", "--model") == (
-        f"--model: no tokenizer files (tokenizer.json, tokenizer_config.json) in {tmp_path}/weights_only")
+        f"--model: no tokenizer files (tokenizer.json, tokenizer_config.json) in {tmp_path}/weights_only"
+    )
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("x")
     assert "has no config.json, so it is not a saved model" in model_dir_problem(tmp_path / "notes", "--model")
@@ -126,7 +156,10 @@ def test_eval_model_at_run_folder_names_the_model(tmp_path, capsys):
     capsys.readouterr()
     status, err = _run(["eval", "--model", str(run), "--benchmarks", "svamp", "--limit", "1"], capsys)
     assert status == 2
-    assert err.strip() == f"fastcomt eval: error: --model: {run} is a training run's folder, not a model; its model is {run}/final"
+    assert (
+        err.strip()
+        == f"fastcomt eval: error: --model: {run} is a training run's folder, not a model; its model is {run}/final"
+    )
     (tmp_path / "empty").mkdir()
     status, err = _run(["eval", "--model", str(tmp_path / "empty")], capsys)
     assert status == 2 and "is empty; expected a saved model folder" in err and err.count("\n") == 1
@@ -194,8 +227,11 @@ def test_resume_with_no_loadable_checkpoint_says_which_files(tmp_path):
     _cut(tmp_path / "step_00000002" / "trainer_state.json")
     _cut(tmp_path / "step_00000001" / "model" / "model.safetensors")
     model = build_tiny_model(TINY, 40)
-    with pytest.raises(CheckpointError, match="no checkpoint loads .*step_00000002/trainer_state.json.*"
-                                              "step_00000001/model/model.safetensors.*resume: false"):  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match="no checkpoint loads .*step_00000002/trainer_state.json.*"
+        "step_00000001/model/model.safetensors.*resume: false",
+    ):
         resume_newest_loadable(tmp_path, model=model)
 
 
@@ -206,12 +242,28 @@ def test_sft_resume_skips_a_damaged_checkpoint(tmp_path, capsys):
     from fastcomt.train.sft import run_sft
 
     data = tmp_path / "plans.jsonl"
-    rows = [ComtRecord(f"t-{i}", "toy", "meta_thought", f"Ana has {i} pens and gets 2 more. How many?",
-                       "Steps:\n1. total = pens + more\nAnswer: total", float(i + 2)).to_dict() for i in range(8)]  # fmt: skip
+    rows = [
+        ComtRecord(
+            f"t-{i}",
+            "toy",
+            "meta_thought",
+            f"Ana has {i} pens and gets 2 more. How many?",
+            "Steps:\n1. total = pens + more\nAnswer: total",
+            float(i + 2),
+        ).to_dict()
+        for i in range(8)
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = {"output_dir": str(tmp_path / "run"), "data": {"train": str(data)}, "progress": False,
-           "tokenizer": {"kind": "number_word", "number_max": 20}, "model": TINY, "save_every": 1, "keep_last": 5,
-           "optim": {"row_tokens": 64, "tokens_per_step": 64, "epochs": 1}}  # fmt: skip
+    cfg = {
+        "output_dir": str(tmp_path / "run"),
+        "data": {"train": str(data)},
+        "progress": False,
+        "tokenizer": {"kind": "number_word", "number_max": 20},
+        "model": TINY,
+        "save_every": 1,
+        "keep_last": 5,
+        "optim": {"row_tokens": 64, "tokens_per_step": 64, "epochs": 1},
+    }
     done = run_sft(cfg, stop_after_steps=3)
     assert done["steps"] == 3
     _cut(tmp_path / "run" / "checkpoints" / "step_00000003" / "model" / "model.safetensors")

@@ -49,10 +49,8 @@ class _Outer:
     # a comment followed by a blank line belongs to no field
 
     plain: float = 1e-3
-    inner: _Inner = field(
-        default_factory=lambda: _Inner(width=7)
-    )  # an inner section with its own defaults
-    names: list[str] = field(default_factory=list)  # fmt: skip
+    inner: _Inner = field(default_factory=lambda: _Inner(width=7))  # an inner section with its own defaults
+    names: list[str] = field(default_factory=list)
     table: dict[str, int] | None = None  # a mapping  # noqa: E501
 
     def method(self) -> None:
@@ -120,7 +118,10 @@ def test_help_lists_every_key_with_type_default_and_meaning(command: str, capsys
         ("sft", "  optim.lr: float; default 0.001"),
         ("sft", "  data.train: str; required"),
         ("pretrain", "  tokenizer.kind: one of: number_word, bpe, pretrained; default number_word"),
-        ("data", "  filters.allowed_constants: list of float; default [0, 0.01, 1, 2, 7, 10, 12, 24, 52, 60, 100, 1000]"),
+        (
+            "data",
+            "  filters.allowed_constants: list of float; default [0, 0.01, 1, 2, 7, 10, 12, 24, 52, 60, 100, 1000]",
+        ),
         ("demo", "  baseline_rl: mapping; default {}"),
         ("demo", "  sft_problems: int; default 2000"),  # configs/demo.yaml's value: one set of demo defaults
     ],
@@ -172,11 +173,14 @@ print(json.dumps({name: name in sys.modules for name in ("torch", "transformers"
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["rl", "--help"], ["sft", "--help"], ["data", "--help"], ["eval", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["rl", "--help"], ["sft", "--help"], ["data", "--help"], ["eval", "--help"]]
+)
 def test_help_imports_no_torch(argv: list[str]) -> None:
     # A fresh interpreter: this test process may have imported torch already.
-    done = subprocess.run([sys.executable, "-c", _IMPORTS_AFTER_HELP, *argv], capture_output=True, text=True,
-                          timeout=60, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_AFTER_HELP, *argv], capture_output=True, text=True, timeout=60, check=True
+    )
     assert "usage: fastcomt" in done.stdout
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"torch": False, "transformers": False}
 

@@ -130,9 +130,17 @@ def test_teacher_mode_through_the_http_client(tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        cfg = {"output": str(tmp_path / "t.jsonl"), "mode": "teacher", "num_problems": 1,
-               "teacher": {"base_url": f"http://127.0.0.1:{server.server_address[1]}", "model": "tiny-teacher",
-                           "cache_dir": str(tmp_path / "cache"), "max_retries": 0}}  # fmt: skip
+        cfg = {
+            "output": str(tmp_path / "t.jsonl"),
+            "mode": "teacher",
+            "num_problems": 1,
+            "teacher": {
+                "base_url": f"http://127.0.0.1:{server.server_address[1]}",
+                "model": "tiny-teacher",
+                "cache_dir": str(tmp_path / "cache"),
+                "max_retries": 0,
+            },
+        }
         report = build_comt_data(cfg)
     finally:
         server.shutdown()

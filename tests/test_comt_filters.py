@@ -75,7 +75,16 @@ def test_step_definitions_trim_units_but_not_operands():
 def test_numbers_in_questions_and_identifiers():
     assert [s.value for s in find_numbers("result1 = 1,200 + .5 - x2")] == [Fraction(1200), Fraction(1, 2)]
     stated = question_numbers("Twice a week she pays $1,200 for 20% of 3/4 of a dozen pies.")
-    assert {Fraction(2), Fraction(1200), Fraction(20), Fraction(1, 5), Fraction(3), Fraction(4), Fraction(3, 4), Fraction(12)} <= stated
+    assert {
+        Fraction(2),
+        Fraction(1200),
+        Fraction(20),
+        Fraction(1, 5),
+        Fraction(3),
+        Fraction(4),
+        Fraction(3, 4),
+        Fraction(12),
+    } <= stated
     assert Fraction(7) not in stated
 
 
@@ -107,7 +116,9 @@ def test_consistency_filter():
 
 
 def test_run_filters_reports_every_failure():
-    wrong_and_leaky = TEACHER_REPLY.replace("**Answer:** money_paid - total_cost", "Answer: money_paid - total_cost - 9")
+    wrong_and_leaky = TEACHER_REPLY.replace(
+        "**Answer:** money_paid - total_cost", "Answer: money_paid - total_cost - 9"
+    )
     outcome = run_filters(wrong_and_leaky, QUESTION, 26.0)
     assert outcome.failed == ["leak", "consistency"]
     assert run_filters(TEACHER_REPLY, QUESTION, 26.0).passed

@@ -11,8 +11,13 @@ from fastcomt.comt.filters import run_filters
 from fastcomt.comt.offline import OfflineAbstractionError, annotated_meta_thought, offline_meta_thought
 from fastcomt.tasks import Problem, Step, load_benchmark, plan_text, synthetic_problems
 
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-        ast.FloorDiv: operator.floordiv}  # fmt: skip
+_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+}
 
 
 def _run_plan(steps: tuple[str, ...], answer: str, env: dict[str, float]) -> float:
@@ -57,9 +62,11 @@ def test_repeated_values_get_different_names():
         "On the weekend 5 * 2 = <<5*2=10>>10 cars are passing.\n"
         "So from Monday through Sunday, there are 20 + 25 + 22 + 20 + 10 = <<20+25+22+20+10=97>>97 cars.\n#### 97"
     )
-    question = ("Most cars pass on Tuesday - 25. On Monday, {monday} less than on Tuesday, and on Wednesday, 2 more "
-                "cars than on Monday. On Thursday and Friday, it is about 10 cars each day. On the weekend, traffic "
-                "drops to 5 cars per day. How many cars travel down the street from Monday through Sunday?")  # fmt: skip
+    question = (
+        "Most cars pass on Tuesday - 25. On Monday, {monday} less than on Tuesday, and on Wednesday, 2 more "
+        "cars than on Monday. On Thursday and Friday, it is about 10 cars each day. On the weekend, traffic "
+        "drops to 5 cars per day. How many cars travel down the street from Monday through Sunday?"
+    )
     thought = annotated_meta_thought(Problem("happy", question.format(monday="a fifth"), 97.0, solution=solution))
     names = [s.split(" = ")[0] for s in thought.steps]
     assert thought.steps[-1] == f"{names[5]} = {names[3]} + 25 + {names[2]} + {names[1]} + {names[4]}"

@@ -36,8 +36,17 @@ def test_sft_config_without_build_section_is_refused(tmp_path, monkeypatch, caps
 
 
 def _records(n):
-    return [ComtRecord(f"t-{i}", "toy", "meta_thought", f"Ana has {i} pens and gets 2 more. How many?",
-                       "Steps:\n1. total = pens + more\nAnswer: total", float(i + 2)).to_dict() for i in range(n)]  # fmt: skip
+    return [
+        ComtRecord(
+            f"t-{i}",
+            "toy",
+            "meta_thought",
+            f"Ana has {i} pens and gets 2 more. How many?",
+            "Steps:\n1. total = pens + more\nAnswer: total",
+            float(i + 2),
+        ).to_dict()
+        for i in range(n)
+    ]
 
 
 def test_cut_off_last_line_is_counted_and_reported(tmp_path, capsys):
@@ -73,8 +82,14 @@ def test_sft_summary_counts_the_skipped_line(tmp_path):
     path = tmp_path / "plans.jsonl"
     lines = [json.dumps(r) + "\n" for r in _records(6)]
     path.write_text("".join(lines[:5]) + lines[5][:-10])
-    summary = run_sft({"output_dir": str(tmp_path / "run"), "data": {"train": str(path)}, "progress": False,
-                       "tokenizer": {"kind": "number_word", "number_max": 20},
-                       "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32},
-                       "optim": {"row_tokens": 64, "tokens_per_step": 64, "max_steps": 1}})  # fmt: skip
+    summary = run_sft(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "data": {"train": str(path)},
+            "progress": False,
+            "tokenizer": {"kind": "number_word", "number_max": 20},
+            "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32},
+            "optim": {"row_tokens": 64, "tokens_per_step": 64, "max_steps": 1},
+        }
+    )
     assert summary["skipped_records"] == {"cut_off_last_line": 1} and summary["examples"] == 5

@@ -64,13 +64,19 @@ def test_run_pretrain_rejects_a_bad_fraction_before_writing(tmp_path):
 def test_own_question_documents_can_hold_the_worked_execution_only(tmp_path, monkeypatch):
     # own_question_response: cot -> a document under its own question is its execution (no plan);
     # the others keep plan + execution under an unrelated question.
-    from fastcomt_recipes.pretrain import own_question_flags
     from fastcomt.tokenizer import load_tokenizer
+    from fastcomt_recipes.pretrain import own_question_flags
 
-    cfg = {"output_dir": str(tmp_path / "base"), "num_documents": 24, "tokenizer_problems": 16, "own_question_fraction": 0.5,
-           "own_question_response": "cot", "progress": False,
-           "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32},
-           "optim": {"max_steps": 1, "row_tokens": 512, "tokens_per_step": 512}}  # fmt: skip
+    cfg = {
+        "output_dir": str(tmp_path / "base"),
+        "num_documents": 24,
+        "tokenizer_problems": 16,
+        "own_question_fraction": 0.5,
+        "own_question_response": "cot",
+        "progress": False,
+        "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32},
+        "optim": {"max_steps": 1, "row_tokens": 512, "tokens_per_step": 512},
+    }
     captured = []
     import fastcomt_recipes.pretrain as pretrain
 

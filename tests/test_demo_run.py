@@ -9,7 +9,10 @@ TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "
 
 def _overrides(out_dir):
     return [
-        f"output_dir={out_dir}", "sft_problems=8", "rl_problems=12", "progress=false",
+        f"output_dir={out_dir}",
+        "sft_problems=8",
+        "rl_problems=12",
+        "progress=false",
         f"pretrain={{num_documents: 24, tokenizer_problems: 16, model: {json.dumps(TINY)}, "
         "optim: {row_tokens: 256, tokens_per_step: 1024, warmup_steps: 1}}",
         "replay_documents=4",
@@ -17,7 +20,7 @@ def _overrides(out_dir):
         "rl={steps: 1, rollout: {problems_per_step: 2, executions_per_plan: 2, max_new_tokens: 8, plan_max_new_tokens: 8}}",
         "eval={id_problems: 6, ood_problems: 3, gsm8k_problems: 2, base_problems: 2, max_new_tokens: 8, "
         "plan_max_new_tokens: 12, batch_size: 8, bootstrap_resamples: 50}",
-    ]  # fmt: skip
+    ]
 
 
 def test_demo_runs_every_stage_and_reports(tmp_path, capsys, shared_data):
@@ -57,7 +60,9 @@ def test_held_out_problems_are_new_and_ood_family_is_unseen():
     seen |= {p.question for p in synthetic_problems(50, seed=100, families=splits["families"])}
     seen |= {p.question for p in synthetic_problems(50, seed=200, families=splits["families"])}
     seen |= {p.question for p in synthetic_problems(60, seed=300, families=splits["families"])}  # replayed documents
-    seen |= {p.question for p in synthetic_problems(60, seed=301, families=splits["families"])}  # ... and their questions
+    seen |= {
+        p.question for p in synthetic_problems(60, seed=301, families=splits["families"])
+    }  # ... and their questions
     assert not seen & {p.question for p in splits["synthetic"]}
     assert len({p.question for p in splits["synthetic"]}) == 40
 
@@ -72,13 +77,16 @@ def test_demo_yaml_is_the_demo_config_defaults():
 
 def test_plan_exact_rate_compares_plans_with_the_offline_meta_thought():
     from fastcomt.comt.offline import offline_meta_thought
-    from fastcomt_recipes.demo import plan_exact_rate
     from fastcomt.tasks import synthetic_problems
+    from fastcomt_recipes.demo import plan_exact_rate
 
     problems = synthetic_problems(3, seed=9)
     gold = offline_meta_thought(problems[0]).render()
-    rows = [{"id": problems[0].id, "plan": "\n" + gold + "\n"}, {"id": problems[1].id, "plan": gold},
-            {"id": problems[2].id, "plan": None}]  # fmt: skip
+    rows = [
+        {"id": problems[0].id, "plan": "\n" + gold + "\n"},
+        {"id": problems[1].id, "plan": gold},
+        {"id": problems[2].id, "plan": None},
+    ]
     assert plan_exact_rate(rows, problems) == 0.5  # the CoT row (no plan) does not count
     assert plan_exact_rate([{"id": problems[2].id, "plan": None}], problems) is None
 

@@ -12,9 +12,14 @@ import sys
 
 import pytest
 import torch
-
-from fastcomt.kernels import linear_cross_entropy, linear_logprobs, reference_linear_cross_entropy, reference_linear_policy_loss
 from torchrun_launch import torchrun
+
+from fastcomt.kernels import (
+    linear_cross_entropy,
+    linear_logprobs,
+    reference_linear_cross_entropy,
+    reference_linear_policy_loss,
+)
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from distributed_head_check import POLICY, inputs  # noqa: E402
@@ -77,8 +82,17 @@ def test_vocab_parallel_policy_loss_matches_full_logits(two_ranks, use_kernel):
     x = inputs()
 
     def reference(h, w):
-        return reference_linear_policy_loss(h.double(), w.double(), x["targets"], x["mask"], x["advantages"], x["old"],
-                                            ref_logprobs=x["ref"], behaviour_logprobs=x["behaviour"], **POLICY)  # fmt: skip
+        return reference_linear_policy_loss(
+            h.double(),
+            w.double(),
+            x["targets"],
+            x["mask"],
+            x["advantages"],
+            x["old"],
+            ref_logprobs=x["ref"],
+            behaviour_logprobs=x["behaviour"],
+            **POLICY,
+        )
 
     loss, dh, dw = _with_grads(reference, x)
     got = two_ranks[f"vocab_parallel_kernel={use_kernel}"]

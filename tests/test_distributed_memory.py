@@ -10,8 +10,15 @@ from fastcomt.distributed.memory_estimate import GIB, PRESETS, LMShape, fsdp_mem
 @pytest.mark.parametrize("family", ["qwen2", "llama"])
 def test_parameter_count_equals_the_model(family, tied):
     config_cls, model_cls = (Qwen2Config, Qwen2ForCausalLM) if family == "qwen2" else (LlamaConfig, LlamaForCausalLM)
-    config = config_cls(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=8,
-                        num_key_value_heads=2, tie_word_embeddings=tied)  # fmt: skip
+    config = config_cls(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        tie_word_embeddings=tied,
+    )
     model = model_cls(config)
     assert parameter_count(LMShape.from_hf_config(config)) == sum(p.numel() for p in model.parameters())
 

@@ -12,17 +12,27 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from torchrun_launch import torchrun
 
 from fastcomt.tasks import synthetic_problems
 from fastcomt.tokenizer import train_tokenizer
 from fastcomt.train.models import build_tiny_model
 from fastcomt.train.rl import run_rl
 from fastcomt_recipes.pretrain import tokenizer_texts
-from torchrun_launch import torchrun
 
 MODEL = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
 STEPS, KILL_AFTER = 4, 3
-COMPARED = ("reward", "accuracy", "loss", "grad_norm", "kl", "entropy", "trained_tokens", "generated_tokens", "executions")
+COMPARED = (
+    "reward",
+    "accuracy",
+    "loss",
+    "grad_norm",
+    "kl",
+    "entropy",
+    "trained_tokens",
+    "generated_tokens",
+    "executions",
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +54,13 @@ def _config(start_dir, out_dir, weight_sync="tensor"):
         "steps": STEPS,
         "data": {"num_problems": 12, "seed": 1},
         # 3 problems a step: the ranks get 2 and 1 (uneven shares, padded passes on rank 1)
-        "rollout": {"problems_per_step": 3, "executions_per_plan": 2, "max_new_tokens": 8, "plan_max_new_tokens": 8,
-                    "weight_sync": weight_sync},
+        "rollout": {
+            "problems_per_step": 3,
+            "executions_per_plan": 2,
+            "max_new_tokens": 8,
+            "plan_max_new_tokens": 8,
+            "weight_sync": weight_sync,
+        },
         "loss": {"micro_batch_tokens": 64, "beta": 0.05},
         "optim": {"lr": 1e-2, "warmup_steps": 0, "min_lr_ratio": 0.5},
         "progress": False,

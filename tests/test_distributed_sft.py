@@ -14,15 +14,21 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from torchrun_launch import torchrun
 
 from fastcomt.comt.records import ComtRecord
 from fastcomt.train.sft import run_sft
-from torchrun_launch import torchrun
 
 # tied LM head and embedding here (the root holds both); the CCRL test's model is untied (the embedding
 # is its own FSDP unit)
-MODEL = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64,
-         "tie_word_embeddings": True}
+MODEL = {
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 4,
+    "num_kv_heads": 2,
+    "intermediate_size": 64,
+    "tie_word_embeddings": True,
+}
 STEPS, FIRST, KILL_AFTER = 5, 1, 4
 
 
@@ -33,7 +39,14 @@ def _config(records, out_dir):
         "tokenizer": {"kind": "number_word", "number_max": 20},
         "model": MODEL,
         # 48-token rows, ~200 tokens a step: 3-4 packed rows per step, so the two ranks get 2 + 1 or 2 + 2
-        "optim": {"row_tokens": 48, "tokens_per_step": 200, "warmup_steps": 1, "lr": 1e-2, "max_steps": STEPS, "epochs": 3},
+        "optim": {
+            "row_tokens": 48,
+            "tokens_per_step": 200,
+            "warmup_steps": 1,
+            "lr": 1e-2,
+            "max_steps": STEPS,
+            "epochs": 3,
+        },
         "progress": False,
         "save_every": 1,
         "keep_last": 10,
@@ -47,8 +60,17 @@ def _metrics(path):
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "plans.jsonl"
-    rows = [ComtRecord(f"toy-{i}", "toy", "meta_thought", f"Ana has {i + 2} pens and gets {2 * i + 1} more. How many?",
-                       "Steps:\n1. total = pens + more\nAnswer: total", float(3 * i + 3)).to_dict() for i in range(12)]  # fmt: skip
+    rows = [
+        ComtRecord(
+            f"toy-{i}",
+            "toy",
+            "meta_thought",
+            f"Ana has {i + 2} pens and gets {2 * i + 1} more. How many?",
+            "Steps:\n1. total = pens + more\nAnswer: total",
+            float(3 * i + 3),
+        ).to_dict()
+        for i in range(12)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 

@@ -30,7 +30,10 @@ def test_rank_share_is_round_robin_padded_to_the_largest(rank, mine, padding):
 
 def test_vocab_parallel_on_one_rank_is_the_full_softmax():
     g = torch.Generator().manual_seed(3)
-    hidden, weight = torch.randn(9, 8, generator=g, dtype=torch.float64), torch.randn(20, 8, generator=g, dtype=torch.float64)
+    hidden, weight = (
+        torch.randn(9, 8, generator=g, dtype=torch.float64),
+        torch.randn(20, 8, generator=g, dtype=torch.float64),
+    )
     targets = torch.randint(0, 20, (9,), generator=g)
     mask = torch.arange(9) % 4 != 1
     got = vocab_parallel_logprobs(hidden, weight, targets, vocab_start=0, temperature=0.7, mask=mask, chunk_rows=4)
@@ -46,11 +49,14 @@ def test_vocab_parallel_on_one_rank_is_the_full_softmax():
     torch.testing.assert_close(w1.grad, w2.grad, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"vocab_start": -1}, "vocab_start: expected a non-negative int, got -1"),
-    ({"vocab_start": 0, "temperature": 0.0}, "temperature: expected > 0, got 0.0"),
-    ({"vocab_start": 0, "chunk_rows": 0}, "chunk_rows: expected a positive int, got 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"vocab_start": -1}, "vocab_start: expected a non-negative int, got -1"),
+        ({"vocab_start": 0, "temperature": 0.0}, "temperature: expected > 0, got 0.0"),
+        ({"vocab_start": 0, "chunk_rows": 0}, "chunk_rows: expected a positive int, got 0"),
+    ],
+)
 def test_vocab_parallel_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         vocab_parallel_logprobs(torch.randn(3, 4), torch.randn(5, 4), torch.zeros(3, dtype=torch.long), **kwargs)

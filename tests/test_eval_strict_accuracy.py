@@ -3,15 +3,23 @@ the lenient figure (any right final number, a last-number guess from cut-off out
 
 import pytest
 
-from fastcomt.eval.runner import summary_line
 from fastcomt.eval.report import answer_stated, render_report, summarize_rows
+from fastcomt.eval.runner import summary_line
 from fastcomt.formats import check_format
 from fastcomt.tasks import Problem, grade_completion
 
 
 def _row(correct, stated, reasons=None):
-    row = {"correct": correct, "format_ok": stated, "finish_reason": "stop", "response_tokens": 10, "plan_tokens": 0,
-           "execution_tokens": 10, "generated_tokens": 10, "steps": []}  # fmt: skip
+    row = {
+        "correct": correct,
+        "format_ok": stated,
+        "finish_reason": "stop",
+        "response_tokens": 10,
+        "plan_tokens": 0,
+        "execution_tokens": 10,
+        "generated_tokens": 10,
+        "steps": [],
+    }
     if reasons is None:
         row["answer_stated"] = stated
     else:
@@ -26,12 +34,17 @@ def test_a_last_number_guess_is_lenient_only():
     check = check_format(cut_off, "cot", problem.question)
     assert graded.answer_correct and not check.ends_with_answer
     stated = "2 + 3 = 5. The answer is 5."
-    assert grade_completion(stated, problem).answer_correct and check_format(stated, "cot", problem.question).ends_with_answer
+    assert (
+        grade_completion(stated, problem).answer_correct
+        and check_format(stated, "cot", problem.question).ends_with_answer
+    )
 
 
 def test_strict_and_lenient_accuracy():
-    rows = {"svamp": [_row(True, True), _row(True, False), _row(True, False), _row(False, False)],
-            "gsm8k": [_row(True, True), _row(False, True)]}  # fmt: skip
+    rows = {
+        "svamp": [_row(True, True), _row(True, False), _row(True, False), _row(False, False)],
+        "gsm8k": [_row(True, True), _row(False, True)],
+    }
     summary = summarize_rows(rows)
     svamp, gsm8k = summary["benchmarks"]["svamp"], summary["benchmarks"]["gsm8k"]
     assert (svamp["strict_accuracy"], svamp["accuracy"]) == (0.25, 0.75)

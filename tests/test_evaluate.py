@@ -69,8 +69,10 @@ class GoldEngine(RolloutEngine):
             text = (executions or {}).get(p.id, gold_execution(p))
             enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             spans = (marked or {}).get(p.id, [])
-            logprobs = [math.log(0.95) if any(a < e and s < b for s, e in spans) else math.log(prob)
-                        for a, b in enc["offset_mapping"]]  # fmt: skip
+            logprobs = [
+                math.log(0.95) if any(a < e and s < b for s, e in spans) else math.log(prob)
+                for a, b in enc["offset_mapping"]
+            ]
             execution = (tuple(enc["input_ids"]) + (self.eot,), tuple(logprobs) + (-0.01,))
             if fmt == "comt":
                 plan = tuple(F.text_ids(tokenizer, gold_plan(p)))
@@ -111,8 +113,9 @@ def _rows_file(out: Path, name: str) -> list[dict]:
 
 def test_gold_responses_score_perfectly_with_hand_calibration(tmp_path, tokenizer, synthetic, gsm8k):
     engine = GoldEngine(tokenizer, "comt", synthetic + gsm8k, SYN_P + GSM_P)
-    summary = evaluate(engine, tokenizer, {"synthetic": synthetic, "gsm8k": gsm8k}, fmt="comt",
-                       out_dir=tmp_path, batch_size=4)  # fmt: skip
+    summary = evaluate(
+        engine, tokenizer, {"synthetic": synthetic, "gsm8k": gsm8k}, fmt="comt", out_dir=tmp_path, batch_size=4
+    )
     assert len(engine.calls) == 2 * (2 + 1)  # batches of 4: two for synthetic, one for gsm8k; two stages each
 
     for name, problems, probs in (("synthetic", synthetic, SYN_P), ("gsm8k", gsm8k, GSM_P)):
@@ -207,9 +210,16 @@ class CountingEngine(RolloutEngine):
 
 def _tiny_model(vocab: int) -> Qwen2ForCausalLM:
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         initializer_range=0.2)  # fmt: skip
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        initializer_range=0.2,
+    )
     return Qwen2ForCausalLM(config).eval()
 
 
@@ -292,16 +302,36 @@ def test_bad_arguments(tmp_path, tokenizer, synthetic):
 
 
 def _row(correct: bool, conf: float, right: int) -> dict:
-    return {"correct": correct, "format_ok": True, "finish_reason": "stop", "response_tokens": 10, "plan_tokens": 4,
-            "execution_tokens": 5, "generated_tokens": 9, "steps": [{"confidence": conf, "correct": right}]}  # fmt: skip
+    return {
+        "correct": correct,
+        "format_ok": True,
+        "finish_reason": "stop",
+        "response_tokens": 10,
+        "plan_tokens": 4,
+        "execution_tokens": 5,
+        "generated_tokens": 9,
+        "steps": [{"confidence": conf, "correct": right}],
+    }
 
 
 def test_report_follows_the_paper_layout():
     names = ["synthetic", "gsm_symbolic", "gsm_hard", "tabmwp", "mawps", "asdiv", "svamp", "gsm8k"]
-    accuracy = {"gsm8k": 0.5, "svamp": 1.0, "asdiv": 0.0, "mawps": 0.5, "tabmwp": 1.0, "gsm_hard": 0.5,
-                "gsm_symbolic": 0.5, "synthetic": 1.0}  # fmt: skip
-    rows = {n: [_row(True, 0.9, 1), _row(accuracy[n] == 1.0, 0.6, 0)] if accuracy[n] >= 0.5 else
-            [_row(False, 0.9, 1), _row(False, 0.6, 0)] for n in names}  # fmt: skip
+    accuracy = {
+        "gsm8k": 0.5,
+        "svamp": 1.0,
+        "asdiv": 0.0,
+        "mawps": 0.5,
+        "tabmwp": 1.0,
+        "gsm_hard": 0.5,
+        "gsm_symbolic": 0.5,
+        "synthetic": 1.0,
+    }
+    rows = {
+        n: [_row(True, 0.9, 1), _row(accuracy[n] == 1.0, 0.6, 0)]
+        if accuracy[n] >= 0.5
+        else [_row(False, 0.9, 1), _row(False, 0.6, 0)]
+        for n in names
+    }
     summary = summarize_rows(rows)
     groups = summary["groups"]
     assert groups["in_distribution"]["accuracy"] == pytest.approx(0.75)
@@ -313,13 +343,21 @@ def test_report_follows_the_paper_layout():
     assert summary["steps_pooled"]["steps"] == 16
     text = render_report({**summary, "settings": {"fmt": "comt", "confidence": "geomean"}})
     header = next(line for line in text.splitlines() if line.startswith("| metric"))
-    assert header == ("| metric | GSM8K | SVAMP | **ID avg** | ASDiv | MAWPS | TabMWP | GSM-Hard | GSM-Symbolic | "
-                      "**OOD avg** | Synthetic | **Overall** |")  # fmt: skip
+    assert header == (
+        "| metric | GSM8K | SVAMP | **ID avg** | ASDiv | MAWPS | TabMWP | GSM-Hard | GSM-Symbolic | "
+        "**OOD avg** | Synthetic | **Overall** |"
+    )
     accuracy_row = next(line for line in text.splitlines() if line.startswith("| Lenient accuracy"))
-    assert accuracy_row == "| Lenient accuracy (%) | 50.0 | 100.0 | 75.0 | 0.0 | 50.0 | 100.0 | 50.0 | 50.0 | 50.0 | 100.0 | 62.5 |"
+    assert (
+        accuracy_row
+        == "| Lenient accuracy (%) | 50.0 | 100.0 | 75.0 | 0.0 | 50.0 | 100.0 | 50.0 | 50.0 | 50.0 | 100.0 | 62.5 |"
+    )
     # every row here states its answer in the expected format: strict equals lenient, and comes first
     strict_row = next(line for line in text.splitlines() if "accuracy (%)" in line)
-    assert strict_row == "| Strict accuracy (%) | 50.0 | 100.0 | 75.0 | 0.0 | 50.0 | 100.0 | 50.0 | 50.0 | 50.0 | 100.0 | 62.5 |"
+    assert (
+        strict_row
+        == "| Strict accuracy (%) | 50.0 | 100.0 | 75.0 | 0.0 | 50.0 | 100.0 | 50.0 | 50.0 | 50.0 | 100.0 | 62.5 |"
+    )
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -331,11 +369,26 @@ def test_cli_arguments_end_to_end(tmp_path, tokenizer):
     tokenizer.save_pretrained(model_dir)
     (tmp_path / "eval.yaml").write_text("limit: 5\nbatch_size: 3\nseed: 7\n")
     parser = add_eval_arguments(argparse.ArgumentParser())
-    args = parser.parse_args([
-        "--config", str(tmp_path / "eval.yaml"), "--model", str(model_dir), "--benchmarks", "gsm8k,svamp",
-        "--limit", "1", "--format", "cot", "--out", str(tmp_path / "out"), "--max-new-tokens", "4",
-        "progress=false", "seed=3",
-    ])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "--config",
+            str(tmp_path / "eval.yaml"),
+            "--model",
+            str(model_dir),
+            "--benchmarks",
+            "gsm8k,svamp",
+            "--limit",
+            "1",
+            "--format",
+            "cot",
+            "--out",
+            str(tmp_path / "out"),
+            "--max-new-tokens",
+            "4",
+            "progress=false",
+            "seed=3",
+        ]
+    )
     config = eval_config_from_args(args)
     # flags beat overrides, overrides beat the file, the file beats the defaults
     assert (config.limit, config.batch_size, config.seed, config.benchmarks) == (1, 3, 3, ["gsm8k", "svamp"])
@@ -346,8 +399,16 @@ def test_cli_arguments_end_to_end(tmp_path, tokenizer):
     assert summary["settings"]["fmt"] == "cot" and summary["settings"]["model"] == str(model_dir.resolve())
     assert len(load_rows(tmp_path / "out", "svamp")) == 1
     # the config-file entry with the same settings resumes the finished run: no new rows
-    same = [f"model={model_dir}", "benchmarks=[gsm8k, svamp]", "limit=1", "format=cot", f"out_dir={tmp_path / 'out'}",
-            "max_new_tokens=4", "seed=3", "progress=false"]  # fmt: skip
+    same = [
+        f"model={model_dir}",
+        "benchmarks=[gsm8k, svamp]",
+        "limit=1",
+        "format=cot",
+        f"out_dir={tmp_path / 'out'}",
+        "max_new_tokens=4",
+        "seed=3",
+        "progress=false",
+    ]
     assert eval_main(str(tmp_path / "eval.yaml"), same) == 0
     assert len(load_rows(tmp_path / "out", "svamp")) == 1
     with pytest.raises(ValueError, match="other settings"):

@@ -9,18 +9,19 @@ import pytest
 import torch
 
 from fastcomt.atomic_io import write_json_atomic, write_text_atomic
+from fastcomt.tokenizer import load_tokenizer, train_tokenizer
 from fastcomt.train.checkpoint import save_checkpoint
 from fastcomt.train.final_model import final_model_dir, write_final_model
 from fastcomt.train.models import build_tiny_model
-from fastcomt.tokenizer import load_tokenizer, train_tokenizer
 
 TINY = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32}
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_tokenizer(["Ana has 3 pens and gets 2 more", "The answer is 5."], kind="number_word",
-                           number_max=20, vocab_size=400)  # fmt: skip
+    return train_tokenizer(
+        ["Ana has 3 pens and gets 2 more", "The answer is 5."], kind="number_word", number_max=20, vocab_size=400
+    )
 
 
 def _mode(path) -> int:

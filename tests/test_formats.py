@@ -9,10 +9,10 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from fastcomt import formats as F
-from fastcomt.formats import token_ids as token_ids_module
 from fastcomt.comt.chat import sft_messages
 from fastcomt.comt.cot import cot_target
 from fastcomt.comt.offline import offline_meta_thought
+from fastcomt.formats import token_ids as token_ids_module
 from fastcomt.rollout import GroupRequest, GroupResult, RolloutEngine, Sample, SamplingParams, TransformersEngine
 from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
 from fastcomt.tokenizer import encode_chat_examples, train_tokenizer
@@ -61,10 +61,21 @@ def test_render_and_split_roundtrip():
     "text, plan, execution, answer, marker",
     [
         # marker line with stray spaces still splits
-        ("1. a = b + c\n  Execution:  \nx = 1 + 2 = 3\nThe answer is 3.", "1. a = b + c",
-         "x = 1 + 2 = 3\nThe answer is 3.", "3", True),
+        (
+            "1. a = b + c\n  Execution:  \nx = 1 + 2 = 3\nThe answer is 3.",
+            "1. a = b + c",
+            "x = 1 + 2 = 3\nThe answer is 3.",
+            "3",
+            True,
+        ),
         # "Execution:" inside a step line is no marker; the marker line after it is
-        ("1. Execution: add b and c\nExecution:\nThe answer is 7.", "1. Execution: add b and c", "The answer is 7.", "7", True),
+        (
+            "1. Execution: add b and c\nExecution:\nThe answer is 7.",
+            "1. Execution: add b and c",
+            "The answer is 7.",
+            "7",
+            True,
+        ),
         # no marker: all plan, no execution, hence no answer (even with a number in the plan)
         ("Steps:\n1. a = b + 12\nAnswer: a", "Steps:\n1. a = b + 12\nAnswer: a", "", None, False),
         # the first marker splits; a second one stays in the execution
@@ -78,7 +89,12 @@ def test_split_response_hand_cases(text, plan, execution, answer, marker):
 
 def test_split_response_cot_is_whole_text():
     parts = F.split_response("  a = 2 + 3 = 5\nThe answer is 5.\n", "cot")
-    assert (parts.plan, parts.execution, parts.answer, parts.has_marker) == (None, "a = 2 + 3 = 5\nThe answer is 5.", "5", False)
+    assert (parts.plan, parts.execution, parts.answer, parts.has_marker) == (
+        None,
+        "a = 2 + 3 = 5\nThe answer is 5.",
+        "5",
+        False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -314,9 +330,16 @@ def test_generation_rejects_bad_arguments(tokenizer, problems):
 
 def test_comt_execution_logprobs_condition_on_the_prefix(tokenizer, problems):
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         initializer_range=0.2)  # fmt: skip
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=0.2,
+    )
     model = Qwen2ForCausalLM(config).eval()
     greedy = SamplingParams(temperature=0.0, max_new_tokens=6)
     rollouts = F.generate_comt(TransformersEngine(model), tokenizer, problems[:2], greedy)

@@ -26,9 +26,11 @@ def test_compute_score_matches_the_hand_computed_reward():
     offsets = _word_offsets(TEXT)
     logprobs = [-0.1 * k for k in range(len(offsets))]
     out = compute_score(
-        "gsm8k", TEXT, {"answer": 5, "steps": [7]}, {"question": QUESTION, "token_logprobs": logprobs,
-                                                    "token_offsets": offsets},
-    )  # fmt: skip
+        "gsm8k",
+        TEXT,
+        {"answer": 5, "steps": [7]},
+        {"question": QUESTION, "token_logprobs": logprobs, "token_offsets": offsets},
+    )
     # Steps: "7" (word 4, gold -> z=1) and "5" of "7 - 2 = 5" (word 10, not a gold step -> z=0).
     c7, c5 = math.exp(-0.4), math.exp(-1.0)
     want = 1.0 + 0.5 * ((1 - (c7 - 1) ** 2) + (1 - c5**2)) / 2
@@ -40,8 +42,14 @@ def test_compute_score_signed_step_reward_and_wrong_answer():
     text = "3 + 4 = 7 apples. 7 - 2 = 6. The answer is 6."
     offsets = _word_offsets(text)
     logprobs = [-0.2] * len(offsets)
-    out = compute_score("gsm8k", text, 5, {"question": QUESTION, "token_logprobs": logprobs, "token_offsets": offsets},
-                        lam=0.3, step_reward="signed")  # fmt: skip
+    out = compute_score(
+        "gsm8k",
+        text,
+        5,
+        {"question": QUESTION, "token_logprobs": logprobs, "token_offsets": offsets},
+        lam=0.3,
+        step_reward="signed",
+    )
     # No gold steps: local arithmetic decides (3 + 4 = 7 right, 7 - 2 = 6 wrong); signed r = (2z - 1) c.
     c = math.exp(-0.2)
     assert abs(out["score"] - (0.0 + 0.3 * (c - c) / 2)) < 1e-6
@@ -66,8 +74,9 @@ def test_trl_reward_function_scores_with_the_policy(tmp_path):
     answers, steps = [5, 18], [[7], []]
     ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
     reward = CCRLRewardFunction(tokenizer, model=model, temperature=0.7, lam=0.5)
-    got = reward(prompts=prompts, completions=[tokenizer.decode(i) for i in ids], completion_ids=ids,
-                 answer=answers, steps=steps)  # fmt: skip
+    got = reward(
+        prompts=prompts, completions=[tokenizer.decode(i) for i in ids], completion_ids=ids, answer=answers, steps=steps
+    )
 
     for prompt, completion, completion_ids, answer, gold, value in zip(prompts, completions, ids, answers, steps, got):
         # Independent route: the fast tokenizer's offset mapping and one unpadded full-logits forward.

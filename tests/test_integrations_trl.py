@@ -47,16 +47,26 @@ SETTINGS = {
     "delta": ({"loss_type": "grpo", "beta": 0.0}, {"delta": 1.5}, FUSED),
     "is_token_truncate": ({"loss_type": "dapo", "beta": 0.0, "use_vllm": True}, {}, FUSED),
     "is_sequence_mask": ({"loss_type": "grpo", "beta": 0.0, "use_vllm": True}, {"_sequence_is": True}, FUSED),
-    "everything_fused": ({"loss_type": "dr_grpo", "beta": 0.04, "use_vllm": True, "epsilon_high": 0.28},
-                         {"delta": 1.5, "use_bias_correction_kl": True}, FUSED),
-    "bias_corrected_kl_logprobs": ({"loss_type": "bnpo", "beta": 0.04, "entropy_coef": 0.01,
-                                    "_entropy_bonus_enabled": True}, {"use_bias_correction_kl": True}, LOGPROBS),
+    "everything_fused": (
+        {"loss_type": "dr_grpo", "beta": 0.04, "use_vllm": True, "epsilon_high": 0.28},
+        {"delta": 1.5, "use_bias_correction_kl": True},
+        FUSED,
+    ),
+    "bias_corrected_kl_logprobs": (
+        {"loss_type": "bnpo", "beta": 0.04, "entropy_coef": 0.01, "_entropy_bonus_enabled": True},
+        {"use_bias_correction_kl": True},
+        LOGPROBS,
+    ),
     "gspo": ({"loss_type": "grpo", "beta": 0.0, "importance_sampling_level": "sequence"}, {}, LOGPROBS),
     "luspo": ({"loss_type": "luspo", "beta": 0.0, "importance_sampling_level": "sequence"}, {}, LOGPROBS),
     "cispo": ({"loss_type": "cispo", "beta": 0.0, "epsilon_high": 5.0}, {}, LOGPROBS),
     "sapo": ({"loss_type": "sapo", "beta": 0.0}, {}, LOGPROBS),
     "vespo": ({"loss_type": "vespo", "beta": 0.0}, {}, LOGPROBS),
-    "entropy_bonus": ({"loss_type": "bnpo", "beta": 0.0, "entropy_coef": 0.05, "_entropy_bonus_enabled": True}, {}, LOGPROBS),
+    "entropy_bonus": (
+        {"loss_type": "bnpo", "beta": 0.0, "entropy_coef": 0.05, "_entropy_bonus_enabled": True},
+        {},
+        LOGPROBS,
+    ),
     "entropy_mask": ({"loss_type": "dapo", "beta": 0.0, "top_entropy_quantile": 0.5}, {}, LOGPROBS),
     "off_policy_mask": ({"loss_type": "dapo", "beta": 0.0, "off_policy_mask_threshold": 0.05}, {}, LOGPROBS),
 }
@@ -121,9 +131,15 @@ def test_two_training_steps_match_stock_trl(policy_dir, tmp_path, overrides, pat
     # Gradient accumulation over 2 micro-batches, one generation reused for 2 iterations (old log-probs
     # are computed, so the ratios move off 1), SGD so that parameter updates are the gradients.
     settings = dict(
-        gradient_accumulation_steps=2, steps_per_generation=2, num_iterations=2, optim="sgd", learning_rate=0.5,
-        temperature=TEMPERATURE, max_steps=2, **overrides,
-    )  # fmt: skip
+        gradient_accumulation_steps=2,
+        steps_per_generation=2,
+        num_iterations=2,
+        optim="sgd",
+        learning_rate=0.5,
+        temperature=TEMPERATURE,
+        max_steps=2,
+        **overrides,
+    )
     updates = []
     for name, trainer_class in (("stock", trl.GRPOTrainer), ("ours", fast_trl.GRPOTrainer)):
         trainer = build_trainer(trainer_class, policy_dir, grpo_config(tmp_path / name, **settings))

@@ -17,10 +17,15 @@ AGG_MODES = fast_verl.AGG_MODES
 
 
 def _config(global_batch_info=None, clip_ratio_c=3.0):
-    return OmegaConf.create({
-        "clip_ratio": 0.2, "clip_ratio_low": 0.15, "clip_ratio_high": 0.28, "clip_ratio_c": clip_ratio_c,
-        "global_batch_info": global_batch_info or {},
-    })  # fmt: skip
+    return OmegaConf.create(
+        {
+            "clip_ratio": 0.2,
+            "clip_ratio_low": 0.15,
+            "clip_ratio_high": 0.28,
+            "clip_ratio_c": clip_ratio_c,
+            "global_batch_info": global_batch_info or {},
+        }
+    )
 
 
 def _batch(seed=0, batch=5, length=7):
@@ -42,8 +47,11 @@ def _loss_and_grad(fn, log_prob, *args, **kwargs):
 
 
 @pytest.mark.parametrize("mode", AGG_MODES)
-@pytest.mark.parametrize("global_info", [None, {"dp_size": 2, "batch_num_tokens": 40, "global_batch_size": 9,
-                                                "loss_scale_factor": 11}], ids=["local", "global"])  # fmt: skip
+@pytest.mark.parametrize(
+    "global_info",
+    [None, {"dp_size": 2, "batch_num_tokens": 40, "global_batch_size": 9, "loss_scale_factor": 11}],
+    ids=["local", "global"],
+)
 @pytest.mark.parametrize("is_weights", [False, True], ids=["no_is", "rollout_is"])
 def test_registered_loss_matches_verl_vanilla(mode, global_info, is_weights):
     log_prob, old, adv, mask, weights = _batch(seed=3)
@@ -82,7 +90,10 @@ def test_fused_log_prob_matches_verl_fused_linear_for_ppo():
     labels = torch.randint(0, 150, (2, 5), generator=gen)
     g_lp, g_ent = torch.randn(2, 5, generator=gen), torch.randn(2, 5, generator=gen)
     results = []
-    for fn, dtype in ((fast_verl.verl_linear_cross_entropy, torch.float32), (FusedLinearForPPO(chunk_size=3), torch.float64)):
+    for fn, dtype in (
+        (fast_verl.verl_linear_cross_entropy, torch.float32),
+        (FusedLinearForPPO(chunk_size=3), torch.float64),
+    ):
         h, w = hidden.to(dtype).requires_grad_(), weight.to(dtype).requires_grad_()
         log_probs, entropy = fn(h, w, labels, 0.8)
         ((log_probs.double() * g_lp).sum() + (entropy.double() * g_ent).sum()).backward()
@@ -118,15 +129,27 @@ def test_fused_policy_loss_matches_verl_objective(mode):
     info = {"dp_size": 2, "batch_num_tokens": 30, "global_batch_size": 7, "loss_scale_factor": 9}
 
     h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
-    loss, _ = fast_verl.fused_policy_loss(h, w, targets, mask, adv, old, loss_agg_mode=mode, clip_ratio_low=0.15,
-                                          clip_ratio_high=0.28, clip_ratio_c=1.5, rollout_is_weights=weights,
-                                          **info)  # fmt: skip
+    loss, _ = fast_verl.fused_policy_loss(
+        h,
+        w,
+        targets,
+        mask,
+        adv,
+        old,
+        loss_agg_mode=mode,
+        clip_ratio_low=0.15,
+        clip_ratio_high=0.28,
+        clip_ratio_c=1.5,
+        rollout_is_weights=weights,
+        **info,
+    )
     loss.backward()
 
     h64, w64 = hidden.double().requires_grad_(), weight.double().requires_grad_()
     log_prob = torch.log_softmax(h64 @ w64.T, -1).gather(-1, targets[..., None])[..., 0]
-    want, metrics = core_algos.compute_policy_loss_vanilla(old.double(), log_prob, adv.double(), mask.double(), mode,
-                                                          _config(info, clip_ratio_c=1.5), weights.double())  # fmt: skip
+    want, metrics = core_algos.compute_policy_loss_vanilla(
+        old.double(), log_prob, adv.double(), mask.double(), mode, _config(info, clip_ratio_c=1.5), weights.double()
+    )
     want.backward()
     assert metrics["actor/pg_clipfrac_lower"] > 0  # the dual clip is live
     assert h64.grad.abs().sum() > 0

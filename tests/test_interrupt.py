@@ -16,8 +16,13 @@ TINY = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "
 
 
 def _start(argv, cwd):
-    return subprocess.Popen([sys.executable, "-m", "fastcomt.cli", *argv], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastcomt.cli", *argv],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _interrupt_after_first_step(proc, metrics: Path, signum) -> tuple[str, str]:
@@ -34,7 +39,7 @@ def _check_stopped(proc, out, err, run: Path, command: str, config: Path, overri
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    summary = json.loads(out[out.index("{"):])
+    summary = json.loads(out[out.index("{") :])
     assert summary["interrupted"] and summary["stopped_by"] in ("SIGINT", "SIGTERM")
     assert summary["steps"] == steps[-1] and summary["final_model"] is None and not (run / "final").exists()
     checkpoint = Path(summary["checkpoint"])
@@ -48,15 +53,36 @@ def _check_stopped(proc, out, err, run: Path, command: str, config: Path, overri
 
 def test_sigint_during_sft(tmp_path):
     data = tmp_path / "plans.jsonl"
-    rows = [ComtRecord(f"t-{i}", "toy", "meta_thought", f"Ana has {i} pens and gets 2 more. How many?",
-                       "Steps:\n1. total = pens + more\nAnswer: total", float(i + 2)).to_dict() for i in range(16)]  # fmt: skip
+    rows = [
+        ComtRecord(
+            f"t-{i}",
+            "toy",
+            "meta_thought",
+            f"Ana has {i} pens and gets 2 more. How many?",
+            "Steps:\n1. total = pens + more\nAnswer: total",
+            float(i + 2),
+        ).to_dict()
+        for i in range(16)
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = tmp_path / "sft.yaml"
-    config.write_text(yaml.safe_dump({
-        "output_dir": str(tmp_path / "run"), "data": {"train": str(data)}, "progress": False, "model": TINY,
-        "tokenizer": {"kind": "number_word", "number_max": 20}, "device": "cpu",
-        "optim": {"row_tokens": 64, "tokens_per_step": 64, "epochs": 1000},  # far more steps than the test waits for
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path / "run"),
+                "data": {"train": str(data)},
+                "progress": False,
+                "model": TINY,
+                "tokenizer": {"kind": "number_word", "number_max": 20},
+                "device": "cpu",
+                "optim": {
+                    "row_tokens": 64,
+                    "tokens_per_step": 64,
+                    "epochs": 1000,
+                },  # far more steps than the test waits for
+            }
+        )
+    )
     overrides = ["seed=3"]
     proc = _start(["sft", "--config", str(config), *overrides], tmp_path)
     out, err = _interrupt_after_first_step(proc, tmp_path / "run" / "metrics.jsonl", signal.SIGINT)
@@ -65,21 +91,37 @@ def test_sigint_during_sft(tmp_path):
 
 def test_sigterm_during_rl(tmp_path):
     from fastcomt.tasks import synthetic_problems
+    from fastcomt.tokenizer import train_tokenizer
     from fastcomt.train.models import build_tiny_model
     from fastcomt_recipes.pretrain import tokenizer_texts
-    from fastcomt.tokenizer import train_tokenizer
 
-    tok = train_tokenizer(tokenizer_texts(synthetic_problems(16, seed=5)), kind="number_word", number_max=120,
-                          vocab_size=900)  # fmt: skip
+    tok = train_tokenizer(
+        tokenizer_texts(synthetic_problems(16, seed=5)), kind="number_word", number_max=120, vocab_size=900
+    )
     start = tmp_path / "start"
-    build_tiny_model(TINY, len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id).save_pretrained(start)
+    build_tiny_model(TINY, len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id).save_pretrained(
+        start
+    )
     tok.save_pretrained(start)
     config = tmp_path / "rl.yaml"
-    config.write_text(yaml.safe_dump({
-        "output_dir": str(tmp_path / "run"), "model": {"path": str(start)}, "steps": 1000, "progress": False,
-        "device": "cpu", "data": {"num_problems": 12},
-        "rollout": {"problems_per_step": 2, "executions_per_plan": 2, "max_new_tokens": 8, "plan_max_new_tokens": 8},
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path / "run"),
+                "model": {"path": str(start)},
+                "steps": 1000,
+                "progress": False,
+                "device": "cpu",
+                "data": {"num_problems": 12},
+                "rollout": {
+                    "problems_per_step": 2,
+                    "executions_per_plan": 2,
+                    "max_new_tokens": 8,
+                    "plan_max_new_tokens": 8,
+                },
+            }
+        )
+    )
     proc = _start(["rl", "--config", str(config)], tmp_path)
     out, err = _interrupt_after_first_step(proc, tmp_path / "run" / "metrics.jsonl", signal.SIGTERM)
     _check_stopped(proc, out, err, tmp_path / "run", "rl", config, [])

@@ -31,8 +31,11 @@ def _compile_env(interpret: str) -> dict[str, str]:
 def reports() -> list[dict]:
     proc = subprocess.run(
         [sys.executable, "-m", "fastcomt.kernels.aot_compile"],
-        capture_output=True, text=True, timeout=900, env=_compile_env("0"),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=_compile_env("0"),
+    )
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, proc.stderr[-3000:]
     return lines
@@ -58,9 +61,15 @@ def test_the_policy_launch_at_a_real_shape_is_among_the_compiled():
     cuda = torch.device("cuda")
     launch = resolve_launch(LMHeadConfig(), 151_936, torch.bfloat16, cuda)
     constants = row_kernel_constants(
-        epilogue=EPILOGUE_POLICY, write_grad=True, has_coef=False, has_old=True, has_ref=True, has_softcap=False,
-        block_v=launch.block_v, num_warps=launch.num_warps,
-    )  # fmt: skip
+        epilogue=EPILOGUE_POLICY,
+        write_grad=True,
+        has_coef=False,
+        has_old=True,
+        has_ref=True,
+        has_softcap=False,
+        block_v=launch.block_v,
+        num_warps=launch.num_warps,
+    )
     _, logits, grad = chunk_dtypes(torch.bfloat16, cuda, launch.fp32_logits, True)
     assert (logits, grad) == (torch.float32, torch.bfloat16)
     specs = row_specialisations()
@@ -75,9 +84,12 @@ def test_the_softcapped_logprob_launches_at_a_real_shape_are_among_the_compiled(
     _, logits, grad = chunk_dtypes(torch.bfloat16, cuda, launch.fp32_logits, True)
     forward = logprob_forward_constants(has_softcap=True, block_v=launch.block_v, num_warps=launch.num_warps)
     backward = logprob_backward_constants(
-        has_softcap=True, has_grad_logp=True, has_grad_entropy=True, block_v=launch.block_v,
+        has_softcap=True,
+        has_grad_logp=True,
+        has_grad_entropy=True,
+        block_v=launch.block_v,
         num_warps=launch.num_warps,
-    )  # fmt: skip
+    )
     specs = logprob_specialisations()
     assert any(s["kernel"] == "logprob_forward_rows" and s["constants"] == forward for s in specs)
     assert any(
@@ -89,6 +101,9 @@ def test_the_softcapped_logprob_launches_at_a_real_shape_are_among_the_compiled(
 def test_compiling_refuses_the_interpreter():
     proc = subprocess.run(
         [sys.executable, "-m", "fastcomt.kernels.aot_compile", "--archs", "90"],
-        capture_output=True, text=True, timeout=120, env=_compile_env("1"),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_compile_env("1"),
+    )
     assert proc.returncode == 2 and "TRITON_INTERPRET" in proc.stderr, proc.stderr

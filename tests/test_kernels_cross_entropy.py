@@ -7,8 +7,13 @@ import torch.nn.functional as F
 from kernels_helpers import TINY_BLOCK_V, TINY_CHUNK_ROWS, leaves, make_problem, max_abs, rel_l2
 
 import fastcomt
-from fastcomt.kernels import LMHeadConfig, lm_head_config, linear_cross_entropy, reference_linear_cross_entropy
-from fastcomt.kernels import fused_lm_head
+from fastcomt.kernels import (
+    LMHeadConfig,
+    fused_lm_head,
+    linear_cross_entropy,
+    lm_head_config,
+    reference_linear_cross_entropy,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -48,8 +53,15 @@ def test_matches_fp64_reference(reduction, temperature):
     targets = _targets_with_ignored(p)
     upstream = torch.rand(p.targets.shape, dtype=torch.float64) + 0.5 if reduction == "none" else 2.5
     got = _run(linear_cross_entropy, p, targets, torch.float32, upstream, reduction=reduction, temperature=temperature)
-    want = _run(reference_linear_cross_entropy, p, targets, torch.float64, upstream, reduction=reduction,
-                temperature=temperature)  # fmt: skip
+    want = _run(
+        reference_linear_cross_entropy,
+        p,
+        targets,
+        torch.float64,
+        upstream,
+        reduction=reduction,
+        temperature=temperature,
+    )
     assert got[0].shape == want[0].shape
     assert max_abs(got[0], want[0]) <= 1e-5 * max(1.0, float(want[0].abs().max()))
     assert rel_l2(got[1], want[1]) <= 1e-5

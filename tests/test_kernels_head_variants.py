@@ -30,8 +30,9 @@ def _bias(p, dtype):
 def test_logprobs_with_bias_scale_softcap():
     p = make_problem(seed=51)
     got = linear_logprobs(p.hidden, p.weight, p.targets, mask=p.mask, bias=_bias(p, torch.float32), **HEAD)
-    want = reference_linear_logprobs(p.hidden.double(), p.weight.double(), p.targets, mask=p.mask,
-                                     bias=_bias(p, torch.float64), **HEAD)  # fmt: skip
+    want = reference_linear_logprobs(
+        p.hidden.double(), p.weight.double(), p.targets, mask=p.mask, bias=_bias(p, torch.float64), **HEAD
+    )
     for name, a, b in zip(("logp", "entropy", "maxprob"), got, want):
         assert max_abs(a, b) <= 1e-5, name
     # The variant changes the numbers (so the test above would see it ignored).

@@ -28,12 +28,15 @@ def _inputs(seed=0):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter warns while it computes the NaN loss
 @pytest.mark.parametrize("loss_fn", [linear_policy_loss, reference_linear_policy_loss])
-@pytest.mark.parametrize("name, spoil", [
-    ("hidden", lambda x: x[0].__setitem__((0, 1, 2), math.nan)),
-    ("weight", lambda x: x[1].__setitem__((3, 0), math.inf)),
-    ("advantages", lambda x: x[4].__setitem__(0, math.nan)),
-    ("old_logprobs", lambda x: x[5].__setitem__((0, 2), math.nan)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, spoil",
+    [
+        ("hidden", lambda x: x[0].__setitem__((0, 1, 2), math.nan)),
+        ("weight", lambda x: x[1].__setitem__((3, 0), math.inf)),
+        ("advantages", lambda x: x[4].__setitem__(0, math.nan)),
+        ("old_logprobs", lambda x: x[5].__setitem__((0, 2), math.nan)),
+    ],
+)
 def test_non_finite_inputs_raise_with_check_finite(loss_fn, name, spoil):
     inputs = list(_inputs())
     spoil(inputs)
@@ -55,12 +58,15 @@ def test_padding_may_hold_non_finite_values(loss_fn):
 
 
 @pytest.mark.parametrize("loss_fn", [linear_policy_loss, reference_linear_policy_loss])
-@pytest.mark.parametrize("option, value, message", [
-    ("eps_low", 1.0, r"eps_low: expected a number in \[0, 1\)"),
-    ("eps_low", 1.5, r"eps_low: expected a number in \[0, 1\)"),
-    ("temperature", math.inf, "temperature: expected a positive finite number, got inf"),
-    ("eps_high", math.inf, "eps_high: expected a non-negative finite number, got inf"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("eps_low", 1.0, r"eps_low: expected a number in \[0, 1\)"),
+        ("eps_low", 1.5, r"eps_low: expected a number in \[0, 1\)"),
+        ("temperature", math.inf, "temperature: expected a positive finite number, got inf"),
+        ("eps_high", math.inf, "eps_high: expected a non-negative finite number, got inf"),
+    ],
+)
 def test_scalar_options(loss_fn, option, value, message):
     with pytest.raises(ValueError, match=message):
         loss_fn(*_inputs(), **{option: value})

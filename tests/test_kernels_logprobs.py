@@ -6,7 +6,7 @@ import pytest
 import torch
 from kernels_helpers import TINY_BLOCK_V, TINY_CHUNK_ROWS, make_problem, max_abs
 
-from fastcomt.kernels import lm_head_config, linear_logprobs, reference_linear_logprobs
+from fastcomt.kernels import linear_logprobs, lm_head_config, reference_linear_logprobs
 
 
 @pytest.fixture(autouse=True)

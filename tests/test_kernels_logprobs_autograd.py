@@ -6,7 +6,7 @@ import pytest
 import torch
 from kernels_helpers import TINY_BLOCK_V, TINY_CHUNK_ROWS, make_problem, max_abs, rel_l2
 
-from fastcomt.kernels import lm_head_config, linear_logprobs_autograd, reference_linear_logprobs_autograd
+from fastcomt.kernels import linear_logprobs_autograd, lm_head_config, reference_linear_logprobs_autograd
 
 VARIANTS = {
     "plain": {},
@@ -178,11 +178,28 @@ def test_custom_ops_pass_opcheck():
     bias = torch.randn(30, generator=g, requires_grad=True)
     targets = torch.randint(0, 30, (6,), generator=g)
     active = torch.tensor([1, 1, 0, 1, 1, 1], dtype=torch.bool)
-    options = {"temperature": 0.8, "logit_scale": 1.2, "softcap": 3.0, "chunk_rows": 4, "block_v": 32,
-               "num_warps": 1, "fp32_logits": True}  # fmt: skip
+    options = {
+        "temperature": 0.8,
+        "logit_scale": 1.2,
+        "softcap": 3.0,
+        "chunk_rows": 4,
+        "block_v": 32,
+        "num_warps": 1,
+        "fp32_logits": True,
+    }
     torch.library.opcheck(linear_logprobs_forward_op, (hidden, weight, bias, targets, active), options)
     _, entropy, lse = linear_logprobs_forward_op(hidden, weight, bias, targets, active, **options)
-    backward_args = (hidden.detach(), weight.detach(), bias.detach(), targets, active, lse.detach(),
-                     entropy.detach(), torch.randn(6, generator=g), None)  # fmt: skip
-    torch.library.opcheck(linear_logprobs_backward_op, backward_args,
-                          dict(options, need_dh=True, need_dw=True, need_dbias=True))  # fmt: skip
+    backward_args = (
+        hidden.detach(),
+        weight.detach(),
+        bias.detach(),
+        targets,
+        active,
+        lse.detach(),
+        entropy.detach(),
+        torch.randn(6, generator=g),
+        None,
+    )
+    torch.library.opcheck(
+        linear_logprobs_backward_op, backward_args, dict(options, need_dh=True, need_dw=True, need_dbias=True)
+    )

@@ -7,13 +7,13 @@ import inspect
 import pytest
 import torch
 
+from fastcomt.kernels.config import Launch
 from fastcomt.kernels.fused_lm_head import (
     ce_token_losses,
     fused_lm_head_op,
     linear_ce_tokens_op,
     run_lm_head_chunks,
 )
-from fastcomt.kernels.config import Launch
 from fastcomt.kernels.lm_head_rows import EPILOGUE_POLICY, STAT_LOGP
 
 LAUNCH = {"chunk_rows": 4, "block_v": 32, "num_warps": 1, "fp32_logits": True}
@@ -45,7 +45,9 @@ def test_policy_op_passes_opcheck_when_called_by_keyword():
 
 def test_token_losses_op_passes_opcheck_when_called_by_keyword():
     hidden, weight, targets, active = _inputs(1)
-    torch.library.opcheck(linear_ce_tokens_op, (hidden, weight, targets, active), dict(LAUNCH, need_dh=True, need_dw=True))
+    torch.library.opcheck(
+        linear_ce_tokens_op, (hidden, weight, targets, active), dict(LAUNCH, need_dh=True, need_dw=True)
+    )
 
 
 def test_defaults_of_the_signature_are_the_score_epilogue():

@@ -8,7 +8,7 @@ import torch
 from kernels_helpers import TINY_BLOCK_V, TINY_CHUNK_ROWS, leaves, make_problem, max_abs, rel_l2
 
 import fastcomt
-from fastcomt.kernels import fused_lm_head, lm_head_config, linear_policy_loss, reference_linear_policy_loss
+from fastcomt.kernels import fused_lm_head, linear_policy_loss, lm_head_config, reference_linear_policy_loss
 
 LOSS_TYPES = ["grpo", "bnpo", "dapo", "dr_grpo"]
 
@@ -60,15 +60,14 @@ def _assert_close(got, want, grad_tol=1e-5):
 
 
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
-@pytest.mark.parametrize(
-    "variant", ["plain", "kl", "tis", "tis_uncapped", "entropy", "token_advantages", "everything"]
-)
+@pytest.mark.parametrize("variant", ["plain", "kl", "tis", "tis_uncapped", "entropy", "token_advantages", "everything"])
 def test_matches_fp64_reference(loss_type, variant):
     p = make_problem(seed=21)
     kwargs, advantages = _options(p, variant)
     got = _run(linear_policy_loss, p, torch.float32, advantages, p.old_logprobs, loss_type=loss_type, **kwargs)
-    want = _run(reference_linear_policy_loss, p, torch.float64, advantages, p.old_logprobs, loss_type=loss_type,
-                **kwargs)  # fmt: skip
+    want = _run(
+        reference_linear_policy_loss, p, torch.float64, advantages, p.old_logprobs, loss_type=loss_type, **kwargs
+    )
     _assert_close(got, want)
     if variant == "plain":
         # The problem is built so that both sides of the clip are exercised.
@@ -90,8 +89,9 @@ def test_dr_grpo_max_tokens_and_flat_layout():
     flat.hidden, flat.targets, flat.mask = p.hidden[0], p.targets[0], p.mask[0]
     adv = p.token_advantages[0]
     got = _run(linear_policy_loss, flat, torch.float32, adv, flat.old_logprobs[0], loss_type="dr_grpo", max_tokens=64)
-    want = _run(reference_linear_policy_loss, flat, torch.float64, adv, flat.old_logprobs[0], loss_type="dr_grpo",
-                max_tokens=64)  # fmt: skip
+    want = _run(
+        reference_linear_policy_loss, flat, torch.float64, adv, flat.old_logprobs[0], loss_type="dr_grpo", max_tokens=64
+    )
     _assert_close(got, want)
     # Same tokens as a [1, T] batch give the same loss.
     batched = _run(linear_policy_loss, p, torch.float32, adv[None], p.old_logprobs, loss_type="dr_grpo", max_tokens=64)
@@ -108,8 +108,9 @@ def test_hand_computed_single_token():
     # bonus adds -0.1 * log 2, whose gradient -p_j (log p_j + H) vanishes at the uniform distribution.
     h = torch.zeros(1, 1, 3, requires_grad=True)
     weight = torch.randn(2, 3)
-    loss, metrics = linear_policy_loss(h, weight, targets, mask, torch.tensor([1.0]), old, ref_logprobs=ref,
-                                       beta=0.5, entropy_coef=0.1)  # fmt: skip
+    loss, metrics = linear_policy_loss(
+        h, weight, targets, mask, torch.tensor([1.0]), old, ref_logprobs=ref, beta=0.5, entropy_coef=0.1
+    )
     assert loss.item() == pytest.approx(-1.28 - 0.1 * math.log(2), abs=1e-6)
     assert metrics["clip_frac_high"].item() == 1.0 and metrics["clip_frac_low"].item() == 0.0
     assert metrics["kl"].item() == pytest.approx(0.0, abs=1e-7)
@@ -131,8 +132,9 @@ def test_empty_mask_gives_zero_loss_and_grads(loss_type):
     p = make_problem(batch=2, seq_len=5, seed=23)
     empty = torch.zeros_like(p.mask)
     kwargs = {"loss_type": loss_type, "ref_logprobs": p.ref_logprobs, "beta": 0.1, "entropy_coef": 0.1}
-    loss, gh, gw, metrics = _run(linear_policy_loss, p, torch.float32, p.advantages, p.old_logprobs, mask=empty,
-                                 **kwargs)  # fmt: skip
+    loss, gh, gw, metrics = _run(
+        linear_policy_loss, p, torch.float32, p.advantages, p.old_logprobs, mask=empty, **kwargs
+    )
     assert loss.item() == 0.0
     assert torch.all(gh == 0) and torch.all(gw == 0)
     assert all(torch.isfinite(v) and v.item() == 0.0 for v in metrics.values())
@@ -180,11 +182,20 @@ def test_low_precision_inputs(dtype, tol):
     p = make_problem(seed=26)
     hidden, weight = p.hidden.to(dtype), p.weight.to(dtype)
     kwargs = {"loss_type": "dapo", "ref_logprobs": p.ref_logprobs, "beta": 0.1, "entropy_coef": 0.01}
-    loss, gh, gw, _ = _run(linear_policy_loss, p, dtype, p.advantages, p.old_logprobs, hidden=hidden, weight=weight,
-                           **kwargs)  # fmt: skip
+    loss, gh, gw, _ = _run(
+        linear_policy_loss, p, dtype, p.advantages, p.old_logprobs, hidden=hidden, weight=weight, **kwargs
+    )
     assert gh.dtype == dtype and gw.dtype == dtype
-    want = _run(reference_linear_policy_loss, p, torch.float64, p.advantages, p.old_logprobs, hidden=hidden,
-                weight=weight, **kwargs)  # fmt: skip
+    want = _run(
+        reference_linear_policy_loss,
+        p,
+        torch.float64,
+        p.advantages,
+        p.old_logprobs,
+        hidden=hidden,
+        weight=weight,
+        **kwargs,
+    )
     assert max_abs(loss, want[0]) <= 1e-4
     assert rel_l2(gh, want[1]) <= tol and rel_l2(gw, want[2]) <= tol
 
@@ -193,12 +204,27 @@ def _liger(p, advantages, loss_type, beta, temperature=1.0, vllm_is_ratio=None):
     from liger_kernel.chunked_loss import LigerFusedLinearGRPOLoss
 
     liger = LigerFusedLinearGRPOLoss(
-        beta=beta, compiled=False, use_ref_model=beta > 0, chunk_size=2, epsilon_low=0.2, epsilon_high=0.28,
-        loss_type=loss_type, max_completion_length=p.targets.shape[1], temperature=temperature,
-    )  # fmt: skip
+        beta=beta,
+        compiled=False,
+        use_ref_model=beta > 0,
+        chunk_size=2,
+        epsilon_low=0.2,
+        epsilon_high=0.28,
+        loss_type=loss_type,
+        max_completion_length=p.targets.shape[1],
+        temperature=temperature,
+    )
     h, w = leaves(p.hidden, p.weight, dtype=torch.float32)
-    loss, metrics = liger(h, w, p.targets, p.mask.long(), advantages, ref_per_token_logps=p.ref_logprobs if beta > 0
-                          else None, old_per_token_logps=p.old_logprobs, vllm_is_ratio=vllm_is_ratio)  # fmt: skip
+    loss, metrics = liger(
+        h,
+        w,
+        p.targets,
+        p.mask.long(),
+        advantages,
+        ref_per_token_logps=p.ref_logprobs if beta > 0 else None,
+        old_per_token_logps=p.old_logprobs,
+        vllm_is_ratio=vllm_is_ratio,
+    )
     loss.backward()
     return loss.detach(), h.grad, w.grad, metrics
 
@@ -224,8 +250,16 @@ def test_matches_liger_grpo_loss(loss_type, beta):
 
 def test_matches_liger_truncated_importance_weights():
     p = make_problem(seed=28)
-    loss, gh, gw, _ = _run(linear_policy_loss, p, torch.float32, p.advantages, p.old_logprobs, loss_type="dapo",
-                           behaviour_logprobs=p.behaviour_logprobs, tis_cap=1.5)  # fmt: skip
+    loss, gh, gw, _ = _run(
+        linear_policy_loss,
+        p,
+        torch.float32,
+        p.advantages,
+        p.old_logprobs,
+        loss_type="dapo",
+        behaviour_logprobs=p.behaviour_logprobs,
+        tis_cap=1.5,
+    )
     # Liger takes the weights precomputed: min(exp(old - behaviour), cap).
     weights = torch.exp(p.old_logprobs - p.behaviour_logprobs).clamp(max=1.5)
     l_loss, l_gh, l_gw, _ = _liger(p, p.advantages, "dapo", 0.0, vllm_is_ratio=weights)
@@ -238,9 +272,20 @@ def test_module_wrapper_matches_function():
     module = fastcomt.FusedPolicyLoss(loss_type="grpo", beta=0.1, tis_cap=2.0, entropy_coef=0.01)
     h, w = leaves(p.hidden, p.weight, dtype=torch.float32)
     loss, _ = module(h, w, p.targets, p.mask, p.advantages, p.old_logprobs, p.ref_logprobs, p.behaviour_logprobs)
-    want, _ = linear_policy_loss(p.hidden, p.weight, p.targets, p.mask, p.advantages, p.old_logprobs,
-                                 ref_logprobs=p.ref_logprobs, behaviour_logprobs=p.behaviour_logprobs,
-                                 loss_type="grpo", beta=0.1, tis_cap=2.0, entropy_coef=0.01)  # fmt: skip
+    want, _ = linear_policy_loss(
+        p.hidden,
+        p.weight,
+        p.targets,
+        p.mask,
+        p.advantages,
+        p.old_logprobs,
+        ref_logprobs=p.ref_logprobs,
+        behaviour_logprobs=p.behaviour_logprobs,
+        loss_type="grpo",
+        beta=0.1,
+        tis_cap=2.0,
+        entropy_coef=0.01,
+    )
     assert loss.item() == want.item()
     with pytest.raises(ValueError, match="loss_type"):
         fastcomt.FusedPolicyLoss(loss_type="ppo")
@@ -252,8 +297,17 @@ def test_torch_compile_matches_eager():
     p = make_problem(seed=30)
 
     def step(h, w):
-        loss, metrics = linear_policy_loss(h, w, p.targets, p.mask, p.advantages, p.old_logprobs, loss_type="grpo",
-                                           ref_logprobs=p.ref_logprobs, beta=0.1)  # fmt: skip
+        loss, metrics = linear_policy_loss(
+            h,
+            w,
+            p.targets,
+            p.mask,
+            p.advantages,
+            p.old_logprobs,
+            loss_type="grpo",
+            ref_logprobs=p.ref_logprobs,
+            beta=0.1,
+        )
         ce = fastcomt.kernels.linear_cross_entropy(h, w, p.targets, reduction="none")
         return loss + 0.1 * (ce * p.mask).sum(), metrics["clip_frac_high"]
 
@@ -271,9 +325,13 @@ def test_torch_compile_matches_eager():
 
 def _bad(p, **changes):
     args = {
-        "hidden": p.hidden, "weight": p.weight, "targets": p.targets, "mask": p.mask, "advantages": p.advantages,
+        "hidden": p.hidden,
+        "weight": p.weight,
+        "targets": p.targets,
+        "mask": p.mask,
+        "advantages": p.advantages,
         "old_logprobs": p.old_logprobs,
-    }  # fmt: skip
+    }
     options = {k: v for k, v in changes.items() if k not in args}
     args.update({k: v for k, v in changes.items() if k in args})
     return args, options

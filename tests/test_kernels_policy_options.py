@@ -7,7 +7,7 @@ import pytest
 import torch
 from kernels_helpers import TINY_BLOCK_V, TINY_CHUNK_ROWS, leaves, make_problem, max_abs, rel_l2
 
-from fastcomt.kernels import lm_head_config, linear_policy_loss, reference_linear_policy_loss
+from fastcomt.kernels import linear_policy_loss, lm_head_config, reference_linear_policy_loss
 
 
 @pytest.fixture(autouse=True)
@@ -19,8 +19,9 @@ def tiny_chunks():
 def _run(fn, p, dtype, **kwargs):
     h, w = leaves(p.hidden, p.weight, dtype=dtype)
     cast = lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
-    loss, _ = fn(h, w, p.targets, p.mask, cast(p.advantages), cast(p.old_logprobs),
-                 **{k: cast(v) for k, v in kwargs.items()})  # fmt: skip
+    loss, _ = fn(
+        h, w, p.targets, p.mask, cast(p.advantages), cast(p.old_logprobs), **{k: cast(v) for k, v in kwargs.items()}
+    )
     loss.backward()
     return loss.detach(), h.grad, w.grad
 
@@ -79,9 +80,20 @@ def _variants(p):
         "bias": {"bias": True},
         "scale": {"logit_scale": 0.7},
         "softcap": {"softcap": 2.0},
-        "everything": {**kl, "bias_corrected_kl": True, "delta": 1.4, "clip_ratio_c": 2.0, "is_weights": weights,
-                       "behaviour_logprobs": p.behaviour_logprobs, "tis_cap": 1.5, "bias": True, "logit_scale": 1.3,
-                       "softcap": 3.0, "temperature": 0.8, "entropy_coef": 0.01},
+        "everything": {
+            **kl,
+            "bias_corrected_kl": True,
+            "delta": 1.4,
+            "clip_ratio_c": 2.0,
+            "is_weights": weights,
+            "behaviour_logprobs": p.behaviour_logprobs,
+            "tis_cap": 1.5,
+            "bias": True,
+            "logit_scale": 1.3,
+            "softcap": 3.0,
+            "temperature": 0.8,
+            "entropy_coef": 0.01,
+        },
     }
 
 
@@ -92,17 +104,29 @@ def _run_variant(fn, p, dtype, loss_type, options):
         bias = torch.randn(p.weight.shape[0], generator=torch.Generator().manual_seed(41)).to(dtype).requires_grad_()
     h, w = leaves(p.hidden, p.weight, dtype=dtype)
     cast = lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
-    loss, _ = fn(h, w, p.targets, p.mask, cast(p.token_advantages), cast(p.old_logprobs), loss_type=loss_type,
-                 bias=bias, **{k: cast(v) for k, v in options.items()})  # fmt: skip
+    loss, _ = fn(
+        h,
+        w,
+        p.targets,
+        p.mask,
+        cast(p.token_advantages),
+        cast(p.old_logprobs),
+        loss_type=loss_type,
+        bias=bias,
+        **{k: cast(v) for k, v in options.items()},
+    )
     loss.backward()
     return loss.detach(), h.grad, w.grad, None if bias is None else bias.grad
 
 
 @pytest.mark.parametrize(
     "variant, loss_type",
-    [(v, "dapo") for v in ("delta", "dual_clip", "is_token", "is_sequence", "bias_corrected_kl", "bias", "scale",
-                           "softcap")] + [("everything", "grpo"), ("everything", "dapo")],
-)  # fmt: skip
+    [
+        (v, "dapo")
+        for v in ("delta", "dual_clip", "is_token", "is_sequence", "bias_corrected_kl", "bias", "scale", "softcap")
+    ]
+    + [("everything", "grpo"), ("everything", "dapo")],
+)
 def test_peer_options_and_head_variants_match_reference(variant, loss_type):
     p = make_problem(seed=42)
     options = _variants(p)[variant]
@@ -146,8 +170,9 @@ def test_dual_clip_hand_case():
     target = torch.tensor([0])
     logp = torch.log_softmax(torch.tensor([2.0, 0.0]), 0)[0]
     old = (logp - 1.0).reshape(1)
-    loss, _ = linear_policy_loss(h, w, target, torch.ones(1), torch.tensor([-1.0]), old, eps_low=0.2, eps_high=0.2,
-                                 clip_ratio_c=2.0)  # fmt: skip
+    loss, _ = linear_policy_loss(
+        h, w, target, torch.ones(1), torch.tensor([-1.0]), old, eps_low=0.2, eps_high=0.2, clip_ratio_c=2.0
+    )
     loss.backward()
     assert abs(loss.item() - 2.0) < 1e-6
     assert h.grad.abs().max() == 0 and w.grad.abs().max() == 0

@@ -3,10 +3,10 @@ same numbers as the checked path, out-of-range targets reported later by raise_d
 
 import pytest
 import torch
+from kernels_helpers import TINY_BLOCK_V, TINY_CHUNK_ROWS, leaves, make_problem, rel_l2
 
 from fastcomt.kernels import LMHeadConfig, fused_lm_head, linear_cross_entropy, linear_policy_loss
 from fastcomt.kernels.deferred_checks import raise_deferred_errors
-from kernels_helpers import TINY_BLOCK_V, TINY_CHUNK_ROWS, leaves, make_problem, rel_l2
 
 CHECKED = LMHeadConfig(chunk_rows=TINY_CHUNK_ROWS, block_v=TINY_BLOCK_V)
 SYNC_FREE = LMHeadConfig(chunk_rows=TINY_CHUNK_ROWS, block_v=TINY_BLOCK_V, sync_free=True)
@@ -27,9 +27,20 @@ def _policy(p, config, **options):
     h, w = leaves(p.hidden, p.weight, dtype=torch.float32)
     old = torch.where(p.mask, p.old_logprobs, float("-inf"))  # padding log-probs may be -inf
     loss, metrics = linear_policy_loss(
-        h, w, p.targets, p.mask, p.advantages, old, ref_logprobs=p.ref_logprobs, beta=0.05, loss_type="grpo",
-        behaviour_logprobs=p.behaviour_logprobs, tis_cap=2.0, config=config, **options,
-    )  # fmt: skip
+        h,
+        w,
+        p.targets,
+        p.mask,
+        p.advantages,
+        old,
+        ref_logprobs=p.ref_logprobs,
+        beta=0.05,
+        loss_type="grpo",
+        behaviour_logprobs=p.behaviour_logprobs,
+        tis_cap=2.0,
+        config=config,
+        **options,
+    )
     loss.backward()
     return loss.detach(), h.grad, w.grad, metrics
 

@@ -19,8 +19,9 @@ LINT_IMPORTS = shutil.which("lint-imports", path=str(Path(sys.executable).parent
 def _lint(config: Path) -> subprocess.CompletedProcess[str]:
     if LINT_IMPORTS is None:
         pytest.fail("lint-imports not found next to the interpreter: install the dev extra (import-linter)")
-    return subprocess.run([LINT_IMPORTS, "--config", str(config), "--no-cache"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [LINT_IMPORTS, "--config", str(config), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_every_import_goes_down_the_layer_table():

@@ -13,10 +13,17 @@ from fastcomt.train.loss_head import resolve_loss_head
 from fastcomt.train.rl_config import PolicyLossConfig
 
 
-@pytest.mark.parametrize("name, device, expected", [
-    ("auto", "cpu", "chunked"), ("auto", "cuda", "fused"), ("auto", "cuda:1", "fused"),
-    ("fused", "cpu", "fused"), ("torch", "cuda", "torch"), ("chunked", "cuda", "chunked"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, device, expected",
+    [
+        ("auto", "cpu", "chunked"),
+        ("auto", "cuda", "fused"),
+        ("auto", "cuda:1", "fused"),
+        ("fused", "cpu", "fused"),
+        ("torch", "cuda", "torch"),
+        ("chunked", "cuda", "chunked"),
+    ],
+)
 def test_resolution(name, device, expected):
     assert resolve_loss_head(name, torch.device(device)) == expected
     assert resolve_loss_head(name, device) == expected
@@ -67,15 +74,28 @@ def test_sft_progress_says_which_head(tmp_path, capsys):
     from fastcomt.train.sft import run_sft
 
     data = tmp_path / "plans.jsonl"
-    rows = [ComtRecord(f"t-{i}", "toy", "meta_thought", f"Ana has {i} pens and gets 2 more. How many?",
-                       "Steps:\n1. total = pens + more\nAnswer: total", float(i + 2)).to_dict() for i in range(4)]  # fmt: skip
+    rows = [
+        ComtRecord(
+            f"t-{i}",
+            "toy",
+            "meta_thought",
+            f"Ana has {i} pens and gets 2 more. How many?",
+            "Steps:\n1. total = pens + more\nAnswer: total",
+            float(i + 2),
+        ).to_dict()
+        for i in range(4)
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    summary = run_sft({
-        "output_dir": str(tmp_path / "run"), "data": {"train": str(data)},
-        "tokenizer": {"kind": "number_word", "number_max": 20},
-        "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64},
-        "optim": {"row_tokens": 64, "tokens_per_step": 64, "max_steps": 1}, "device": "cpu",
-    })  # fmt: skip
+    summary = run_sft(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "data": {"train": str(data)},
+            "tokenizer": {"kind": "number_word", "number_max": 20},
+            "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64},
+            "optim": {"row_tokens": 64, "tokens_per_step": 64, "max_steps": 1},
+            "device": "cpu",
+        }
+    )
     assert summary["loss_head"] == "chunked"
     assert "sft [chunked head (auto)]" in capsys.readouterr().err
 
@@ -131,17 +151,37 @@ def test_sft_chunked_equals_torch_head(tmp_path):
     from fastcomt.train.sft import run_sft
 
     data = tmp_path / "plans.jsonl"
-    rows = [ComtRecord(f"t-{i}", "toy", "meta_thought", f"Ana has {i} pens and gets 2 more. How many?",
-                       "Steps:\n1. total = pens + more\nAnswer: total", float(i + 2)).to_dict() for i in range(4)]  # fmt: skip
+    rows = [
+        ComtRecord(
+            f"t-{i}",
+            "toy",
+            "meta_thought",
+            f"Ana has {i} pens and gets 2 more. How many?",
+            "Steps:\n1. total = pens + more\nAnswer: total",
+            float(i + 2),
+        ).to_dict()
+        for i in range(4)
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     summaries = {}
     for head in ("chunked", "torch"):
-        summaries[head] = run_sft({
-            "output_dir": str(tmp_path / head), "data": {"train": str(data)}, "loss": head, "progress": False,
-            "tokenizer": {"kind": "number_word", "number_max": 20},
-            "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64},
-            "optim": {"row_tokens": 64, "tokens_per_step": 128, "max_steps": 2},
-        })  # fmt: skip
+        summaries[head] = run_sft(
+            {
+                "output_dir": str(tmp_path / head),
+                "data": {"train": str(data)},
+                "loss": head,
+                "progress": False,
+                "tokenizer": {"kind": "number_word", "number_max": 20},
+                "model": {
+                    "hidden_size": 32,
+                    "num_layers": 1,
+                    "num_heads": 4,
+                    "num_kv_heads": 2,
+                    "intermediate_size": 64,
+                },
+                "optim": {"row_tokens": 64, "tokens_per_step": 128, "max_steps": 2},
+            }
+        )
     assert summaries["chunked"]["loss_head"] == "chunked"
     assert abs(summaries["chunked"]["final_loss"] - summaries["torch"]["final_loss"]) < 1e-5
     from safetensors.torch import load_file
@@ -158,27 +198,44 @@ def test_rl_chunked_head_caps_micro_batches_and_matches_torch(tmp_path, monkeypa
     from safetensors.torch import load_file
 
     from fastcomt.tasks import synthetic_problems
+    from fastcomt.tokenizer import train_tokenizer
     from fastcomt.train import torch_head
     from fastcomt.train.models import build_tiny_model
-    from fastcomt_recipes.pretrain import tokenizer_texts
     from fastcomt.train.rl import run_rl
-    from fastcomt.tokenizer import train_tokenizer
+    from fastcomt_recipes.pretrain import tokenizer_texts
 
-    tok = train_tokenizer(tokenizer_texts(synthetic_problems(16, seed=5)), kind="number_word", number_max=120,
-                          vocab_size=900)  # fmt: skip
+    tok = train_tokenizer(
+        tokenizer_texts(synthetic_problems(16, seed=5)), kind="number_word", number_max=120, vocab_size=900
+    )
     start = tmp_path / "start"
-    build_tiny_model({"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64},
-                     len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id).save_pretrained(start)  # fmt: skip
+    build_tiny_model(
+        {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64},
+        len(tok),
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    ).save_pretrained(start)
     tok.save_pretrained(start)
     monkeypatch.setattr(torch_head, "LOGITS_BUDGET_BYTES", 4 * len(tok) * 40)  # 40 tokens of logits per micro-batch
     summaries = {}
     for head in ("chunked", "torch"):
-        summaries[head] = run_rl({
-            "output_dir": str(tmp_path / head), "model": {"path": str(start)}, "steps": 1, "progress": False,
-            "data": {"num_problems": 12, "seed": 1}, "device": "cpu",
-            "rollout": {"problems_per_step": 2, "executions_per_plan": 3, "max_new_tokens": 8, "plan_max_new_tokens": 8},
-            "loss": {"lm_head": head, "micro_batch_tokens": 4096}, "optim": {"lr": 1e-2},
-        })  # fmt: skip
+        summaries[head] = run_rl(
+            {
+                "output_dir": str(tmp_path / head),
+                "model": {"path": str(start)},
+                "steps": 1,
+                "progress": False,
+                "data": {"num_problems": 12, "seed": 1},
+                "device": "cpu",
+                "rollout": {
+                    "problems_per_step": 2,
+                    "executions_per_plan": 3,
+                    "max_new_tokens": 8,
+                    "plan_max_new_tokens": 8,
+                },
+                "loss": {"lm_head": head, "micro_batch_tokens": 4096},
+                "optim": {"lr": 1e-2},
+            }
+        )
     chunked, full = summaries["chunked"], summaries["torch"]
     assert chunked["loss_head"] == "chunked" and full["loss_head"] == "torch"
     assert chunked["last_step"]["micro_batches"] > 1 and full["last_step"]["micro_batches"] == 1

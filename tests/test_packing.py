@@ -67,7 +67,9 @@ def test_packed_losses_equal_one_by_one(family):
     assert row.position_ids.tolist() == [list(range(9)) + list(range(14)) + list(range(6))]
     with torch.no_grad():
         hidden = base_model(model)(input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False)
-        packed = linear_cross_entropy(hidden.last_hidden_state[0], lm_head_weight(model), row.targets[0], reduction="none")
+        packed = linear_cross_entropy(
+            hidden.last_hidden_state[0], lm_head_weight(model), row.targets[0], reduction="none"
+        )
         offset = 0
         for ex in examples:
             # Reference: the full model alone on this example, logits in float64, torch's cross-entropy.

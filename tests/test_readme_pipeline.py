@@ -17,13 +17,24 @@ from fastcomt.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 # Overrides that only make each command small (sizes, counts, lengths); nothing else is changed.
-TINY_MODEL = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.num_kv_heads=1",
-              "model.intermediate_size=64"]  # fmt: skip
+TINY_MODEL = [
+    "model.hidden_size=32",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.num_kv_heads=1",
+    "model.intermediate_size=64",
+]
 SIZE_OVERRIDES = {
     "data": ["data.build.num_problems=24"],
     "sft": [*TINY_MODEL, "optim.max_steps=2", "optim.tokens_per_step=512"],
-    "rl": ["steps=1", "rollout.problems_per_step=2", "rollout.executions_per_plan=2", "rollout.max_new_tokens=8",
-           "rollout.plan_max_new_tokens=8", "data.num_problems=8"],  # fmt: skip
+    "rl": [
+        "steps=1",
+        "rollout.problems_per_step=2",
+        "rollout.executions_per_plan=2",
+        "rollout.max_new_tokens=8",
+        "rollout.plan_max_new_tokens=8",
+        "data.num_problems=8",
+    ],
     "eval": ["--limit", "1", "--max-new-tokens", "8", "--plan-max-new-tokens", "8"],
 }
 
@@ -59,7 +70,13 @@ def test_readme_pipeline_runs_as_written(tmp_path, monkeypatch, capsys):
     sft_final = tmp_path / "runs" / "sft-synthetic-comt" / "final"
     rl_final = tmp_path / "runs" / "rl-synthetic-ccrl" / "final"
     for final in (sft_final, rl_final):
-        for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "train_config.json"):
+        for name in (
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "train_config.json",
+        ):
             assert (final / name).is_file(), f"{final / name} missing"
     sft_config = json.loads((sft_final / "train_config.json").read_text())
     assert sft_config["optim"]["max_steps"] == 2 and sft_config["model"]["hidden_size"] == 32
@@ -74,7 +91,9 @@ def test_readme_pipeline_runs_as_written(tmp_path, monkeypatch, capsys):
     assert summary["settings"]["model"] == str(rl_final.resolve())
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("rl-*.yaml")) + ["gpu-qwen2.5-1.5b.yaml"])
+@pytest.mark.parametrize(
+    "config", sorted(p.name for p in (REPO / "configs").glob("rl-*.yaml")) + ["gpu-qwen2.5-1.5b.yaml"]
+)
 def test_rl_configs_start_from_an_sft_final_model(config):
     """Every RL config starts from the final model of the SFT config its header names."""
     import yaml

@@ -8,7 +8,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_generated_data_and_runs_are_ignored():
-    for path in ("data/synthetic_comt.jsonl", "data/gsm8k_comt.report.json", "runs/sft-synthetic-comt/final/config.json"):
+    for path in (
+        "data/synthetic_comt.jsonl",
+        "data/gsm8k_comt.report.json",
+        "runs/sft-synthetic-comt/final/config.json",
+    ):
         done = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
         assert done.returncode == 0, f"{path} is not ignored by .gitignore"
 

@@ -65,7 +65,9 @@ def test_single_level_long_sequences_and_bf16():
     logprobs = logprobs.to(torch.bfloat16)
     group_ids = torch.tensor([0, 0, 0, 1, 1, 2])  # the last group has one member
     out = ccrl_rewards(logprobs, span_ids, step_correct, answer_correct, group_ids, confidence="first", block_t=32)
-    ref = ccrl_rewards_reference(logprobs.float(), span_ids, step_correct, answer_correct, group_ids, confidence="first")
+    ref = ccrl_rewards_reference(
+        logprobs.float(), span_ids, step_correct, answer_correct, group_ids, confidence="first"
+    )
     _assert_close(out, ref)
     assert out.advantages[5] == 0 and torch.all(out.plan_advantages == 0)
 
@@ -77,11 +79,20 @@ def test_hand_computed_pair():
     # GRPO: mean 0.6875, unbiased std 1.375 / sqrt(2): advantages +-1/sqrt(2)
     logprobs = torch.tensor([[LOG_HALF, LOG_HALF, -0.1], [-0.2, -0.3, -0.4]])
     span_ids = torch.tensor([[0, 0, -1], [-1, -1, -1]])
-    out = ccrl_rewards(logprobs, span_ids, torch.tensor([[1.0], [0.0]]), torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), eps=1e-12)
+    out = ccrl_rewards(
+        logprobs, span_ids, torch.tensor([[1.0], [0.0]]), torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), eps=1e-12
+    )
     torch.testing.assert_close(out.rewards, torch.tensor([1.375, 0.0]))
     torch.testing.assert_close(out.advantages, torch.tensor([1, -1]) / math.sqrt(2))
-    signed = ccrl_rewards(logprobs, span_ids, torch.tensor([[0], [0]]), torch.tensor([True, False]), torch.tensor([0, 0]),
-                          step_reward="signed", advantage="dr_grpo")
+    signed = ccrl_rewards(
+        logprobs,
+        span_ids,
+        torch.tensor([[0], [0]]),
+        torch.tensor([True, False]),
+        torch.tensor([0, 0]),
+        step_reward="signed",
+        advantage="dr_grpo",
+    )
     # wrong step with confidence 0.5: r = -0.5, R = 1 - 0.25 = 0.75; Dr.GRPO: R - mean = +-0.375
     torch.testing.assert_close(signed.rewards, torch.tensor([0.75, 0.0]))
     torch.testing.assert_close(signed.advantages, torch.tensor([0.375, -0.375]))
@@ -91,8 +102,16 @@ def test_hand_computed_plan_advantages():
     # one problem, plan 0 executions rewarded {1, 0}, plan 1 {1, 1} (lam = 0: rewards = answers)
     # plan means 0.5 and 1.0: GRPO over two plans -> -1/sqrt(2), +1/sqrt(2); execution level: plan 1 all equal -> 0
     answers = torch.tensor([1.0, 0.0, 1.0, 1.0])
-    out = ccrl_rewards(torch.zeros(4, 2), torch.full((4, 2), -1), torch.zeros(4, 1), answers,
-                       torch.tensor([5, 5, 9, 9]), torch.zeros(4, dtype=torch.long), lam=0.0, eps=1e-12)
+    out = ccrl_rewards(
+        torch.zeros(4, 2),
+        torch.full((4, 2), -1),
+        torch.zeros(4, 1),
+        answers,
+        torch.tensor([5, 5, 9, 9]),
+        torch.zeros(4, dtype=torch.long),
+        lam=0.0,
+        eps=1e-12,
+    )
     torch.testing.assert_close(out.rewards, answers)
     torch.testing.assert_close(out.advantages, torch.tensor([1, -1, 0, 0]) / math.sqrt(2))
     torch.testing.assert_close(out.plan_advantages, torch.tensor([-1, -1, 1, 1]) / math.sqrt(2))
@@ -118,12 +137,23 @@ def test_empty_spans_groups_of_one_and_equal_rewards():
 
 
 def test_no_steps_at_all_and_empty_batch():
-    out = ccrl_rewards(torch.zeros(3, 4), torch.full((3, 4), -1), torch.zeros(3, 0), torch.tensor([1, 0, 1]),
-                       torch.tensor([0, 0, 0]), dense=True)
+    out = ccrl_rewards(
+        torch.zeros(3, 4),
+        torch.full((3, 4), -1),
+        torch.zeros(3, 0),
+        torch.tensor([1, 0, 1]),
+        torch.tensor([0, 0, 0]),
+        dense=True,
+    )
     torch.testing.assert_close(out.rewards, torch.tensor([1.0, 0.0, 1.0]))
     assert out.step_rewards.shape == (3, 0)
-    empty = ccrl_rewards(torch.zeros(0, 4), torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, 2), torch.zeros(0),
-                         torch.zeros(0, dtype=torch.long))
+    empty = ccrl_rewards(
+        torch.zeros(0, 4),
+        torch.zeros(0, 4, dtype=torch.long),
+        torch.zeros(0, 2),
+        torch.zeros(0),
+        torch.zeros(0, dtype=torch.long),
+    )
     assert empty.rewards.shape == (0,)
 
 

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from fastcomt.metrics.calibration import brier_score
-from fastcomt.tasks import GradedCompletion, grade_completion, synthetic_problems
 from fastcomt.rewards import ccrl_batch_rewards, reward_inputs, step_calibration_pairs
-
+from fastcomt.tasks import GradedCompletion, grade_completion, synthetic_problems
 
 
 def _offsets(text):
@@ -19,8 +18,9 @@ def test_end_to_end_rewards_on_synthetic_executions():
     p = synthetic_problems(1, seed=0)[0]
     right = p.solution
     # same arithmetic, wrong first operand: the first step value and everything after go wrong
-    wrong = right.replace(f"= {p.steps[0].expression} = {p.steps[0].value}",
-                          f"= {p.steps[0].expression} = {p.steps[0].value + 1}", 1)
+    wrong = right.replace(
+        f"= {p.steps[0].expression} = {p.steps[0].value}", f"= {p.steps[0].expression} = {p.steps[0].value + 1}", 1
+    )
     assert wrong != right
     graded = [grade_completion(t, p, _offsets(t)) for t in (right, wrong)]
     assert graded[0].step_correct == (1,) * len(p.steps) and graded[1].step_correct[0] == 0
@@ -58,10 +58,11 @@ def test_step_confidences_are_the_kernels_by_hand():
 
     lps = [math.log(0.5), math.log(0.8), math.log(0.2), 0.0, math.log(0.9)]
     graded = [
-        GradedCompletion("1", True, ("s0", "s1", "s2"), (1, 0, 1), ("gold",) * 3,
-                         ((0, 3), (3, 4), (3, 4)), (0, 0, 0, 1, -1)),  # step 2 shares step 1's token
+        GradedCompletion(
+            "1", True, ("s0", "s1", "s2"), (1, 0, 1), ("gold",) * 3, ((0, 3), (3, 4), (3, 4)), (0, 0, 0, 1, -1)
+        ),  # step 2 shares step 1's token
         GradedCompletion(None, False, (), (), (), (), ()),
-    ]  # fmt: skip
+    ]
     rows = [lps, [math.log(0.3)]]
     geomean = step_confidences(rows, graded)
     assert geomean[0][0] == pytest.approx((0.5 * 0.8 * 0.2) ** (1 / 3), rel=1e-6)

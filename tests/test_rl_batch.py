@@ -7,14 +7,14 @@ import torch
 
 from fastcomt.formats import Completion, PlanRollout, ProblemRollout, marker_ids, prompt_ids, text_ids
 from fastcomt.kernels.rewards_reference import ccrl_rewards_reference
-from fastcomt.tasks import synthetic_problems
-from fastcomt.train.models import build_tiny_model
-from fastcomt_recipes.pretrain import execution_document, tokenizer_texts
 from fastcomt.rewards import reward_inputs
+from fastcomt.tasks import synthetic_problems
+from fastcomt.tokenizer import train_tokenizer
+from fastcomt.train.models import build_tiny_model
 from fastcomt.train.rl import policy_update
 from fastcomt.train.rl_batch import build_policy_batch, micro_batches, score_rollouts
 from fastcomt.train.rl_config import PolicyLossConfig, RewardConfig
-from fastcomt.tokenizer import train_tokenizer
+from fastcomt_recipes.pretrain import execution_document, tokenizer_texts
 
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
 HALF = math.log(0.5)
@@ -50,8 +50,10 @@ def _wrong(problem):
 
 def test_lambda_zero_rewards_are_answer_correctness(setup):
     problems, tok = setup
-    rollouts = [_rollout(problems[0], tok, [problems[0].solution, _wrong(problems[0])]),
-                _rollout(problems[1], tok, [_wrong(problems[1]), _wrong(problems[1]), problems[1].solution])]  # fmt: skip
+    rollouts = [
+        _rollout(problems[0], tok, [problems[0].solution, _wrong(problems[0])]),
+        _rollout(problems[1], tok, [_wrong(problems[1]), _wrong(problems[1]), problems[1].solution]),
+    ]
     scored = score_rollouts(rollouts, tok, RewardConfig(lam=0.0))
     assert [e.graded.answer_correct for e in scored.executions] == [True, False, False, False, True]
     torch.testing.assert_close(scored.rewards.rewards, torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0]))
@@ -75,8 +77,15 @@ def test_calibrated_reward_by_hand_and_against_reference(setup):
     width = max(len(e.token_ids) for e in scored.executions)
     inputs = reward_inputs(graded, width)
     lp = torch.full((2, width), HALF, dtype=torch.float64)
-    ref = ccrl_rewards_reference(lp, inputs.span_ids, inputs.step_correct, inputs.answer_correct,
-                                 torch.tensor([0, 0]), torch.tensor([0, 0]), lam=0.5)  # fmt: skip
+    ref = ccrl_rewards_reference(
+        lp,
+        inputs.span_ids,
+        inputs.step_correct,
+        inputs.answer_correct,
+        torch.tensor([0, 0]),
+        torch.tensor([0, 0]),
+        lam=0.5,
+    )
     torch.testing.assert_close(scored.rewards.advantages.double(), ref.advantages, rtol=1e-5, atol=1e-5)
 
 
@@ -116,15 +125,18 @@ def test_micro_batches_respect_the_token_budget():
         micro_batches([1], 0)
 
 
-@pytest.mark.parametrize("lm_head,budget,loss_type", [("fused", 10_000, "dapo"), ("torch", 40, "dapo"),
-                                                     ("torch", 40, "dr_grpo")])  # fmt: skip
+@pytest.mark.parametrize(
+    "lm_head,budget,loss_type", [("fused", 10_000, "dapo"), ("torch", 40, "dapo"), ("torch", 40, "dr_grpo")]
+)
 def test_update_gradient_matches_full_logits_policy_gradient(setup, lm_head, budget, loss_type):
     """At ratio 1 the dapo surrogate's gradient is -sum(A_t grad log p_t) / tokens (dr_grpo: / rows x
     the run's max completion length, a constant): one SGD step with micro-batches (fused or torch
     head) moves the weights exactly as that full-logits loss."""
     problems, tok = setup
-    rollouts = [_rollout(problems[4], tok, [problems[4].solution, _wrong(problems[4])]),
-                _rollout(problems[5], tok, [_wrong(problems[5]), problems[5].solution, problems[5].solution])]  # fmt: skip
+    rollouts = [
+        _rollout(problems[4], tok, [problems[4].solution, _wrong(problems[4])]),
+        _rollout(problems[5], tok, [_wrong(problems[5]), problems[5].solution, problems[5].solution]),
+    ]
     scored = score_rollouts(rollouts, tok, RewardConfig(lam=0.5))
     batch = build_policy_batch(scored, pad_id=tok.pad_token_id)
     model = build_tiny_model(TINY, len(tok), pad_token_id=tok.pad_token_id).double()
@@ -144,13 +156,22 @@ def test_update_gradient_matches_full_logits_policy_gradient(setup, lm_head, bud
     model = model.float()
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    loss_cfg = PolicyLossConfig(loss_type=loss_type, old_logprobs="recompute", tis_cap=None, lm_head=lm_head,
-                                micro_batch_tokens=budget)  # fmt: skip
+    loss_cfg = PolicyLossConfig(
+        loss_type=loss_type, old_logprobs="recompute", tis_cap=None, lm_head=lm_head, micro_batch_tokens=budget
+    )
     if loss_type == "dr_grpo":
         with pytest.raises(ValueError, match="max_completion_tokens"):
             policy_update(model, batch, loss_cfg, optimizer=opt, scheduler=sched, temperature=1.0, grad_clip=1e9)
-    metrics = policy_update(model, batch, loss_cfg, optimizer=opt, scheduler=sched, temperature=1.0, grad_clip=1e9,
-                            max_completion_tokens=max_completion)  # fmt: skip
+    metrics = policy_update(
+        model,
+        batch,
+        loss_cfg,
+        optimizer=opt,
+        scheduler=sched,
+        temperature=1.0,
+        grad_clip=1e9,
+        max_completion_tokens=max_completion,
+    )
     assert metrics["micro_batches"] == (1 if budget > 1000 else 5)
     assert metrics["ratio"] == pytest.approx(1.0, abs=1e-5)
     for p, e in zip(model.parameters(), expected):

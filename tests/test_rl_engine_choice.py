@@ -13,7 +13,9 @@ def _cfg(**rollout):
 def test_vllm_http_needs_server_urls_and_only_it_takes_them():
     check_rl_config(_cfg(engine="vllm_http", server_urls=["http://127.0.0.1:8000"]))
     check_rl_config(_cfg(engine="vllm", vllm_args={"dtype": "bfloat16", "block_size": 32}))
-    with pytest.raises(ValueError, match="rollout.server_urls: expected server URLs exactly when rollout.engine is one of"):
+    with pytest.raises(
+        ValueError, match="rollout.server_urls: expected server URLs exactly when rollout.engine is one of"
+    ):
         check_rl_config(_cfg(engine="vllm_http"))
     with pytest.raises(ValueError, match="rollout.server_urls"):
         check_rl_config(_cfg(server_urls=["http://127.0.0.1:1"]))

@@ -9,14 +9,27 @@ from safetensors.torch import load_file
 
 from fastcomt.rollout import GroupRequest, SamplingParams, TransformersEngine
 from fastcomt.tasks import synthetic_problems
-from fastcomt.train.models import build_tiny_model
-from fastcomt_recipes.pretrain import tokenizer_texts
-from fastcomt.train.rl import run_rl
 from fastcomt.tokenizer import train_tokenizer
+from fastcomt.train.models import build_tiny_model
+from fastcomt.train.rl import run_rl
+from fastcomt_recipes.pretrain import tokenizer_texts
 
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
-LOGGED = ("reward", "accuracy", "ece", "overconfident_error_rate", "clip_frac_low", "clip_frac_high", "kl", "entropy",
-          "tokens_per_s", "prefix_cache_hit_rate", "time_rollout", "time_scoring", "time_update")  # fmt: skip
+LOGGED = (
+    "reward",
+    "accuracy",
+    "ece",
+    "overconfident_error_rate",
+    "clip_frac_low",
+    "clip_frac_high",
+    "kl",
+    "entropy",
+    "tokens_per_s",
+    "prefix_cache_hit_rate",
+    "time_rollout",
+    "time_scoring",
+    "time_update",
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +67,10 @@ def _final_weights(out_dir):
 
 def _metrics(out_dir):
     rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not (k.startswith("time_") or k in ("seconds",) or k.endswith("per_s"))} for r in rows]
+    return [
+        {k: v for k, v in r.items() if not (k.startswith("time_") or k in ("seconds",) or k.endswith("per_s"))}
+        for r in rows
+    ]
 
 
 def test_two_steps_then_exact_resume(start_dir, tmp_path):
@@ -89,7 +105,9 @@ def test_weights_reach_the_engine(start_dir, tmp_path):
     engine = TransformersEngine(copy.deepcopy(model).eval())
     probe = [GroupRequest((5, 6, 7, 8), (0,), SamplingParams(temperature=0.0, max_new_tokens=6))]
     before = engine.generate(probe)[0].samples[0]
-    summary = run_rl(_config(start_dir, tmp_path / "run", steps=1, loss={"beta": 0.0}, optim={"lr": 5e-2}), engine=engine)
+    summary = run_rl(
+        _config(start_dir, tmp_path / "run", steps=1, loss={"beta": 0.0}, optim={"lr": 5e-2}), engine=engine
+    )
     assert engine.weight_version == 1
     after = engine.generate(probe)[0].samples[0]
     assert after.weight_version == 1

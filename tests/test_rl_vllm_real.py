@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 from safetensors.torch import load_file
 from vllm_real import requires_vllm, save_checkpoint
@@ -24,8 +23,14 @@ def test_two_ccrl_steps_with_the_vllm_engine(tmp_path):
         "model": {"path": str(start)},
         "steps": 2,
         "data": {"num_problems": 12, "seed": 1},
-        "rollout": {"engine": "vllm", "vllm_args": VLLM_ARGS, "problems_per_step": 2, "executions_per_plan": 4,
-                    "max_new_tokens": 8, "plan_max_new_tokens": 8},  # fmt: skip
+        "rollout": {
+            "engine": "vllm",
+            "vllm_args": VLLM_ARGS,
+            "problems_per_step": 2,
+            "executions_per_plan": 4,
+            "max_new_tokens": 8,
+            "plan_max_new_tokens": 8,
+        },
         "loss": {"micro_batch_tokens": 256, "lm_head": "torch"},
         "optim": {"lr": 1e-2, "warmup_steps": 0},
         "progress": False,

@@ -13,7 +13,9 @@ def test_refusals_are_retried_with_doubling_pauses():
 
 def test_a_backend_that_never_flushes_is_named_in_the_error():
     pauses = []
-    with pytest.raises(CacheFlushError, match="http://a:1/flush_cache: the prefix cache was not flushed after 3 attempts"):
+    with pytest.raises(
+        CacheFlushError, match="http://a:1/flush_cache: the prefix cache was not flushed after 3 attempts"
+    ):
         confirm_flush(lambda: False, what="http://a:1/flush_cache", attempts=3, delay=0.7, sleep=pauses.append)
     assert pauses == pytest.approx([0.7, 1.0])  # capped at 1 s; no pause after the last refusal
 

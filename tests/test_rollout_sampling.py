@@ -12,7 +12,13 @@ from fastcomt.rollout.sampling import sample_next_tokens, sampled_logprobs_and_s
 
 def test_uniforms_follow_the_published_splitmix64_sequence():
     # The first outputs of SplitMix64 seeded with 1234567 (Vigna's reference generator).
-    published = [6457827717110365317, 3203168211198807973, 9817491932198370423, 4593380528125082431, 16408922859458223821]
+    published = [
+        6457827717110365317,
+        3203168211198807973,
+        9817491932198370423,
+        4593380528125082431,
+        16408922859458223821,
+    ]
     for step, value in enumerate(published):
         assert splitmix64_uniform(1234567, step) == (value >> 11) / 2.0**53
 

@@ -26,9 +26,16 @@ def _groups() -> list[GroupRequest]:
     for p in range(6):
         prompt = random_ids(10 + p, 100 + p)
         for plan in range(2):
-            groups.append(GroupRequest.from_parts(prompt, random_ids(3 + plan, 10 * p + plan),
-                                                  seeds=[1000 * p + 10 * plan + j for j in range(3)], sampling=SAMPLING,
-                                                  affinity_key=f"problem-{p}", request_id=f"p{p}-plan{plan}"))  # fmt: skip
+            groups.append(
+                GroupRequest.from_parts(
+                    prompt,
+                    random_ids(3 + plan, 10 * p + plan),
+                    seeds=[1000 * p + 10 * plan + j for j in range(3)],
+                    sampling=SAMPLING,
+                    affinity_key=f"problem-{p}",
+                    request_id=f"p{p}-plan{plan}",
+                )
+            )
     return groups
 
 
@@ -52,13 +59,23 @@ def servers(model):
 
 
 def _fleet(servers, **kwargs):
-    return SGLangFleetEngine([s.url for s in servers], backoff_base=0.01, max_retries=2, timeout=30,
-                             tensor_serializer=encode_torch_tensors, **kwargs)  # fmt: skip
+    return SGLangFleetEngine(
+        [s.url for s in servers],
+        backoff_base=0.01,
+        max_retries=2,
+        timeout=30,
+        tensor_serializer=encode_torch_tensors,
+        **kwargs,
+    )
 
 
 def _sampled_rids(server) -> list[str]:
-    return [rid for op, body in server.runtime.calls if op == "generate" and isinstance(body["input_ids"][0], list)
-            for rid in body["rid"]]  # fmt: skip
+    return [
+        rid
+        for op, body in server.runtime.calls
+        if op == "generate" and isinstance(body["input_ids"][0], list)
+        for rid in body["rid"]
+    ]
 
 
 def _assert_same_samples(got, expected):
@@ -123,9 +140,9 @@ def test_weights_stream_to_both_servers_in_buckets(servers, model):
         assert ops[start - 1] == "pause_generation"
         session = ops[start : ops.index("end_weight_update") + 1]
         assert session.count("update_weights_from_tensor") >= 1 and session[-1] == "end_weight_update"
-        assert "flush_cache" in ops[ops.index("end_weight_update"):]
+        assert "flush_cache" in ops[ops.index("end_weight_update") :]
         assert server.runtime.weight_version == "3" and server.runtime.cache[-1]  # cache refilled after the flush
-        for (name, p), (_, q) in zip(server.runtime.engine.model.named_parameters(), new.named_parameters()):
+        for (_name, p), (_, q) in zip(server.runtime.engine.model.named_parameters(), new.named_parameters()):
             torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
@@ -146,21 +163,38 @@ def test_rl_run_on_a_fleet_pushes_every_step_to_both_servers(tmp_path, sync):
     from fastcomt.train.rl import run_rl
     from fastcomt_recipes.pretrain import tokenizer_texts
 
-    tok = train_tokenizer(tokenizer_texts(synthetic_problems(16, seed=5)), kind="number_word", number_max=120, vocab_size=900)
-    model = build_tiny_model({"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64},
-                             len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+    tok = train_tokenizer(
+        tokenizer_texts(synthetic_problems(16, seed=5)), kind="number_word", number_max=120, vocab_size=900
+    )
+    model = build_tiny_model(
+        {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64},
+        len(tok),
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     model.save_pretrained(tmp_path / "start")
     tok.save_pretrained(tmp_path / "start")
     a = StandInSGLangServer(FakeSGLangRuntime(TransformersEngine(copy.deepcopy(model))))
     b = StandInSGLangServer(FakeSGLangRuntime(TransformersEngine(copy.deepcopy(model))))
     with a, b, _fleet((a, b)) as fleet:
-        summary = run_rl({
-            "output_dir": str(tmp_path / "run"), "model": {"path": str(tmp_path / "start")}, "steps": 2,
-            "data": {"num_problems": 12, "seed": 1}, "progress": False,
-            "rollout": {"problems_per_step": 4, "executions_per_plan": 2, "max_new_tokens": 6, "plan_max_new_tokens": 6,
-                        "weight_sync": sync},
-            "loss": {"micro_batch_tokens": 64},
-        }, engine=fleet)  # fmt: skip
+        summary = run_rl(
+            {
+                "output_dir": str(tmp_path / "run"),
+                "model": {"path": str(tmp_path / "start")},
+                "steps": 2,
+                "data": {"num_problems": 12, "seed": 1},
+                "progress": False,
+                "rollout": {
+                    "problems_per_step": 4,
+                    "executions_per_plan": 2,
+                    "max_new_tokens": 6,
+                    "plan_max_new_tokens": 6,
+                    "weight_sync": sync,
+                },
+                "loss": {"micro_batch_tokens": 64},
+            },
+            engine=fleet,
+        )
     assert summary["steps"] == 2 and fleet.weight_version == 2
     for server in (a, b):
         ops = [op for op, _ in server.runtime.calls]

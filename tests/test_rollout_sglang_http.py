@@ -12,7 +12,16 @@ from rollout_models import random_ids, tiny_qwen2
 from standin_servers import FakeSGLangRuntime, StandInSGLangServer, encode_torch_tensors
 
 from fastcomt.http_retry import HTTPStatusError, MalformedResponseError, RetriesExhaustedError
-from fastcomt.rollout import CacheFlushError, GenerationAbortedError, ServerDiedError, GroupRequest, SamplingParams, SGLangHTTPEngine, TransformersEngine, rollout_totals
+from fastcomt.rollout import (
+    CacheFlushError,
+    GenerationAbortedError,
+    GroupRequest,
+    SamplingParams,
+    ServerDiedError,
+    SGLangHTTPEngine,
+    TransformersEngine,
+    rollout_totals,
+)
 
 # On an empty radix cache, by hand: the shared prompt (14) and each plan (4, 7) once, the other
 # problem's prefix (9) once, plus the last prompt token that each of the 8 siblings recomputes.
@@ -23,7 +32,14 @@ SAMPLING = SamplingParams(temperature=0.9, top_p=0.9, top_k=40, max_new_tokens=6
 def _groups() -> list[GroupRequest]:
     prompt = random_ids(14, 1)
     groups = [
-        GroupRequest.from_parts(prompt, random_ids(n, 20 + n), seeds=[10 * n + j for j in range(3)], sampling=SAMPLING, affinity_key="p1", request_id=f"p1-plan{n}")
+        GroupRequest.from_parts(
+            prompt,
+            random_ids(n, 20 + n),
+            seeds=[10 * n + j for j in range(3)],
+            sampling=SAMPLING,
+            affinity_key="p1",
+            request_id=f"p1-plan{n}",
+        )
         for n in (4, 7)
     ]
     groups.append(GroupRequest(random_ids(9, 2), (5, 6), SAMPLING, affinity_key="p2", request_id="p2-plan0"))
@@ -126,7 +142,10 @@ def test_persistent_server_errors_exhaust_the_retries(server):
 
 
 def test_unreachable_server_is_retried_then_reported():
-    with _engine("http://127.0.0.1:9", max_retries=1, timeout=2) as engine, pytest.raises(RetriesExhaustedError, match="failed 2 times"):
+    with (
+        _engine("http://127.0.0.1:9", max_retries=1, timeout=2) as engine,
+        pytest.raises(RetriesExhaustedError, match="failed 2 times"),
+    ):
         engine.generate(_groups()[:1])
 
 
@@ -158,9 +177,18 @@ def test_weight_update_from_tensors_runs_inside_a_session(server):
         server.runtime.calls.clear()
         engine.update_weights(new.state_dict(), version=1)
         ops = [op for op, _ in server.runtime.calls]
-        assert ops == ["pause_generation", "begin_weight_update", "update_weights_from_tensor", "end_weight_update", "flush_cache", "continue_generation"]
+        assert ops == [
+            "pause_generation",
+            "begin_weight_update",
+            "update_weights_from_tensor",
+            "end_weight_update",
+            "flush_cache",
+            "continue_generation",
+        ]
         body = dict(server.runtime.calls)["update_weights_from_tensor"]
-        assert len(body["serialized_named_tensors"]) == 2 and body["weight_version"] == "1" and body["flush_cache"] is True
+        assert (
+            len(body["serialized_named_tensors"]) == 2 and body["weight_version"] == "1" and body["flush_cache"] is True
+        )
         got = engine.generate(_groups())
     _assert_same_samples(got, expected)
     assert not server.runtime.session_open
@@ -187,7 +215,11 @@ def test_foreign_weight_change_is_detected(server, tmp_path):
 
 def test_groups_of_one_problem_share_a_server(model, reference):
     runtimes = [FakeSGLangRuntime(TransformersEngine(copy.deepcopy(model))) for _ in range(3)]
-    with StandInSGLangServer(runtimes[0]) as a, StandInSGLangServer(runtimes[1]) as b, StandInSGLangServer(runtimes[2]) as c:
+    with (
+        StandInSGLangServer(runtimes[0]) as a,
+        StandInSGLangServer(runtimes[1]) as b,
+        StandInSGLangServer(runtimes[2]) as c,
+    ):
         with _engine([a.url, b.url, c.url]) as engine:
             got = engine.generate(_groups())
             homes = {g.affinity_key: engine.server_for(g) for g in _groups()}
@@ -231,7 +263,14 @@ def test_a_refused_flush_is_asked_again_until_it_succeeds(server, tmp_path):
         server.runtime.calls.clear()
         engine.update_weights(tmp_path / "w", version=1)
         ops = [op for op, _ in server.runtime.calls]
-        assert ops == ["pause_generation", "update_weights_from_disk", "flush_cache", "flush_cache", "flush_cache", "continue_generation"]
+        assert ops == [
+            "pause_generation",
+            "update_weights_from_disk",
+            "flush_cache",
+            "flush_cache",
+            "flush_cache",
+            "continue_generation",
+        ]
         assert not server.runtime.cache and engine.weight_version == 1
 
 
@@ -250,7 +289,9 @@ def test_a_server_that_dies_during_a_weight_push_is_a_clear_error(server, tmp_pa
     server.set_faults(lambda path, n: "die" if path == endpoint else None)
     with _engine(server.url, timeout=5) as engine:
         start = time.monotonic()
-        with pytest.raises(ServerDiedError, match=r"died during the weight update to version 1: it no longer answers /health"):
+        with pytest.raises(
+            ServerDiedError, match=r"died during the weight update to version 1: it no longer answers /health"
+        ):
             engine.update_weights(tmp_path / "w", version=1)
         assert time.monotonic() - start < 20  # retries are bounded: an error, not a hang
         assert engine.weight_version == 0

@@ -16,10 +16,14 @@ def _ccrl_groups(sampling: SamplingParams) -> list[GroupRequest]:
     prompt_a, prompt_b = random_ids(23, 1), random_ids(9, 2)
     plans = [random_ids(n, 10 + n) for n in (6, 11, 3)]
     groups = [
-        GroupRequest.from_parts(prompt_a, plan, seeds=[100 * i + j for j in range(3)], sampling=sampling, affinity_key="a")
+        GroupRequest.from_parts(
+            prompt_a, plan, seeds=[100 * i + j for j in range(3)], sampling=sampling, affinity_key="a"
+        )
         for i, plan in enumerate(plans)
     ]
-    groups.append(GroupRequest.from_parts(prompt_b, random_ids(4, 30), seeds=[7, 8], sampling=sampling, affinity_key="b"))
+    groups.append(
+        GroupRequest.from_parts(prompt_b, random_ids(4, 30), seeds=[7, 8], sampling=sampling, affinity_key="b")
+    )
     return groups
 
 
@@ -52,8 +56,10 @@ def test_greedy_equals_transformers_generate():
     for result in results:
         ids = torch.tensor(result.request.prefix_ids)[None]
         with torch.no_grad():
-            out = model.generate(ids, do_sample=False, max_new_tokens=12, min_new_tokens=12, pad_token_id=0, eos_token_id=None)
-        expected = tuple(out[0, ids.shape[1]:].tolist())
+            out = model.generate(
+                ids, do_sample=False, max_new_tokens=12, min_new_tokens=12, pad_token_id=0, eos_token_id=None
+            )
+        expected = tuple(out[0, ids.shape[1] :].tolist())
         assert all(s.token_ids == expected for s in result.samples)
 
 
@@ -152,7 +158,7 @@ def test_prefill_computes_each_shared_span_once():
     def count_real_tokens(module, args, kwargs):
         ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
         if ids.shape[1] > 1:  # prefill chunks; decode steps feed one token per row
-            computed.append(int(mask[:, -ids.shape[1]:].sum()))
+            computed.append(int(mask[:, -ids.shape[1] :].sum()))
 
     handle = model.register_forward_pre_hook(count_real_tokens, with_kwargs=True)
     try:

@@ -16,7 +16,15 @@ from rollout_models import random_ids, tiny_qwen2
 from standin_servers import StandInVLLMServer
 
 from fastcomt.http_retry import MalformedResponseError
-from fastcomt.rollout import CacheFlushError, GroupRequest, SamplingParams, ServerDiedError, TransformersEngine, VLLMEngine, VLLMHTTPEngine
+from fastcomt.rollout import (
+    CacheFlushError,
+    GroupRequest,
+    SamplingParams,
+    ServerDiedError,
+    TransformersEngine,
+    VLLMEngine,
+    VLLMHTTPEngine,
+)
 
 SAMPLING = SamplingParams(temperature=0.9, max_new_tokens=6, stop_token_ids=(3, 17))
 
@@ -24,7 +32,9 @@ SAMPLING = SamplingParams(temperature=0.9, max_new_tokens=6, stop_token_ids=(3, 
 def _groups() -> list[GroupRequest]:
     prompt = random_ids(14, 1)
     return [
-        GroupRequest.from_parts(prompt, random_ids(n, 20 + n), seeds=[10 * n + j for j in range(3)], sampling=SAMPLING, affinity_key="p1")
+        GroupRequest.from_parts(
+            prompt, random_ids(n, 20 + n), seeds=[10 * n + j for j in range(3)], sampling=SAMPLING, affinity_key="p1"
+        )
         for n in (4, 7)
     ] + [GroupRequest(random_ids(9, 2), (5, 6), SAMPLING, affinity_key="p2")]
 
@@ -50,7 +60,9 @@ def _engine(urls, **kwargs) -> VLLMHTTPEngine:
 def _same(got, expected):
     for g, e in zip(got, expected, strict=True):
         assert g.request == e.request and [s.seed for s in g.samples] == list(g.request.seeds)
-        assert [(s.token_ids, s.finish_reason) for s in g.samples] == [(s.token_ids, s.finish_reason) for s in e.samples]
+        assert [(s.token_ids, s.finish_reason) for s in g.samples] == [
+            (s.token_ids, s.finish_reason) for s in e.samples
+        ]
         for sg, se in zip(g.samples, e.samples):
             torch.testing.assert_close(torch.tensor(sg.logprobs), torch.tensor(se.logprobs), atol=1e-5, rtol=0)
 
@@ -61,7 +73,10 @@ def test_samples_equal_the_transformers_engine_and_cache_hits_are_read_back(serv
     _same(got, TransformersEngine(model).generate(_groups()))
     bodies = [b for p, b in server.calls if p == "/v1/completions"]
     assert len(bodies) == 8 and sorted(b["seed"] for b in bodies) == sorted(s for g in _groups() for s in g.seeds)
-    assert all(b["logprobs"] == 0 and b["ignore_eos"] and b["return_token_ids"] and b["stop_token_ids"] == [3, 17] for b in bodies)
+    assert all(
+        b["logprobs"] == 0 and b["ignore_eos"] and b["return_token_ids"] and b["stop_token_ids"] == [3, 17]
+        for b in bodies
+    )
     # Whole blocks of 4; prefixes of 18, 21 and 9 tokens (the last token is always computed) can be
     # served 4, 5 and 2 blocks per request. Whatever the arrival order, each distinct block is
     # computed once: the plans share 3 blocks of the 14-token prompt and own 1 and 2 more, p2 has 2.
@@ -89,7 +104,9 @@ def test_a_refused_reset_is_asked_again(server, tmp_path):
         engine.update_weights(tmp_path / "w", version=1)
         assert [p for p, _ in server.calls].count("/reset_prefix_cache") == 3 and engine.weight_version == 1
         server.refuse_resets = 1000
-        with pytest.raises(CacheFlushError, match="reset_prefix_cache: the prefix cache was not flushed after 10 attempts"):
+        with pytest.raises(
+            CacheFlushError, match="reset_prefix_cache: the prefix cache was not flushed after 10 attempts"
+        ):
             engine.flush_cache()
 
 

@@ -26,8 +26,13 @@ def server(models):
     from fastcomt.rollout.vllm_server import VLLMServer
 
     log = models["root"] / "server.log"
-    with VLLMServer(models["root"] / "old", python=sys.executable, extra_args=SERVER_ARGS,
-                    env={"VLLM_CPU_KVCACHE_SPACE": "1"}, log_path=log) as srv:  # fmt: skip
+    with VLLMServer(
+        models["root"] / "old",
+        python=sys.executable,
+        extra_args=SERVER_ARGS,
+        env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+        log_path=log,
+    ) as srv:
         yield srv
 
 
@@ -48,7 +53,10 @@ def test_samples_logprobs_seeds_and_cache_hits(engine, models):
     prompt = prompt_ids(70, 5, v)
     plans = [prompt_ids(30, 6, v), prompt_ids(26, 7, v)]
     sampling = SamplingParams(temperature=0.8, max_new_tokens=6)
-    groups = [GroupRequest.from_parts(prompt, plan, seeds=(m, 10 + m), sampling=sampling, affinity_key="p") for m, plan in enumerate(plans)]
+    groups = [
+        GroupRequest.from_parts(prompt, plan, seeds=(m, 10 + m), sampling=sampling, affinity_key="p")
+        for m, plan in enumerate(plans)
+    ]
     engine.flush_cache()
     first = engine.generate(groups)
     again = engine.generate(groups)
@@ -61,7 +69,11 @@ def test_samples_logprobs_seeds_and_cache_hits(engine, models):
     # Samples run concurrently, so which one computes a shared block first is not fixed, but the
     # total is: each whole block (3 of plan 0's 100-token prefix, 2 of plan 1's 96 tokens less the
     # last, 2 of them shared) is computed once: 3 + 3 + 2 + 2 - 3 = 7 blocks served from the cache.
-    assert sum(r.cached_tokens for r in first) == sum(expected_cached([g.prefix_ids for g in groups for _ in g.seeds])) == 7 * 32
+    assert (
+        sum(r.cached_tokens for r in first)
+        == sum(expected_cached([g.prefix_ids for g in groups for _ in g.seeds]))
+        == 7 * 32
+    )
     assert [s.cached_tokens for r in again for s in r.samples] == [96, 96, 64, 64]  # a repeat is served whole
 
 

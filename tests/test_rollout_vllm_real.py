@@ -55,7 +55,9 @@ def test_stop_token_ends_the_sample_and_is_kept(engine, models):
     prefix = prompt_ids(20, 2, _vocab(models))
     ahead = greedy(models["old"], prefix, 6)
     stop = ahead[3]
-    [result] = engine.generate([GroupRequest(prefix, (0,), SamplingParams(temperature=0.0, max_new_tokens=6, stop_token_ids=(stop,)))])
+    [result] = engine.generate(
+        [GroupRequest(prefix, (0,), SamplingParams(temperature=0.0, max_new_tokens=6, stop_token_ids=(stop,)))]
+    )
     sample = result.samples[0]
     first = ahead.index(stop)
     assert sample.token_ids == ahead[: first + 1] and sample.finish_reason == "stop"
@@ -82,7 +84,10 @@ def test_m_plans_times_g_executions_hit_the_prefix_cache(engine, models):
     plans = [prompt_ids(30, 6, v), prompt_ids(26, 7, v)]
     g = 4
     sampling = SamplingParams(temperature=1.0, max_new_tokens=4)
-    groups = [GroupRequest.from_parts(prompt, plan, seeds=range(10 * m, 10 * m + g), sampling=sampling) for m, plan in enumerate(plans)]
+    groups = [
+        GroupRequest.from_parts(prompt, plan, seeds=range(10 * m, 10 * m + g), sampling=sampling)
+        for m, plan in enumerate(plans)
+    ]
     engine.flush_cache()
     results = engine.generate(groups)
     got = [s.cached_tokens for r in results for s in r.samples]
@@ -106,7 +111,12 @@ def test_weight_update_flushes_the_cache_so_stale_kv_is_never_served(engine, mod
     engine.update_weights(models["new"].state_dict(), version=1)  # tensors: staged, reloaded, flushed
     sample = engine.generate(probe)[0].samples[0]
     assert (sample.token_ids, sample.weight_version, sample.cached_tokens) == (new, 1, 0)
-    torch.testing.assert_close(torch.tensor(sample.logprobs, dtype=torch.float64), teacher_forced(models["new"], prefix, new, 0.0), atol=2e-4, rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(sample.logprobs, dtype=torch.float64),
+        teacher_forced(models["new"], prefix, new, 0.0),
+        atol=2e-4,
+        rtol=0,
+    )
 
     engine.update_weights(models["root"] / "old", version=2)  # a checkpoint folder
     sample = engine.generate(probe)[0].samples[0]

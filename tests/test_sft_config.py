@@ -38,10 +38,22 @@ def test_overrides(tmp_path):
     ("data", "message"),
     [
         ({"data": {"train": "d"}}, "output_dir: required key missing"),
-        ({"output_dir": "o", "data": {"train": "d"}, "optim": {"lr": "fast"}}, "optim.lr: expected float, got str 'fast'"),
-        ({"output_dir": "o", "data": {"train": "d"}, "optim": {"epochs": 1.5}}, "optim.epochs: expected int, got float"),
-        ({"output_dir": "o", "data": {"train": "d"}, "optim": {"epochs": True}}, "optim.epochs: expected int, got bool"),
-        ({"output_dir": "o", "data": {"train": "d"}, "precision": "fp8"}, r"precision: expected one of \['bf16', 'fp32'\]"),
+        (
+            {"output_dir": "o", "data": {"train": "d"}, "optim": {"lr": "fast"}},
+            "optim.lr: expected float, got str 'fast'",
+        ),
+        (
+            {"output_dir": "o", "data": {"train": "d"}, "optim": {"epochs": 1.5}},
+            "optim.epochs: expected int, got float",
+        ),
+        (
+            {"output_dir": "o", "data": {"train": "d"}, "optim": {"epochs": True}},
+            "optim.epochs: expected int, got bool",
+        ),
+        (
+            {"output_dir": "o", "data": {"train": "d"}, "precision": "fp8"},
+            r"precision: expected one of \['bf16', 'fp32'\]",
+        ),
         ({"output_dir": "o", "data": {"train": "d"}, "model": {"hidden": 3}}, "model: unknown key 'hidden'"),
         ({"output_dir": "o", "data": {"train": 5}}, "data.train: expected str, got int"),
         ({"output_dir": "o", "data": {"train": "d"}, "progress": "yes"}, "progress: expected bool"),

@@ -3,10 +3,9 @@ the execution only (the demo's rehearsed execution documents)."""
 
 import pytest
 
-from fastcomt.comt.records import ComtRecord
 from fastcomt.comt.chat import sft_messages
 from fastcomt.comt.offline import offline_meta_thought
-from fastcomt.comt.records import read_records
+from fastcomt.comt.records import ComtRecord, read_records
 from fastcomt.formats import EXECUTION_MARKER, end_of_turn_ids, marker_ids, prompt_ids, text_ids
 from fastcomt.tasks import synthetic_problems
 from fastcomt.tokenizer import encode_chat_examples, train_tokenizer
@@ -21,14 +20,15 @@ def tokenizer():
     problems = synthetic_problems(40, seed=0)
     texts = [f"{p.question}\n{offline_meta_thought(p).render()}\n{p.solution}" for p in problems]
     replayed = [f"{r.question}\n{r.target}" for r in replay_records(DOCUMENTS, seed=SEED)]
-    return train_tokenizer(texts + [EXECUTION_MARKER] + replayed, kind="number_word", vocab_size=4096,
-                           number_max=1000)  # fmt: skip
+    return train_tokenizer(texts + [EXECUTION_MARKER] + replayed, kind="number_word", vocab_size=4096, number_max=1000)
 
 
 def _records():
     problems = synthetic_problems(3, seed=1)
-    plans = [ComtRecord(f"p{i}", "synthetic", "meta_thought", p.question, offline_meta_thought(p).render(), p.answer)
-             for i, p in enumerate(problems)]  # fmt: skip
+    plans = [
+        ComtRecord(f"p{i}", "synthetic", "meta_thought", p.question, offline_meta_thought(p).render(), p.answer)
+        for i, p in enumerate(problems)
+    ]
     cot = [ComtRecord(f"c{i}", "synthetic", "cot", p.question, p.solution, p.answer) for i, p in enumerate(problems)]
     return plans, cot
 
@@ -59,8 +59,8 @@ def test_mixed_records_keep_their_order_and_bad_plan_end_is_rejected(tokenizer):
     plans, cot = _records()
     mixed = [plans[0], cot[0], plans[1]]
     examples, _ = encode_records(tokenizer, mixed, row_tokens=512)
-    assert list(examples[0].input_ids[-len(marker_ids(tokenizer)):]) == marker_ids(tokenizer)
-    assert list(examples[1].input_ids[-len(end_of_turn_ids(tokenizer)):]) == end_of_turn_ids(tokenizer)
+    assert list(examples[0].input_ids[-len(marker_ids(tokenizer)) :]) == marker_ids(tokenizer)
+    assert list(examples[1].input_ids[-len(end_of_turn_ids(tokenizer)) :]) == end_of_turn_ids(tokenizer)
     with pytest.raises(ValueError, match="data.plan_end"):
         encode_records(tokenizer, plans, row_tokens=512, plan_end="eos")
 
@@ -81,8 +81,11 @@ def test_loss_on_execution_trains_the_execution_of_the_plan_in_context(tokenizer
     assert closing and tokenizer.decode(closing).strip() != ""
     for doc, other, ex in zip(documents, questions, examples):
         trained = text_ids(tokenizer, doc.solution.strip()) + closing
-        context = (prompt_ids(tokenizer, other.question) + text_ids(tokenizer, offline_meta_thought(doc).render().strip())
-                   + marker_ids(tokenizer))  # fmt: skip
+        context = (
+            prompt_ids(tokenizer, other.question)
+            + text_ids(tokenizer, offline_meta_thought(doc).render().strip())
+            + marker_ids(tokenizer)
+        )
         assert list(ex.input_ids) == context + trained
         assert ex.num_loss_tokens == len(trained)  # the question and the plan are context only
         assert other.question != doc.question  # shown under an unrelated question

@@ -42,7 +42,9 @@ def test_loss_only_on_the_response(word_tok, tmp_path):
     prompt = [i for i, f in zip(ids, flags) if not f]
     response = [i for i, f in zip(ids, flags) if f]
     assert flags == sorted(flags)  # prompt first, then response
-    assert word_tok.decode(prompt) == "<|system|>\nBe brief.<|end|>\n<|user|>\nAna has 12 apples.<|end|>\n<|assistant|>\n"
+    assert (
+        word_tok.decode(prompt) == "<|system|>\nBe brief.<|end|>\n<|user|>\nAna has 12 apples.<|end|>\n<|assistant|>\n"
+    )
     assert word_tok.decode(response) == "The answer is 7.<|end|>\n"
     # The prompt tokens are exactly what generation sees.
     generation_prompt = word_tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
@@ -70,8 +72,14 @@ def test_loading_from_a_model_folder_keeps_our_tokenizer(tmp_path):
 
     tok = train_tokenizer(["apples = 12 - 5 = 7", "The answer is 7."], kind="number_word", vocab_size=4096)
     tok.save_pretrained(tmp_path)
-    Qwen2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                num_key_value_heads=1, intermediate_size=64).save_pretrained(tmp_path)  # fmt: skip
+    Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+    ).save_pretrained(tmp_path)
     loaded = load_tokenizer(tmp_path)
     text = "apples = 12 - 5 = 7"
     assert loaded.encode(text, add_special_tokens=False) == tok.encode(text, add_special_tokens=False)

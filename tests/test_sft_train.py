@@ -20,8 +20,16 @@ def records_path(tmp_path_factory):
     rows = []
     for i in range(8):
         a, b = i + 2, 2 * i + 1
-        rows.append(ComtRecord(f"toy-{i}", "toy", "meta_thought", f"Ana has {a} pens and gets {b} more. How many?",
-                               "Steps:\n1. total = pens + more\nAnswer: total", float(a + b)).to_dict())  # fmt: skip
+        rows.append(
+            ComtRecord(
+                f"toy-{i}",
+                "toy",
+                "meta_thought",
+                f"Ana has {a} pens and gets {b} more. How many?",
+                "Steps:\n1. total = pens + more\nAnswer: total",
+                float(a + b),
+            ).to_dict()
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -41,15 +49,21 @@ def _config(records_path, out_dir, **optim):
 def test_fused_loss_and_grads_match_full_logits():
     model = build_tiny_model(TINY, 40)
     gen = torch.Generator().manual_seed(0)
-    examples = [make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= 2 for i in range(n)]) for n in (7, 11)]
+    examples = [
+        make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= 2 for i in range(n)]) for n in (7, 11)
+    ]
     loss = sft.packed_loss_sum(model, collate_row(examples))
     loss.backward()
     fused_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     # Reference: each example alone through the full model (its LM head), torch's cross-entropy.
     reference = sum(
-        F.cross_entropy(model(input_ids=torch.tensor([ex.input_ids])).logits[0], torch.tensor(ex.targets),
-                        ignore_index=IGNORE_INDEX, reduction="sum")  # fmt: skip
+        F.cross_entropy(
+            model(input_ids=torch.tensor([ex.input_ids])).logits[0],
+            torch.tensor(ex.targets),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
         for ex in examples
     )
     reference.backward()
@@ -108,8 +122,10 @@ def test_step_gradient_does_not_depend_on_how_rows_are_packed():
     # tokens, whether the examples sit in one row or in three.
     model = build_tiny_model(TINY, 40)
     gen = torch.Generator().manual_seed(1)
-    examples = [make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= k for i in range(n)])
-                for n, k in ((5, 1), (12, 2), (9, 6))]  # fmt: skip
+    examples = [
+        make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= k for i in range(n)])
+        for n, k in ((5, 1), (12, 2), (9, 6))
+    ]
     grads = []
     for rows in ([collate_row(examples)], [collate_row([ex]) for ex in examples]):
         model.zero_grad()
@@ -135,7 +151,9 @@ def test_torch_loss_gives_the_fused_loss_and_gradients():
     # `loss: torch` (full logits, the CPU path) and `loss: fused` (the kernel) train the same thing.
     model = build_tiny_model(TINY, 40)
     gen = torch.Generator().manual_seed(2)
-    examples = [make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= 3 for i in range(n)]) for n in (6, 10)]
+    examples = [
+        make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= 3 for i in range(n)]) for n in (6, 10)
+    ]
     row = collate_row(examples)
     results = {}
     for loss in ("fused", "torch", "chunked"):

@@ -110,8 +110,14 @@ def test_tora_copies_read_through_path(shared_data):
 
 
 NUMERIC_FILES = [
-    ("gsm8k", "train"), ("gsm8k", "test"), ("gsm8k", "test_socratic"), ("svamp", "test"), ("asdiv", "asdiv-a"),
-    ("mawps", "test"), ("gsm_hard", "test"), ("gsm_symbolic", "test"),
+    ("gsm8k", "train"),
+    ("gsm8k", "test"),
+    ("gsm8k", "test_socratic"),
+    ("svamp", "test"),
+    ("asdiv", "asdiv-a"),
+    ("mawps", "test"),
+    ("gsm_hard", "test"),
+    ("gsm_symbolic", "test"),
 ]
 
 
@@ -155,7 +161,9 @@ def _write(tmp_path, name, text):
 
 def test_malformed_jsonl_names_file_and_line(tmp_path):
     good = json.dumps({"question": "q", "answer": "2+2=<<2+2=4>>4\n#### 4"})
-    path = _write(tmp_path, "bad.jsonl", f"{good}\n{{not json\n{json.dumps({'question': 'q', 'answer': 'no final'})}\n{good}\n")
+    path = _write(
+        tmp_path, "bad.jsonl", f"{good}\n{{not json\n{json.dumps({'question': 'q', 'answer': 'no final'})}\n{good}\n"
+    )
     with pytest.raises(RecordFormatError, match=r"bad\.jsonl:2: not valid JSON"):
         load_benchmark("gsm8k", path=path)
     problems = load_benchmark("gsm8k", path=path, lenient=True)

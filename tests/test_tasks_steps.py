@@ -63,7 +63,11 @@ def test_prose_results_chains_lists_and_wrong_arithmetic():
 def test_decimals_commas_negatives_percent():
     text = "Cost = 1,200 * 0.15 = 180.00 dollars; change = 20 - 25 = -5; rate = 30 * 50% = 15%."
     steps = find_steps(text, "1,200 0.15 20 25 30 50%")
-    assert [(s.value, s.decimals, s.arithmetic_ok) for s in steps] == [(180.0, 2, True), (-5.0, 0, True), (15.0, 0, True)]
+    assert [(s.value, s.decimals, s.arithmetic_ok) for s in steps] == [
+        (180.0, 2, True),
+        (-5.0, 0, True),
+        (15.0, 0, True),
+    ]
 
 
 def test_values_match_rounding():
@@ -121,8 +125,24 @@ def test_arith_matches_python_on_random_expressions():
 def test_char_to_token_spans_hand_offsets():
     text = "x = 12 + 345 = 357"
     # digit-split tokens: "x", " =", " ", "1", "2", " +", " ", "3", "4", "5", " =", " ", "3", "5", "7", then EOS (0, 0)
-    offsets = [(0, 1), (1, 3), (3, 4), (4, 5), (5, 6), (6, 8), (8, 9), (9, 10), (10, 11), (11, 12),
-               (12, 14), (14, 15), (15, 16), (16, 17), (17, 18), (0, 0)]
+    offsets = [
+        (0, 1),
+        (1, 3),
+        (3, 4),
+        (4, 5),
+        (5, 6),
+        (6, 8),
+        (8, 9),
+        (9, 10),
+        (10, 11),
+        (11, 12),
+        (12, 14),
+        (14, 15),
+        (15, 16),
+        (16, 17),
+        (17, 18),
+        (0, 0),
+    ]
     steps = find_steps(text, ())
     spans = char_to_token_spans([(s.start, s.end) for s in steps], offsets)
     assert spans == [(12, 15)]
@@ -144,7 +164,9 @@ def test_token_spans_with_a_trained_tokenizer():
         tok.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=individual_digits)]
         )
-        tok.train_from_iterator([p.solution for p in problems], trainers.BpeTrainer(vocab_size=300, special_tokens=["[UNK]"]))
+        tok.train_from_iterator(
+            [p.solution for p in problems], trainers.BpeTrainer(vocab_size=300, special_tokens=["[UNK]"])
+        )
         for p in problems[:16]:
             enc = tok.encode(p.solution)
             graded = grade_completion(p.solution, p, enc.offsets)
@@ -158,7 +180,9 @@ def test_token_spans_with_a_trained_tokenizer():
 
 
 def test_grade_completion_gold_outcome_and_unmapped():
-    p = Problem(id="t", question="Tom has 12 apples and eats 5.", answer=7.0, steps=(Step(value=7.0, expression="12-5"),))
+    p = Problem(
+        id="t", question="Tom has 12 apples and eats 5.", answer=7.0, steps=(Step(value=7.0, expression="12-5"),)
+    )
     good = grade_completion("apples_left = 12 - 5 = 7\nThe answer is 7.", p)
     assert good.answer_correct and good.step_correct == (1,) and good.step_source == (STEP_GOLD,)
     bad = grade_completion("apples_left = 12 - 5 = 8\nThe answer is 8.", p)

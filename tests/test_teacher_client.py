@@ -115,7 +115,10 @@ def test_malformed_answers_raise(tmp_path):
 
 
 def test_base_url_forms_and_validation(server, tmp_path):
-    assert TeacherClient("https://api.example.com/v1", "m", cache_dir=tmp_path).url == "https://api.example.com/v1/chat/completions"
+    assert (
+        TeacherClient("https://api.example.com/v1", "m", cache_dir=tmp_path).url
+        == "https://api.example.com/v1/chat/completions"
+    )
     assert TeacherClient("http://h:8000/", "m", cache_dir=tmp_path).url == "http://h:8000/v1/chat/completions"
     assert _client(server, tmp_path, max_concurrency=1).complete(_msgs("x"), max_tokens=5).startswith("teacher-7b|x")
     client = _client(server, tmp_path)
@@ -137,7 +140,9 @@ def test_backoff_doubles_and_honours_retry_after(tmp_path):
     plan = {0: "503", 1: "503", 2: "429"}
     with StandInChatServer(faults=lambda path, n: plan.get(n)) as srv:
         body = {"model": "m", "messages": _msgs("q")}
-        answer = request_json("POST", srv.url + "/v1/chat/completions", body, timeout=5, policy=policy, sleep=waits.append)
+        answer = request_json(
+            "POST", srv.url + "/v1/chat/completions", body, timeout=5, policy=policy, sleep=waits.append
+        )
     assert answer["choices"][0]["message"]["content"] == "m|q|t=None"
     # Jittered exponential backoff (0.2, then 0.4, each times [0.5, 1]), then the server's Retry-After: 0.
     assert 0.1 <= waits[0] <= 0.2 and 0.2 <= waits[1] <= 0.4 and waits[2] == 0.0

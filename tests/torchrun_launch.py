@@ -11,13 +11,22 @@ from pathlib import Path
 DRIVER = Path(__file__).with_name("distributed_driver.py")
 
 
-def torchrun(nproc: int, args: Sequence[str], *, script: str = DRIVER.name,
-             timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def torchrun(
+    nproc: int, args: Sequence[str], *, script: str = DRIVER.name, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """`torchrun --nproc_per_node nproc` of tests/<script> (default: distributed_driver.py) with `args`
     (the result, not checked)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRITON_INTERPRET": "1", "PYTHONUNBUFFERED": "1"}
     # --standalone: a rendezvous on localhost at a port the OS picks (no port chosen here that another
     # process could take in between)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "--max_restarts=0", str(DRIVER.with_name(script)), *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "--max_restarts=0",
+        str(DRIVER.with_name(script)),
+        *args,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -16,10 +16,18 @@ def save_tiny_policy(folder, *, seed: int = 0, **config_overrides) -> str:
     tokenizer = train_tokenizer(PROMPTS * 3 + ["the answer is 3 20 4 18"], kind="bpe", vocab_size=300)
     torch.manual_seed(seed)
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=128, tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **config_overrides,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **config_overrides,
+    )
     model = Qwen2ForCausalLM(config)
     with torch.no_grad():  # a larger head spreads the log-probs so that clipping happens
         model.lm_head.weight.mul_(8.0)
@@ -32,9 +40,18 @@ def grpo_config(output_dir, **overrides):
     from trl import GRPOConfig
 
     settings = dict(
-        output_dir=str(output_dir), per_device_train_batch_size=4, num_generations=4, max_completion_length=6,
-        use_cpu=True, report_to=[], save_strategy="no", logging_steps=1, max_steps=2, bf16=False, seed=0,
-    )  # fmt: skip
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=6,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        max_steps=2,
+        bf16=False,
+        seed=0,
+    )
     settings.update(overrides)
     return GRPOConfig(**settings)
 
@@ -70,7 +87,9 @@ def make_batch(trainer, *, seed: int = 0, prompt_len: int = 5, completion_len: i
     with torch.no_grad():
         input_ids = torch.cat([prompt_ids, completion_ids], 1)
         attention_mask = torch.cat([prompt_mask, completion_mask], 1)
-        logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, attention_mask, completion_len)
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, input_ids, attention_mask, completion_len
+        )
     noise = lambda scale: scale * torch.randn(batch, completion_len, generator=gen)  # noqa: E731
     ratio = torch.exp(noise(0.4))
     return {

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from fastcomt.tasks import synthetic_problems
+from fastcomt.tokenizer import train_tokenizer
 from fastcomt.train.models import build_tiny_model
 from fastcomt_recipes.pretrain import tokenizer_texts
-from fastcomt.tokenizer import train_tokenizer
 
 SKIP_REASON = (
     "vllm is not installed in this interpreter; the real-engine tests run in their own venv: "
@@ -28,13 +28,27 @@ requires_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, rea
 TINY = {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 256}
 BLOCK = 32  # vLLM caches whole blocks of this many tokens
 ENGINE_ARGS = {"dtype": "float32", "max_model_len": 512, "block_size": BLOCK, "enforce_eager": True, "seed": 0}
-SERVER_ARGS = ["--dtype", "float32", "--max-model-len", "512", "--block-size", str(BLOCK), "--enforce-eager", "--seed", "0"]
+SERVER_ARGS = [
+    "--dtype",
+    "float32",
+    "--max-model-len",
+    "512",
+    "--block-size",
+    str(BLOCK),
+    "--enforce-eager",
+    "--seed",
+    "0",
+]
 
 
 def save_checkpoint(path: Path, init_seed: int) -> torch.nn.Module:
     """A tiny Qwen2 and a locally trained word-level tokenizer saved in ``path``; returns the model (fp32)."""
-    tok = train_tokenizer(tokenizer_texts(synthetic_problems(16, seed=5)), kind="number_word", number_max=120, vocab_size=900)
-    model = build_tiny_model({**TINY, "init_seed": init_seed}, len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    tok = train_tokenizer(
+        tokenizer_texts(synthetic_problems(16, seed=5)), kind="number_word", number_max=120, vocab_size=900
+    )
+    model = build_tiny_model(
+        {**TINY, "init_seed": init_seed}, len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+    )
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return model.eval()
@@ -46,7 +60,9 @@ def prompt_ids(n: int, seed: int, vocab: int) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def teacher_forced(model: torch.nn.Module, prefix: tuple[int, ...], completion: tuple[int, ...], temperature: float) -> torch.Tensor:
+def teacher_forced(
+    model: torch.nn.Module, prefix: tuple[int, ...], completion: tuple[int, ...], temperature: float
+) -> torch.Tensor:
     """log_softmax(logits / T)[token] of each completion token from one float32 forward (T = 0: T = 1)."""
     ids = torch.tensor(prefix + completion)[None]
     logits = model(input_ids=ids).logits[0].double()

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
 from fastcomt.atomic_io import write_json_atomic
 from fastcomt.config import config_from_dict, config_to_dict
 from fastcomt.jsonl import JsonlAppender, iter_jsonl_dicts
+from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
 
 from .cot import cot_target
 from .filters import DEFAULT_ALLOWED_CONSTANTS, FilterSettings, run_filters
@@ -30,8 +30,15 @@ from .offline import OFFLINE_VERSION, OfflineAbstractionError, offline_meta_thou
 from .records import ComtRecord, record_ids
 from .teacher import PROMPT_VERSION, teacher_messages, teacher_outcome
 
-__all__ = ["TeacherSettings", "FilterConfig", "ComtDataConfig", "build_comt_data", "load_source_problems", "data_paths",
-           "build_settings"]
+__all__ = [
+    "TeacherSettings",
+    "FilterConfig",
+    "ComtDataConfig",
+    "build_comt_data",
+    "load_source_problems",
+    "data_paths",
+    "build_settings",
+]
 
 
 @dataclass
@@ -182,13 +189,21 @@ def build_comt_data(
 
 
 def _record_row(problem: Problem, kind: str, target: str, provenance: dict[str, Any]) -> dict[str, Any]:
-    record = ComtRecord(problem.id, problem.source or "unknown", kind, problem.question, target, problem.answer, provenance)
+    record = ComtRecord(
+        problem.id, problem.source or "unknown", kind, problem.question, target, problem.answer, provenance
+    )
     return record.to_dict()
 
 
 def _rejected_row(problem: Problem, provenance: dict[str, Any], target: str | None) -> dict[str, Any]:
-    return {"id": problem.id, "source": problem.source, "question": problem.question, "answer": problem.answer,
-            "target": target, "provenance": provenance}  # fmt: skip
+    return {
+        "id": problem.id,
+        "source": problem.source,
+        "question": problem.question,
+        "answer": problem.answer,
+        "target": target,
+        "provenance": provenance,
+    }
 
 
 def _offline_row(problem: Problem, settings: FilterSettings) -> tuple[bool, dict[str, Any]]:
@@ -206,17 +221,22 @@ def _offline_row(problem: Problem, settings: FilterSettings) -> tuple[bool, dict
     return True, _record_row(problem, "meta_thought", outcome.thought.render(), provenance)  # type: ignore[union-attr]
 
 
-def _teacher_row(problem: Problem, reply: str, cfg: ComtDataConfig, settings: FilterSettings) -> tuple[bool, dict[str, Any]]:
+def _teacher_row(
+    problem: Problem, reply: str, cfg: ComtDataConfig, settings: FilterSettings
+) -> tuple[bool, dict[str, Any]]:
     target, outcome, verdicts = teacher_outcome(problem, reply, settings)
     provenance = {
         "mode": "teacher",
         "teacher_model": cfg.teacher.model,
         "prompt_version": PROMPT_VERSION,
-        "params": {"temperature": cfg.teacher.temperature, "max_tokens": cfg.teacher.max_tokens,
-                   "include_solution": cfg.teacher.include_solution},
+        "params": {
+            "temperature": cfg.teacher.temperature,
+            "max_tokens": cfg.teacher.max_tokens,
+            "include_solution": cfg.teacher.include_solution,
+        },
         "filters": verdicts,
         "raw_reply": reply,
-    }  # fmt: skip
+    }
     if not outcome.passed or target is None:
         return False, _rejected_row(problem, provenance, target)
     return True, _record_row(problem, "meta_thought", target, provenance)

@@ -66,7 +66,9 @@ class FilterResult:
         return asdict(self)
 
 
-def leak_filter(text: str, question: str, allowed_constants: Iterable[float] = DEFAULT_ALLOWED_CONSTANTS) -> FilterResult:
+def leak_filter(
+    text: str, question: str, allowed_constants: Iterable[float] = DEFAULT_ALLOWED_CONSTANTS
+) -> FilterResult:
     """Fails when `text` states a number that is neither in `question` nor an allowed constant."""
     allowed = question_numbers(question) | {to_fraction(c) for c in allowed_constants}
     leaked = []
@@ -113,7 +115,9 @@ class FilterOutcome:
         return [r.name for r in self.results if not r.passed]
 
 
-def run_filters(text: str, question: str, gold_answer: float | str, settings: FilterSettings = FilterSettings()) -> FilterOutcome:
+def run_filters(
+    text: str, question: str, gold_answer: float | str, settings: FilterSettings = FilterSettings()
+) -> FilterOutcome:
     """Parse, then run every filter on the re-rendered text (the training target), all of them, so
     the report counts each failure reason."""
     try:

@@ -33,7 +33,13 @@ from .meta_thought import MetaThought
 from .numbers import find_numbers, question_numbers
 from .safe_eval import UnsafeExpressionError, safe_evaluate, to_fraction
 
-__all__ = ["OFFLINE_VERSION", "OfflineAbstractionError", "offline_meta_thought", "synthetic_meta_thought", "annotated_meta_thought"]
+__all__ = [
+    "OFFLINE_VERSION",
+    "OfflineAbstractionError",
+    "offline_meta_thought",
+    "synthetic_meta_thought",
+    "annotated_meta_thought",
+]
 
 OFFLINE_VERSION = "offline-v1"
 
@@ -72,7 +78,9 @@ class _Computed:
 def synthetic_meta_thought(problem: Problem) -> MetaThought:
     """Variables from the problem's quantities, steps from its named symbolic steps."""
     if not problem.steps or any(s.name is None or s.symbolic is None for s in problem.steps):
-        raise OfflineAbstractionError(f"{problem.id}: expected synthetic steps that all carry name and symbolic, got one without")
+        raise OfflineAbstractionError(
+            f"{problem.id}: expected synthetic steps that all carry name and symbolic, got one without"
+        )
     variables = tuple((name, _format(to_fraction(value))) for name, value in problem.quantities.items())
     steps = tuple(f"{s.name} = {s.symbolic}" for s in problem.steps)
     return MetaThought(variables, steps, problem.steps[-1].name)  # type: ignore[arg-type]

@@ -77,5 +77,3 @@ def record_ids(path: str | os.PathLike[str]) -> set[str]:
     if not path.exists():
         return set()
     return {str(row["id"]) for row in iter_jsonl_dicts(path)}
-
-

@@ -54,9 +54,11 @@ def teacher_messages(problem: Problem, *, include_solution: bool = True) -> list
 
 
 def teacher_outcome(
-    problem: Problem, reply: str, settings: FilterSettings = FilterSettings()
+    problem: Problem, reply: str, settings: FilterSettings | None = None
 ) -> tuple[str | None, FilterOutcome, dict[str, Any]]:
-    """(normalised target or None, filter outcome, filter verdicts for provenance) of one reply."""
+    """(normalised target or None, filter outcome, filter verdicts for provenance) of one reply;
+    settings: the filters' settings (None: their defaults)."""
+    settings = FilterSettings() if settings is None else settings
     if not isinstance(reply, str):
         raise TypeError(f"reply: expected str, got {type(reply).__name__}")
     outcome = run_filters(reply, problem.question, problem.answer, settings)

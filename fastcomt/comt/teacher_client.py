@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastcomt.http_retry import MalformedResponseError, RetryPolicy, request_json
 from fastcomt.atomic_io import write_json_atomic
+from fastcomt.http_retry import MalformedResponseError, RetryPolicy, request_json
 
 Message = Mapping[str, str]
 _RESERVED_PARAMS = ("model", "messages", "stream", "n")
@@ -94,7 +94,9 @@ class TeacherClient:
         """Replies in the order of ``list_of_messages``, computed concurrently. Finished answers
         are cached even if another one fails, so a rerun pays only for what is missing."""
         if isinstance(list_of_messages, (str, bytes)) or not isinstance(list_of_messages, Sequence):
-            raise TypeError(f"list_of_messages: expected a sequence of message lists, got {type(list_of_messages).__name__}")
+            raise TypeError(
+                f"list_of_messages: expected a sequence of message lists, got {type(list_of_messages).__name__}"
+            )
         requests = [self._request(m, params) for m in list_of_messages]
         with ThreadPoolExecutor(max_workers=self._max_concurrency, thread_name_prefix="teacher") as pool:
             futures = [pool.submit(self._complete_request, r) for r in requests]
@@ -109,7 +111,9 @@ class TeacherClient:
         _check_messages(messages)
         reserved = [k for k in params if k in _RESERVED_PARAMS]
         if reserved:
-            raise ValueError(f"params: expected none of {reserved} (the client sets model and messages, and supports one non-streamed answer), got them")
+            raise ValueError(
+                f"params: expected none of {reserved} (the client sets model and messages, and supports one non-streamed answer), got them"
+            )
         request = {"model": self.model, "messages": [dict(m) for m in messages], **params}
         try:
             json.dumps(request)
@@ -135,7 +139,9 @@ class TeacherClient:
             return pending.result()
         try:
             with self._slots:
-                answer = request_json("POST", self.url, request, timeout=self._timeout, policy=self._policy, headers=self._headers)
+                answer = request_json(
+                    "POST", self.url, request, timeout=self._timeout, policy=self._policy, headers=self._headers
+                )
             content = _content(answer, self.url)
             self._write_cache(key, request, answer, content)
             with self._lock:
@@ -175,7 +181,9 @@ def _hash(request: Mapping[str, Any]) -> str:
 
 def _check_messages(messages: Sequence[Message]) -> None:
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
-        raise TypeError(f"messages: expected a non-empty list of {{'role', 'content'}} dicts, got {type(messages).__name__}")
+        raise TypeError(
+            f"messages: expected a non-empty list of {{'role', 'content'}} dicts, got {type(messages).__name__}"
+        )
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise TypeError(f"messages[{i}]: expected a dict with str 'role' and 'content', got {m!r:.100}")

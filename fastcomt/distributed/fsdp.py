@@ -23,7 +23,14 @@ from torch import nn
 
 from .runtime import DistContext
 
-__all__ = ["HIDDEN_STATES_METHOD", "shard_model", "hidden_states_method", "decoder_layers", "unwrap_grad_norm", "is_sharded"]
+__all__ = [
+    "HIDDEN_STATES_METHOD",
+    "shard_model",
+    "hidden_states_method",
+    "decoder_layers",
+    "unwrap_grad_norm",
+    "is_sharded",
+]
 
 HIDDEN_STATES_METHOD = "fastcomt_hidden_states"
 
@@ -33,8 +40,10 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     base = getattr(model, getattr(model, "base_model_prefix", "model"), None)
     layers = getattr(base, "layers", None)
     if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
-        raise TypeError(f"model: expected a causal LM with `{getattr(model, 'base_model_prefix', 'model')}.layers`, "
-                        f"got {type(model).__name__}")  # fmt: skip
+        raise TypeError(
+            f"model: expected a causal LM with `{getattr(model, 'base_model_prefix', 'model')}.layers`, "
+            f"got {type(model).__name__}"
+        )
     return list(layers)
 
 
@@ -56,7 +65,11 @@ def shard_model(model: nn.Module, ctx: DistContext, *, mixed_precision: bool) ->
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
     mesh = init_device_mesh(ctx.comm_device.type, (ctx.world_size,))
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision else MixedPrecisionPolicy()
+    mp = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if mixed_precision
+        else MixedPrecisionPolicy()
+    )
     modules = []
     for layer in decoder_layers(model):
         modules.append(fully_shard(layer, mesh=mesh, mp_policy=mp))

@@ -49,20 +49,39 @@ class LMShape:
 
     @classmethod
     def from_hf_config(cls, config: Any) -> LMShape:
-        return cls(vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-                   num_layers=config.num_hidden_layers, num_heads=config.num_attention_heads,
-                   num_kv_heads=config.num_key_value_heads,
-                   tie_word_embeddings=bool(config.tie_word_embeddings),
-                   qkv_bias=getattr(config, "model_type", "qwen2") == "qwen2")  # fmt: skip
+        return cls(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_layers=config.num_hidden_layers,
+            num_heads=config.num_attention_heads,
+            num_kv_heads=config.num_key_value_heads,
+            tie_word_embeddings=bool(config.tie_word_embeddings),
+            qkv_bias=getattr(config, "model_type", "qwen2") == "qwen2",
+        )
 
 
 # The published configs (config.json of Qwen/Qwen2.5-1.5B and Qwen/Qwen2.5-7B).
 PRESETS = {
-    "qwen2.5-1.5b": LMShape(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_layers=28, num_heads=12,
-                            num_kv_heads=2, tie_word_embeddings=True),
-    "qwen2.5-7b": LMShape(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28,
-                          num_kv_heads=4, tie_word_embeddings=False),
-}  # fmt: skip
+    "qwen2.5-1.5b": LMShape(
+        vocab_size=151936,
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_layers=28,
+        num_heads=12,
+        num_kv_heads=2,
+        tie_word_embeddings=True,
+    ),
+    "qwen2.5-7b": LMShape(
+        vocab_size=152064,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_layers=28,
+        num_heads=28,
+        num_kv_heads=4,
+        tie_word_embeddings=False,
+    ),
+}
 
 
 def layer_parameters(s: LMShape) -> int:
@@ -127,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.preset}: {parameter_count(shape) / 1e9:.3f} B parameters, {args.gpus} GPUs, {args.tokens} tokens/GPU")
     for key, gib in fsdp_memory(shape, gpus=args.gpus, tokens=args.tokens).items():
         print(f"  {key:32s} {gib:7.2f} GiB")
-    print(f"  (+ a Transformers rollout engine on the same GPU: {rollout_copy_gib(shape):.2f} GiB of bf16 weights + KV cache)")
+    print(
+        f"  (+ a Transformers rollout engine on the same GPU: {rollout_copy_gib(shape):.2f} GiB of bf16 weights + KV cache)"
+    )
     return 0
 
 

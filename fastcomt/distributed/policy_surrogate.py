@@ -12,12 +12,24 @@ __all__ = ["policy_loss_from_logprobs"]
 _LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
 
 
-def policy_loss_from_logprobs(logp: torch.Tensor, entropy: torch.Tensor, active: torch.Tensor, advantages: torch.Tensor,
-                              old_logprobs: torch.Tensor | None, *, ref_logprobs: torch.Tensor | None = None,
-                              behaviour_logprobs: torch.Tensor | None = None, loss_type: str = "dapo",
-                              eps_low: float = 0.2, eps_high: float = 0.28, beta: float = 0.0,
-                              tis_cap: float | None = None, entropy_coef: float = 0.0, temperature: float = 1.0,
-                              max_tokens: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+def policy_loss_from_logprobs(
+    logp: torch.Tensor,
+    entropy: torch.Tensor,
+    active: torch.Tensor,
+    advantages: torch.Tensor,
+    old_logprobs: torch.Tensor | None,
+    *,
+    ref_logprobs: torch.Tensor | None = None,
+    behaviour_logprobs: torch.Tensor | None = None,
+    loss_type: str = "dapo",
+    eps_low: float = 0.2,
+    eps_high: float = 0.28,
+    beta: float = 0.0,
+    tis_cap: float | None = None,
+    entropy_coef: float = 0.0,
+    temperature: float = 1.0,
+    max_tokens: int | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(loss, metrics) from logp, entropy, active [B, T] and advantages [B] or [B, T]."""
     del temperature  # already applied to the logits that gave logp
     if loss_type not in _LOSS_TYPES:

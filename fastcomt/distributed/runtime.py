@@ -15,8 +15,16 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "init_distributed", "shutdown_distributed", "all_reduce_sum", "all_reduce_max",
-           "all_gather_objects", "broadcast_object", "barrier"]
+__all__ = [
+    "DistContext",
+    "init_distributed",
+    "shutdown_distributed",
+    "all_reduce_sum",
+    "all_reduce_max",
+    "all_gather_objects",
+    "broadcast_object",
+    "barrier",
+]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ __all__ = ["save_sharded_state", "load_sharded_state", "full_state_dict", "full_
 SHARDED_DIR = "sharded"  # inside a checkpoint folder: DCP's .distcp files and .metadata
 
 
-def save_sharded_state(folder: str | os.PathLike[str], *, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+def save_sharded_state(
+    folder: str | os.PathLike[str], *, model: nn.Module, optimizer: torch.optim.Optimizer | None
+) -> None:
     """Every rank writes its shards of the model (and optimizer) state into `folder` (collective)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -38,7 +40,9 @@ def save_sharded_state(folder: str | os.PathLike[str], *, model: nn.Module, opti
     dcp.save(state, checkpoint_id=str(folder))
 
 
-def load_sharded_state(folder: str | os.PathLike[str], *, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+def load_sharded_state(
+    folder: str | os.PathLike[str], *, model: nn.Module, optimizer: torch.optim.Optimizer | None
+) -> None:
     """Read a DCP checkpoint into `model` (and `optimizer`) in place, resharding to this run's layout.
 
     Works on one process without a process group (the model is then plain) and on any number of ranks.
@@ -81,7 +85,9 @@ def full_model_copy(model: nn.Module, ctx: DistContext) -> nn.Module | None:
     if not ctx.is_main:
         return None
     config = model.config
-    plain_cls = next(c for c in type(model).__mro__ if not c.__name__.startswith("FSDP"))  # FSDP2 subclasses the model class
+    plain_cls = next(
+        c for c in type(model).__mro__ if not c.__name__.startswith("FSDP")
+    )  # FSDP2 subclasses the model class
     with torch.device("meta"):
         plain = plain_cls(config)
     plain.load_state_dict(state, strict=False, assign=True)

@@ -39,7 +39,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["vocab_parallel_logprobs", "vocab_parallel_cross_entropy", "vocab_parallel_policy_loss", "DEFAULT_CHUNK_ROWS"]
+__all__ = [
+    "vocab_parallel_logprobs",
+    "vocab_parallel_cross_entropy",
+    "vocab_parallel_policy_loss",
+    "DEFAULT_CHUNK_ROWS",
+]
 
 DEFAULT_CHUNK_ROWS = 1024
 
@@ -64,7 +69,9 @@ def _local_stats_torch(h: torch.Tensor, w: torch.Tensor, local_t: torch.Tensor, 
     return lse, mean_z, max_z, z_t
 
 
-def _local_stats_kernel(h: torch.Tensor, w: torch.Tensor, local_t: torch.Tensor, temperature: float, active: torch.Tensor):
+def _local_stats_kernel(
+    h: torch.Tensor, w: torch.Tensor, local_t: torch.Tensor, temperature: float, active: torch.Tensor
+):
     """The same statistics from one fused `linear_logprobs` pass over the local slice (see the module docstring)."""
     from fastcomt.kernels import linear_logprobs
 
@@ -131,8 +138,10 @@ class _VocabParallelLogprobs(torch.autograd.Function):
 
 def _flat(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None):
     if hidden.dim() not in (2, 3) or weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
-        raise ValueError(f"hidden, weight: expected [N, H] or [B, T, H] and [V_local, H], got {list(hidden.shape)} "
-                         f"and {list(weight.shape)}")  # fmt: skip
+        raise ValueError(
+            f"hidden, weight: expected [N, H] or [B, T, H] and [V_local, H], got {list(hidden.shape)} "
+            f"and {list(weight.shape)}"
+        )
     if targets.shape != hidden.shape[:-1]:
         raise ValueError(f"targets: expected shape {list(hidden.shape[:-1])}, got {list(targets.shape)}")
     if mask is not None and mask.shape != targets.shape:
@@ -143,9 +152,18 @@ def _flat(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, mas
     return h, t, active
 
 
-def vocab_parallel_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, vocab_start: int,
-                            temperature: float = 1.0, mask: torch.Tensor | None = None, group: Any = None,
-                            chunk_rows: int = DEFAULT_CHUNK_ROWS, use_kernel: bool = False) -> tuple[torch.Tensor, ...]:  # fmt: skip
+def vocab_parallel_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    vocab_start: int,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    group: Any = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    use_kernel: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """(log p(target), entropy, max-prob) of the full-vocabulary softmax, from this rank's slice.
 
     hidden [N, H] or [B, T, H] (the same on every rank of `group`); weight [V_local, H], rows
@@ -160,22 +178,42 @@ def vocab_parallel_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets:
     if not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows: expected a positive int, got {chunk_rows!r}")
     h, t, active = _flat(hidden, weight, targets, mask)
-    outs = _VocabParallelLogprobs.apply(h, weight, t, active, vocab_start, float(temperature), group, chunk_rows, use_kernel)
+    outs = _VocabParallelLogprobs.apply(
+        h, weight, t, active, vocab_start, float(temperature), group, chunk_rows, use_kernel
+    )
     return tuple(o.reshape(targets.shape) for o in outs)
 
 
-def vocab_parallel_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, vocab_start: int,
-                                 ignore_index: int = -100, reduction: str = "mean", temperature: float = 1.0,
-                                 group: Any = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                                 use_kernel: bool = False) -> torch.Tensor:  # fmt: skip
+def vocab_parallel_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    vocab_start: int,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    temperature: float = 1.0,
+    group: Any = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    use_kernel: bool = False,
+) -> torch.Tensor:
     """Cross-entropy of the full-vocabulary softmax from this rank's slice (`linear_cross_entropy`'s
     meaning: "mean" over tokens whose target is not `ignore_index`, "sum", or "none"). Collective."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
     mask = targets != ignore_index
     safe = torch.where(mask, targets, 0)
-    logp, _, _ = vocab_parallel_logprobs(hidden, weight, safe, vocab_start=vocab_start, temperature=temperature, mask=mask,
-                                         group=group, chunk_rows=chunk_rows, use_kernel=use_kernel)  # fmt: skip
+    logp, _, _ = vocab_parallel_logprobs(
+        hidden,
+        weight,
+        safe,
+        vocab_start=vocab_start,
+        temperature=temperature,
+        mask=mask,
+        group=group,
+        chunk_rows=chunk_rows,
+        use_kernel=use_kernel,
+    )
     nll = -logp
     if reduction == "none":
         return nll
@@ -184,10 +222,20 @@ def vocab_parallel_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, tar
     return nll.sum() / mask.sum().clamp(min=1)
 
 
-def vocab_parallel_policy_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                               advantages: torch.Tensor, old_logprobs: torch.Tensor | None, *, vocab_start: int,
-                               group: Any = None, chunk_rows: int = DEFAULT_CHUNK_ROWS, use_kernel: bool = False,
-                               **options: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+def vocab_parallel_policy_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    old_logprobs: torch.Tensor | None,
+    *,
+    vocab_start: int,
+    group: Any = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    use_kernel: bool = False,
+    **options: Any,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`linear_policy_loss` (same options: loss_type, eps_low, eps_high, beta, ref_logprobs,
     behaviour_logprobs, tis_cap, entropy_coef, temperature, max_tokens) from this rank's vocabulary
     slice: the token log-probs and entropies come from `vocab_parallel_logprobs`, the clipped
@@ -195,8 +243,19 @@ def vocab_parallel_policy_loss(hidden: torch.Tensor, weight: torch.Tensor, targe
     from .policy_surrogate import policy_loss_from_logprobs
 
     if hidden.dim() != 3:
-        raise ValueError(f"hidden: expected [B, T, H] (the policy loss aggregates per sequence), got {list(hidden.shape)}")
+        raise ValueError(
+            f"hidden: expected [B, T, H] (the policy loss aggregates per sequence), got {list(hidden.shape)}"
+        )
     temperature = options.get("temperature", 1.0)
-    logp, entropy, _ = vocab_parallel_logprobs(hidden, weight, targets, vocab_start=vocab_start, temperature=temperature,
-                                               mask=mask, group=group, chunk_rows=chunk_rows, use_kernel=use_kernel)  # fmt: skip
+    logp, entropy, _ = vocab_parallel_logprobs(
+        hidden,
+        weight,
+        targets,
+        vocab_start=vocab_start,
+        temperature=temperature,
+        mask=mask,
+        group=group,
+        chunk_rows=chunk_rows,
+        use_kernel=use_kernel,
+    )
     return policy_loss_from_logprobs(logp, entropy, mask.bool(), advantages, old_logprobs, **options)

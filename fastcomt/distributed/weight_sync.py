@@ -27,7 +27,9 @@ DEFAULT_BUCKET_BYTES = 512 << 20
 
 
 @torch.no_grad()
-def gathered_buckets(model: nn.Module, *, bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> Iterator[list[tuple[str, torch.Tensor]]]:
+def gathered_buckets(
+    model: nn.Module, *, bucket_bytes: int = DEFAULT_BUCKET_BYTES
+) -> Iterator[list[tuple[str, torch.Tensor]]]:
     """(name, full tensor) pairs of `model`'s parameters, in buckets of at least one tensor and at most
     about `bucket_bytes` (a single larger tensor gets a bucket of its own). Plain tensors pass as they
     are (a one-process model); names are the model's own (FSDP2 adds no prefix)."""
@@ -48,8 +50,13 @@ def gathered_buckets(model: nn.Module, *, bucket_bytes: int = DEFAULT_BUCKET_BYT
         yield bucket
 
 
-def write_buckets(buckets: Iterable[list[tuple[str, torch.Tensor]]], folder: str | os.PathLike[str], *,
-                  config: Any = None, dtype: torch.dtype | None = None) -> Path:  # fmt: skip
+def write_buckets(
+    buckets: Iterable[list[tuple[str, torch.Tensor]]],
+    folder: str | os.PathLike[str],
+    *,
+    config: Any = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Write each bucket as its own `.safetensors` file into `folder` (and `config`, a Hugging Face
     config, as config.json), for servers that load new weights from a shared file system
     (`/update_weights_from_disk`). Written beside the folder and renamed into place, so a server
@@ -65,8 +72,10 @@ def write_buckets(buckets: Iterable[list[tuple[str, torch.Tensor]]], folder: str
     tmp.mkdir(parents=True)
     try:
         for i, bucket in enumerate(buckets):
-            tensors = {name: (t.to(dtype) if dtype is not None and t.is_floating_point() else t).detach().cpu().contiguous()
-                       for name, t in bucket}  # fmt: skip
+            tensors = {
+                name: (t.to(dtype) if dtype is not None and t.is_floating_point() else t).detach().cpu().contiguous()
+                for name, t in bucket
+            }
             save_file(tensors, str(tmp / f"model-bucket-{i:05d}.safetensors"))
         if config is not None:
             config.to_json_file(str(tmp / "config.json"))

@@ -50,40 +50,83 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     from .eval_config import EvalConfig
 
     d = EvalConfig()
-    parser.add_argument("--config", default=None, metavar="FILE",
-                        help="YAML file with EvalConfig keys (the flags and the keys listed below)")  # fmt: skip
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="YAML file with EvalConfig keys (the flags and the keys listed below)",
+    )
     parser.add_argument("--model", default=None, help="Hugging Face model directory (model + tokenizer); required")
     parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's)")
-    parser.add_argument("--benchmarks", type=_benchmark_list, default=None,
-                        help="comma-separated: gsm8k,svamp,asdiv,mawps,tabmwp,gsm_hard,gsm_symbolic,synthetic "
-                             f"(default: {','.join(d.benchmarks)})")  # fmt: skip
+    parser.add_argument(
+        "--benchmarks",
+        type=_benchmark_list,
+        default=None,
+        help="comma-separated: gsm8k,svamp,asdiv,mawps,tabmwp,gsm_hard,gsm_symbolic,synthetic "
+        f"(default: {','.join(d.benchmarks)})",
+    )
     parser.add_argument("--split", default=None, help=f"benchmark split (default {d.split})")
-    parser.add_argument("--format", choices=("comt", "cot"), default=None,
-                        help=f"response format: comt (plan, then execution) or cot (default {d.format})")  # fmt: skip
+    parser.add_argument(
+        "--format",
+        choices=("comt", "cot"),
+        default=None,
+        help=f"response format: comt (plan, then execution) or cot (default {d.format})",
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark (default: all)")
-    parser.add_argument("--out", default=None,
-                        help=f"output directory: rows, summary.json, report.md (default {d.out_dir})")  # fmt: skip
-    parser.add_argument("--batch-size", dest="batch_size", type=int, default=None,
-                        help=f"problems per engine call (default {d.batch_size})")  # fmt: skip
-    parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
-                        help="generation budget of an execution (CoT: of the response), in tokens "
-                             f"(default {d.max_new_tokens})")  # fmt: skip
-    parser.add_argument("--plan-max-new-tokens", dest="plan_max_new_tokens", type=int, default=None,
-                        help="generation budget of a CoMT plan, in tokens (default: --max-new-tokens)")  # fmt: skip
-    parser.add_argument("--system-prompt", dest="system_prompt", default=None,
-                        help="system message before each question (default: none)")  # fmt: skip
+    parser.add_argument(
+        "--out", default=None, help=f"output directory: rows, summary.json, report.md (default {d.out_dir})"
+    )
+    parser.add_argument(
+        "--batch-size",
+        dest="batch_size",
+        type=int,
+        default=None,
+        help=f"problems per engine call (default {d.batch_size})",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        dest="max_new_tokens",
+        type=int,
+        default=None,
+        help=f"generation budget of an execution (CoT: of the response), in tokens (default {d.max_new_tokens})",
+    )
+    parser.add_argument(
+        "--plan-max-new-tokens",
+        dest="plan_max_new_tokens",
+        type=int,
+        default=None,
+        help="generation budget of a CoMT plan, in tokens (default: --max-new-tokens)",
+    )
+    parser.add_argument(
+        "--system-prompt",
+        dest="system_prompt",
+        default=None,
+        help="system message before each question (default: none)",
+    )
     parser.add_argument("--seed", type=int, default=None, help=f"generation seed (default {d.seed})")
-    parser.add_argument("--engine", choices=("transformers", "sglang"), default=None,
-                        help="transformers: in-process, any device; sglang: in-process SGLang, GPU "
-                             f"(default {d.engine})")  # fmt: skip
-    parser.add_argument("--device", default=None, help=f"auto, cpu, cuda, cuda:1 ... (default {d.device}: "
-                                                        "cuda when available, else cpu)")  # fmt: skip
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default=None,
-                        help=f"weights' dtype; auto: bfloat16 on a GPU, float32 on CPU (default {d.dtype})",
-                        )  # fmt: skip
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="EvalConfig overrides (values parsed as YAML); precedence: defaults < --config < "
-                             "KEY=VALUE < flags")  # fmt: skip
+    parser.add_argument(
+        "--engine",
+        choices=("transformers", "sglang"),
+        default=None,
+        help=f"transformers: in-process, any device; sglang: in-process SGLang, GPU (default {d.engine})",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help=f"auto, cpu, cuda, cuda:1 ... (default {d.device}: cuda when available, else cpu)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        default=None,
+        help=f"weights' dtype; auto: bfloat16 on a GPU, float32 on CPU (default {d.dtype})",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="EvalConfig overrides (values parsed as YAML); precedence: defaults < --config < KEY=VALUE < flags",
+    )
     parser.epilog = _key_only_epilog(EvalConfig)
     return parser
 
@@ -97,8 +140,7 @@ def _key_only_epilog(config_cls: type) -> str:
         if f.name in _FLAG_FIELDS.values():
             continue
         lines.append(f"  {f.name}: {type_text(hints[f.name])}; default {default_text(getattr(defaults, f.name))}")
-        lines += textwrap.wrap(comments.get(f.name, ""), width=100, initial_indent=" " * 6,
-                               subsequent_indent=" " * 6)  # fmt: skip
+        lines += textwrap.wrap(comments.get(f.name, ""), width=100, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return "\n".join(lines)
 
 

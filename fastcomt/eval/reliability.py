@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 from fastcomt.atomic_io import atomic_path
-
 from fastcomt.metrics.calibration import ArrayLike, expected_calibration_error, reliability_bins
 
 __all__ = ["write_reliability_diagram"]
@@ -40,8 +39,16 @@ def write_reliability_diagram(
         centers = [(b.lo + b.hi) / 2 for b in bins]
         widths = [max(b.hi - b.lo, 0.01) for b in bins]
         ax.bar(centers, [b.accuracy for b in bins], width=widths, edgecolor="black", color="#4C72B0", label="accuracy")
-        ax.bar(centers, [b.mean_confidence - b.accuracy for b in bins], bottom=[b.accuracy for b in bins],
-               width=widths, color="#DD8452", alpha=0.5, hatch="//", label="gap to confidence")
+        ax.bar(
+            centers,
+            [b.mean_confidence - b.accuracy for b in bins],
+            bottom=[b.accuracy for b in bins],
+            width=widths,
+            color="#DD8452",
+            alpha=0.5,
+            hatch="//",
+            label="gap to confidence",
+        )
         ax.plot([0, 1], [0, 1], "k--", linewidth=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

@@ -31,20 +31,42 @@ IN_DISTRIBUTION: tuple[str, ...] = ("gsm8k", "svamp")
 OUT_OF_DISTRIBUTION: tuple[str, ...] = ("asdiv", "mawps", "tabmwp", "gsm_hard", "gsm_symbolic")
 GROUPS: dict[str, tuple[str, ...]] = {"in_distribution": IN_DISTRIBUTION, "out_of_distribution": OUT_OF_DISTRIBUTION}
 DISPLAY_NAMES: dict[str, str] = {
-    "gsm8k": "GSM8K", "svamp": "SVAMP", "asdiv": "ASDiv", "mawps": "MAWPS", "tabmwp": "TabMWP",
-    "gsm_hard": "GSM-Hard", "gsm_symbolic": "GSM-Symbolic", "synthetic": "Synthetic",
-}  # fmt: skip
+    "gsm8k": "GSM8K",
+    "svamp": "SVAMP",
+    "asdiv": "ASDiv",
+    "mawps": "MAWPS",
+    "tabmwp": "TabMWP",
+    "gsm_hard": "GSM-Hard",
+    "gsm_symbolic": "GSM-Symbolic",
+    "synthetic": "Synthetic",
+}
 
 # Metrics a group averages (per-benchmark values that are None, e.g. no steps, are left out).
 _AVERAGED = (
-    "strict_accuracy", "accuracy", "format_rate", "truncated_rate", "mean_response_tokens", "mean_plan_tokens",
-    "mean_execution_tokens", "step_accuracy", "mean_confidence", "ece", "ece_mass", "brier",
-    "overconfident_error_rate", "auroc",
-)  # fmt: skip
+    "strict_accuracy",
+    "accuracy",
+    "format_rate",
+    "truncated_rate",
+    "mean_response_tokens",
+    "mean_plan_tokens",
+    "mean_execution_tokens",
+    "step_accuracy",
+    "mean_confidence",
+    "ece",
+    "ece_mass",
+    "brier",
+    "overconfident_error_rate",
+    "auroc",
+)
 _CALIBRATION_KEYS = {
-    "accuracy": "step_accuracy", "mean_confidence": "mean_confidence", "ece": "ece", "ece_mass": "ece_mass",
-    "brier": "brier", "overconfident_error_rate": "overconfident_error_rate", "auroc": "auroc",
-}  # fmt: skip
+    "accuracy": "step_accuracy",
+    "mean_confidence": "mean_confidence",
+    "ece": "ece",
+    "ece_mass": "ece_mass",
+    "brier": "brier",
+    "overconfident_error_rate": "overconfident_error_rate",
+    "auroc": "auroc",
+}
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -171,16 +193,20 @@ def render_report(summary: Mapping[str, Any], *, diagram: str | None = None) -> 
         f"# Evaluation ({fmt} format)",
         "",
         f"Greedy decoding; {overall['n']} problems over {len(overall['benchmarks'])} benchmarks"
-        + (f"; model `{settings['model']}`" if settings.get("model") else "") + ".",
-        "Step confidence: " + {"geomean": "geometric mean of the step's token probabilities",
-                               "min": "probability of the step's least likely token",
-                               "first": "probability of the step's first token"}.get(settings.get("confidence", "geomean"), "?")
+        + (f"; model `{settings['model']}`" if settings.get("model") else "")
+        + ".",
+        "Step confidence: "
+        + {
+            "geomean": "geometric mean of the step's token probabilities",
+            "min": "probability of the step's least likely token",
+            "first": "probability of the step's first token",
+        }.get(settings.get("confidence", "geomean"), "?")
         + f"; ECE over {n_bins} equal-width bins; overconfident errors: wrong steps with confidence >= {tau}.",
         "Group columns are unweighted means over their benchmarks. Strict accuracy counts an answer only when the"
-        " response ends in an answer statement in the expected format (\"The answer is N.\"); lenient accuracy also"
+        ' response ends in an answer statement in the expected format ("The answer is N."); lenient accuracy also'
         " takes the last number of a malformed or cut-off response.",
         "",
-    ]  # fmt: skip
+    ]
     cols = _columns(summary)
     lines.append("| metric | " + " | ".join(h for h, _ in cols) + " |")
     lines.append("|---|" + "---:|" * len(cols))

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastcomt.atomic_io import write_json_atomic, write_text_atomic
+from fastcomt.formats import FORMATS, ProblemRollout, check_format, generate, token_char_offsets
 from fastcomt.jsonl import JsonlAppender, iter_jsonl_dicts
 from fastcomt.rewards import CONFIDENCE_MODES, step_confidences
-from fastcomt.formats import FORMATS, ProblemRollout, check_format, generate, token_char_offsets
 from fastcomt.rollout.engine import RolloutEngine
 from fastcomt.rollout.types import SamplingParams
 from fastcomt.tasks import GradedCompletion, Problem, grade_completion, load_benchmark
@@ -61,7 +61,10 @@ def _json_answer(answer: float | str) -> float | str:
 
 
 def score_rollouts(
-    rollouts: Sequence[ProblemRollout], tokenizer: PreTrainedTokenizerBase, *, confidence: str = "geomean",
+    rollouts: Sequence[ProblemRollout],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    confidence: str = "geomean",
     benchmark: str = "",
 ) -> list[dict[str, Any]]:
     """One result row per rollout, for its first (plan, execution): answer, format, steps, tokens.
@@ -84,8 +87,9 @@ def score_rollout(
     return score_rollouts([rollout], tokenizer, confidence=confidence, benchmark=benchmark)[0]
 
 
-def _row(rollout: ProblemRollout, text: str, graded: GradedCompletion, confidences: Sequence[float | None],
-         benchmark: str) -> dict[str, Any]:  # fmt: skip
+def _row(
+    rollout: ProblemRollout, text: str, graded: GradedCompletion, confidences: Sequence[float | None], benchmark: str
+) -> dict[str, Any]:
     problem = rollout.problem
     plan = rollout.plans[0]
     execution = plan.executions[0]
@@ -93,8 +97,9 @@ def _row(rollout: ProblemRollout, text: str, graded: GradedCompletion, confidenc
     check = check_format(response, rollout.fmt, problem.question)
     steps = [
         {"value": s.value, "confidence": c, "correct": z, "source": source, "tokens": list(span)}
-        for s, c, z, source, span in zip(graded.steps, confidences, graded.step_correct, graded.step_source,
-                                         graded.token_spans)  # fmt: skip
+        for s, c, z, source, span in zip(
+            graded.steps, confidences, graded.step_correct, graded.step_source, graded.token_spans
+        )
         if c is not None
     ]
     response_tokens = len(rollout.response_ids())
@@ -228,8 +233,9 @@ def evaluate(
     resolved = _resolve_benchmarks(benchmarks, split, limit)
 
     sampling = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
-    plan_sampling = (SamplingParams(temperature=0.0, max_new_tokens=plan_max_new_tokens or max_new_tokens)
-                     if fmt == "comt" else None)  # fmt: skip
+    plan_sampling = (
+        SamplingParams(temperature=0.0, max_new_tokens=plan_max_new_tokens or max_new_tokens) if fmt == "comt" else None
+    )
     settings = {
         "fmt": fmt,
         "split": split,
@@ -254,8 +260,9 @@ def evaluate(
             bar.update(len(problems) - len(todo))
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
-                rollouts = generate(engine, tokenizer, batch, sampling, fmt, seed=seed, system=system,
-                                    plan_sampling=plan_sampling)  # fmt: skip
+                rollouts = generate(
+                    engine, tokenizer, batch, sampling, fmt, seed=seed, system=system, plan_sampling=plan_sampling
+                )
                 rows = score_rollouts(rollouts, tokenizer, confidence=confidence, benchmark=name)
                 appender.write_many(rows)
                 done.update((row["id"], row) for row in rows)
@@ -275,9 +282,12 @@ def evaluate(
         from .reliability import write_reliability_diagram
 
         diagram = write_reliability_diagram(
-            out / "reliability.png", [c for c, _ in pooled], [z for _, z in pooled], n_bins=n_bins,
+            out / "reliability.png",
+            [c for c, _ in pooled],
+            [z for _, z in pooled],
+            n_bins=n_bins,
             title=f"{fmt} steps",
-        )  # fmt: skip
+        )
     write_text_atomic(out / "report.md", render_report(summary, diagram=diagram.name if diagram else None))
     return summary
 
@@ -331,12 +341,24 @@ def run_config(config: EvalConfig) -> dict[str, Any]:
     engine, tokenizer = build_engine(config)
     with engine:
         return evaluate(
-            engine, tokenizer, config.benchmarks, fmt=config.format, out_dir=config.out_dir, limit=config.limit,
-            split=config.split, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
-            plan_max_new_tokens=config.plan_max_new_tokens, system=config.system_prompt, seed=config.seed,
-            confidence=config.confidence, n_bins=config.n_bins, tau=config.tau,
-            model_name=str(Path(config.model).resolve()), progress=config.progress,
-        )  # fmt: skip
+            engine,
+            tokenizer,
+            config.benchmarks,
+            fmt=config.format,
+            out_dir=config.out_dir,
+            limit=config.limit,
+            split=config.split,
+            batch_size=config.batch_size,
+            max_new_tokens=config.max_new_tokens,
+            plan_max_new_tokens=config.plan_max_new_tokens,
+            system=config.system_prompt,
+            seed=config.seed,
+            confidence=config.confidence,
+            n_bins=config.n_bins,
+            tau=config.tau,
+            model_name=str(Path(config.model).resolve()),
+            progress=config.progress,
+        )
 
 
 def main(config_path: str | None = None, overrides: Sequence[str] = ()) -> int:
@@ -359,6 +381,8 @@ def summary_line(summary: Mapping[str, Any], out_dir: str | Path) -> str:
     def show(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
-    return (f"overall accuracy {show(overall.get('strict_accuracy'))} strict (answer statement in the expected format), "
-            f"{show(overall['accuracy'])} lenient (any final number) over {len(overall['benchmarks'])} benchmarks; "
-            f"report: {Path(out_dir) / 'report.md'}")  # fmt: skip
+    return (
+        f"overall accuracy {show(overall.get('strict_accuracy'))} strict (answer statement in the expected format), "
+        f"{show(overall['accuracy'])} lenient (any final number) over {len(overall['benchmarks'])} benchmarks; "
+        f"report: {Path(out_dir) / 'report.md'}"
+    )

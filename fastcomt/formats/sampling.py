@@ -182,7 +182,9 @@ def generate_comt(
     m_plans = _check_count(plans_per_problem, "plans_per_problem")
     g_execs = _check_count(executions_per_plan, "executions_per_plan")
     if plan_sampling is None:
-        plan_sampling = sampling if m_plans > 1 else SamplingParams(temperature=0.0, max_new_tokens=sampling.max_new_tokens)
+        plan_sampling = (
+            sampling if m_plans > 1 else SamplingParams(temperature=0.0, max_new_tokens=sampling.max_new_tokens)
+        )
     elif not isinstance(plan_sampling, SamplingParams):
         raise TypeError(f"plan_sampling: expected SamplingParams or None, got {type(plan_sampling).__name__}")
     if not problems:
@@ -195,8 +197,13 @@ def generate_comt(
 
     prompts = [tuple(prompt_ids(tokenizer, p.question, system=system)) for p in problems]
     plan_groups = [
-        GroupRequest(prompt, tuple(sample_seed(seed, p.id, "plan", j) for j in range(m_plans)), plan_params,
-                     request_id=f"{p.id}/plans", affinity_key=p.id)  # fmt: skip
+        GroupRequest(
+            prompt,
+            tuple(sample_seed(seed, p.id, "plan", j) for j in range(m_plans)),
+            plan_params,
+            request_id=f"{p.id}/plans",
+            affinity_key=p.id,
+        )
         for p, prompt in zip(problems, prompts)
     ]
     plan_results = engine.generate(plan_groups)
@@ -211,7 +218,9 @@ def generate_comt(
             prefix = execution_prefix_ids(prompt, plan, marker)
             per_problem.append((_completion(tokenizer, sample), plan, text, prefix))
             seeds = tuple(sample_seed(seed, p.id, f"exec{j}", k) for k in range(g_execs))
-            exec_groups.append(GroupRequest(prefix, seeds, exec_params, request_id=f"{p.id}/plan{j}", affinity_key=p.id))
+            exec_groups.append(
+                GroupRequest(prefix, seeds, exec_params, request_id=f"{p.id}/plan{j}", affinity_key=p.id)
+            )
         cuts.append(per_problem)
     exec_results = iter(engine.generate(exec_groups))
 
@@ -244,8 +253,13 @@ def generate_cot(
     params = _with_stops(sampling, stop_token_ids(tokenizer))
     prompts = [tuple(prompt_ids(tokenizer, p.question, system=system)) for p in problems]
     groups = [
-        GroupRequest(prompt, tuple(sample_seed(seed, p.id, "exec0", k) for k in range(g)), params,
-                     request_id=f"{p.id}/cot", affinity_key=p.id)  # fmt: skip
+        GroupRequest(
+            prompt,
+            tuple(sample_seed(seed, p.id, "exec0", k) for k in range(g)),
+            params,
+            request_id=f"{p.id}/cot",
+            affinity_key=p.id,
+        )
         for p, prompt in zip(problems, prompts)
     ]
     rollouts = []

@@ -38,8 +38,16 @@ from fastcomt.comt.numbers import find_numbers, question_numbers, strip_step_enu
 from fastcomt.comt.safe_eval import to_fraction
 from fastcomt.tasks import answer_statement_span, extract_answer
 
-__all__ = ["FORMATS", "EXECUTION_MARKER", "ResponseParts", "FormatCheck", "render_response", "split_response",
-           "check_format", "plan_leaks"]
+__all__ = [
+    "FORMATS",
+    "EXECUTION_MARKER",
+    "ResponseParts",
+    "FormatCheck",
+    "render_response",
+    "split_response",
+    "check_format",
+    "plan_leaks",
+]
 
 FORMATS: tuple[str, ...] = ("comt", "cot")
 EXECUTION_MARKER = "\nExecution:\n"

@@ -19,14 +19,24 @@ from .text import EXECUTION_MARKER, MARKER_WORD
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["prompt_ids", "marker_ids", "text_ids", "execution_prefix_ids", "stop_token_ids", "marker_stop_token_id",
-           "token_char_offsets", "end_of_turn_ids"]
+__all__ = [
+    "prompt_ids",
+    "marker_ids",
+    "text_ids",
+    "execution_prefix_ids",
+    "stop_token_ids",
+    "marker_stop_token_id",
+    "token_char_offsets",
+    "end_of_turn_ids",
+]
 
 # --- token ids -----------------------------------------------------------------------------------
 
 
 def _check_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
-    if not callable(getattr(tokenizer, "apply_chat_template", None)) or not callable(getattr(tokenizer, "decode", None)):
+    if not callable(getattr(tokenizer, "apply_chat_template", None)) or not callable(
+        getattr(tokenizer, "decode", None)
+    ):
         raise TypeError(f"tokenizer: expected a transformers tokenizer, got {type(tokenizer).__name__}")
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("tokenizer: expected a chat template (set tokenizer.chat_template); prompts are chat turns")
@@ -45,7 +55,9 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, question: str, *, system: str
     Same ids as the prompt part of `fastcomt.tokenizer.encode_chat_examples` (the SFT data).
     """
     _check_tokenizer(tokenizer)
-    text = tokenizer.apply_chat_template(sft_messages(question, system=system), tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        sft_messages(question, system=system), tokenize=False, add_generation_prompt=True
+    )
     return text_ids(tokenizer, text)
 
 
@@ -68,7 +80,9 @@ def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     prompt = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     if not full.startswith(prompt + "x"):
-        raise ValueError("tokenizer: expected a chat template that writes the assistant content verbatim, got one that does not")
+        raise ValueError(
+            "tokenizer: expected a chat template that writes the assistant content verbatim, got one that does not"
+        )
     return text_ids(tokenizer, full[len(prompt) + 1 :])
 
 

@@ -56,7 +56,9 @@ def lm_head_of(model: torch.nn.Module) -> LMHead:
     """The output embedding of ``model`` (tied or not) and the logit variant of its config."""
     head = model.get_output_embeddings()
     if not isinstance(head, torch.nn.Linear):
-        raise TypeError(f"model: expected a causal LM whose output embedding is an nn.Linear, got {type(head).__name__}")
+        raise TypeError(
+            f"model: expected a causal LM whose output embedding is an nn.Linear, got {type(head).__name__}"
+        )
     weight, bias = head.weight, head.bias
     if hasattr(weight, "full_tensor"):
         # FSDP2 shards parameters as DTensors; the kernels take the whole head.
@@ -70,12 +72,19 @@ def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
     """The decoder stack of a causal LM (what runs before the head)."""
     backbone = getattr(model, "base_model", None)
     if backbone is None or backbone is model:
-        raise TypeError(f"model: expected a transformers causal LM with a base_model backbone, got {type(model).__name__}")
+        raise TypeError(
+            f"model: expected a transformers causal LM with a base_model backbone, got {type(model).__name__}"
+        )
     return backbone
 
 
-def next_token_hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                      logits_to_keep: int, **model_kwargs) -> torch.Tensor:  # fmt: skip
+def next_token_hidden(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    logits_to_keep: int,
+    **model_kwargs,
+) -> torch.Tensor:
     """Final hidden states ``[B, logits_to_keep, H]`` at the positions that predict the last
     ``logits_to_keep`` tokens of ``input_ids`` (position t predicts token t + 1)."""
     outputs = backbone_of(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **model_kwargs)

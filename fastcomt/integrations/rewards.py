@@ -57,8 +57,9 @@ def token_offsets(tokenizer, completion_ids: Sequence[int]) -> tuple[str, list[t
     return previous, offsets
 
 
-def ccrl_reward_from_grade(graded: GradedCompletion, token_logprobs: Sequence[float] | None, *, lam: float,
-                           step_reward: str, confidence: str) -> float:  # fmt: skip
+def ccrl_reward_from_grade(
+    graded: GradedCompletion, token_logprobs: Sequence[float] | None, *, lam: float, step_reward: str, confidence: str
+) -> float:
     """The CCRL reward of one graded completion (``token_logprobs``: one per completion token)."""
     if lam > 0 and graded.steps and token_logprobs is None:
         raise ValueError("token_logprobs: expected the completion's per-token log-probs when lam > 0, got None")
@@ -76,9 +77,15 @@ def ccrl_reward_from_grade(graded: GradedCompletion, token_logprobs: Sequence[fl
         step_correct[0, : len(graded.step_correct)] = torch.tensor(graded.step_correct, dtype=torch.float32)
     answer_correct = torch.tensor([1.0 if graded.answer_correct else 0.0])
     out = ccrl_rewards(
-        logprobs, span_ids, step_correct, answer_correct, torch.zeros(1, dtype=torch.int64),
-        confidence=confidence, step_reward=step_reward, lam=lam,
-    )  # fmt: skip
+        logprobs,
+        span_ids,
+        step_correct,
+        answer_correct,
+        torch.zeros(1, dtype=torch.int64),
+        confidence=confidence,
+        step_reward=step_reward,
+        lam=lam,
+    )
     return float(out.rewards[0])
 
 
@@ -93,12 +100,23 @@ class CCRLRewardFunction:
 
     __name__ = "ccrl_reward"  # TRL names the reward's metrics after it
 
-    def __init__(self, tokenizer, *, model: torch.nn.Module | None = None, temperature: float = 1.0,
-                 lam: float = 0.5, step_reward: str = "brier", confidence: str = "geomean",
-                 answer_column: str = "answer", steps_column: str = "steps",
-                 question_column: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        tokenizer,
+        *,
+        model: torch.nn.Module | None = None,
+        temperature: float = 1.0,
+        lam: float = 0.5,
+        step_reward: str = "brier",
+        confidence: str = "geomean",
+        answer_column: str = "answer",
+        steps_column: str = "steps",
+        question_column: str | None = None,
+    ) -> None:
         if lam > 0 and model is None:
-            raise ValueError("model: expected the policy (to score the step tokens' confidences) when lam > 0, got None")
+            raise ValueError(
+                "model: expected the policy (to score the step tokens' confidences) when lam > 0, got None"
+            )
         self.tokenizer = tokenizer
         self.model = model
         self.temperature = temperature
@@ -127,9 +145,15 @@ class CCRLRewardFunction:
             scored[b, start - 1 : len(row) - 1] = True
         hidden = next_token_hidden(self.model, input_ids, attention, width - 1)
         logp, _, _ = linear_logprobs(
-            hidden.to(head.weight.dtype), head.weight, targets, mask=scored, bias=head.bias,
-            temperature=self.temperature, logit_scale=head.logit_scale, softcap=head.softcap,
-        )  # fmt: skip
+            hidden.to(head.weight.dtype),
+            head.weight,
+            targets,
+            mask=scored,
+            bias=head.bias,
+            temperature=self.temperature,
+            logit_scale=head.logit_scale,
+            softcap=head.softcap,
+        )
         return [logp[b][scored[b]].tolist() for b in range(len(rows))]
 
     def _prompt_ids(self, prompt: Any) -> list[int]:
@@ -159,11 +183,21 @@ class CCRLRewardFunction:
 def _prompt_text(prompt: Any) -> str:
     if isinstance(prompt, str):
         return prompt
-    return "\n".join(m.get("content", "") for m in prompt if isinstance(m, Mapping) and isinstance(m.get("content"), str))
+    return "\n".join(
+        m.get("content", "") for m in prompt if isinstance(m, Mapping) and isinstance(m.get("content"), str)
+    )
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: Mapping | None = None, *,
-                  lam: float = 0.5, step_reward: str = "brier", confidence: str = "geomean") -> dict[str, float]:  # fmt: skip
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: Mapping | None = None,
+    *,
+    lam: float = 0.5,
+    step_reward: str = "brier",
+    confidence: str = "geomean",
+) -> dict[str, float]:
     """verl reward function (``custom_reward_function.path`` / ``name: compute_score``).
 
     ground_truth: the gold answer, or a mapping with ``answer`` and optional ``steps`` (gold

@@ -62,8 +62,13 @@ def _head_operands(hidden: torch.Tensor, head, cast_lm_head_to_fp32: bool):
     return hidden.to(dtype), weight.to(dtype), bias
 
 
-def install_fused_lm_head(model: torch.nn.Module, *, temperature: float, cast_lm_head_to_fp32: bool = False,
-                          outputs: tuple[str, ...] = ("log_probs",)) -> None:  # fmt: skip
+def install_fused_lm_head(
+    model: torch.nn.Module,
+    *,
+    temperature: float,
+    cast_lm_head_to_fp32: bool = False,
+    outputs: tuple[str, ...] = ("log_probs",),
+) -> None:
     """Make ``model(..., labels=labels, fused_lm_head=True)`` (TRL's fused-head call) return log-probs and
     entropies from ``linear_logprobs_autograd``; every other call goes to the model's previous forward.
 
@@ -77,13 +82,23 @@ def install_fused_lm_head(model: torch.nn.Module, *, temperature: float, cast_lm
         raise ValueError(f"outputs: expected a subset of ('log_probs', 'entropy'), got {sorted(unsupported)}")
     previous_forward = model.forward
 
-    def fused_forward(self, *args, fused_lm_head=False, fused_policy_loss=None, labels=None, shift_labels=None,
-                      num_items_in_batch=None, **kwargs):  # fmt: skip
+    def fused_forward(
+        self,
+        *args,
+        fused_lm_head=False,
+        fused_policy_loss=None,
+        labels=None,
+        shift_labels=None,
+        num_items_in_batch=None,
+        **kwargs,
+    ):
         if not fused_lm_head and fused_policy_loss is None:
             extra = {"labels": labels, "shift_labels": shift_labels, "num_items_in_batch": num_items_in_batch}
             return previous_forward(*args, **kwargs, **{k: v for k, v in extra.items() if v is not None})
         if kwargs.get("output_router_logits"):
-            raise ValueError("output_router_logits: expected False (fastcomt's fused head returns no MoE router losses), got True")
+            raise ValueError(
+                "output_router_logits: expected False (fastcomt's fused head returns no MoE router losses), got True"
+            )
         kwargs["use_cache"] = False
         hidden = self.base_model(*args, **kwargs).last_hidden_state
         head = lm_head_of(self)
@@ -108,9 +123,15 @@ def install_fused_lm_head(model: torch.nn.Module, *, temperature: float, cast_lm
         with autocast:
             h, w, b = _head_operands(hidden, head, cast_lm_head_to_fp32)
             log_probs, entropy = linear_logprobs_autograd(
-                h, w, labels, mask=mask, bias=b, temperature=temperature, logit_scale=head.logit_scale,
+                h,
+                w,
+                labels,
+                mask=mask,
+                bias=b,
+                temperature=temperature,
+                logit_scale=head.logit_scale,
                 softcap=head.softcap,
-            )  # fmt: skip
+            )
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
         return FusedCausalLMOutput(
             loss=-log_probs.sum() / count,
@@ -126,14 +147,18 @@ def _check_supported(trainer: trl.GRPOTrainer) -> None:
     """Raises ValueError naming each setting the fused head would silently change."""
     model = trainer.model
     if hasattr(model, "peft_config"):
-        raise ValueError("peft_config: expected None (fastcomt's GRPOTrainer does not support PEFT adapters; use "
-                         "trl.GRPOTrainer), got a PEFT adapter")
+        raise ValueError(
+            "peft_config: expected None (fastcomt's GRPOTrainer does not support PEFT adapters; use "
+            "trl.GRPOTrainer), got a PEFT adapter"
+        )
     if getattr(trainer, "is_deepspeed_enabled", False):
         from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
         if is_deepspeed_zero3_enabled():
-            raise ValueError("deepspeed: expected ZeRO stage 0-2 or FSDP2 (ZeRO-3 shards the LM head, which the fused "
-                             "head reads whole), got ZeRO-3")
+            raise ValueError(
+                "deepspeed: expected ZeRO stage 0-2 or FSDP2 (ZeRO-3 shards the LM head, which the fused "
+                "head reads whole), got ZeRO-3"
+            )
     config = text_config(model)
     if config is not model.config:
         raise ValueError(f"model: expected a text-only causal LM, got the multimodal {type(model).__name__}")
@@ -156,7 +181,9 @@ def _fused_path_blockers(trainer: trl.GRPOTrainer, inputs: dict) -> list[str]:
         "off_policy_mask_threshold": trainer.off_policy_mask_threshold is not None,
         "entropy bonus": trainer._entropy_bonus_enabled,
         "delta <= 1": args.delta is not None and args.delta <= 1.0,
-        "multimodal inputs": any(inputs.get(k) is not None for k in ("pixel_values", "token_type_ids", "mm_token_type_ids")),
+        "multimodal inputs": any(
+            inputs.get(k) is not None for k in ("pixel_values", "token_type_ids", "mm_token_type_ids")
+        ),
     }
     return [name for name, blocked in blockers.items() if blocked]
 
@@ -180,9 +207,11 @@ class GRPOTrainer(trl.GRPOTrainer):
 def _install(trainer: trl.GRPOTrainer) -> None:
     _check_supported(trainer)
     install_fused_lm_head(
-        trainer.model, temperature=trainer.temperature, cast_lm_head_to_fp32=trainer.args.cast_lm_head_to_fp32,
+        trainer.model,
+        temperature=trainer.temperature,
+        cast_lm_head_to_fp32=trainer.args.cast_lm_head_to_fp32,
         outputs=("log_probs", "entropy"),
-    )  # fmt: skip
+    )
     if trainer.ref_model is not None:
         install_fused_lm_head(
             trainer.ref_model, temperature=trainer.temperature, cast_lm_head_to_fp32=trainer.args.cast_lm_head_to_fp32
@@ -222,15 +251,22 @@ def _fused_policy_loss(trainer: GRPOTrainer, model, inputs: dict) -> torch.Tenso
         is_ratio = inputs["importance_sampling_ratio"]
         is_ratio = is_ratio[:, 0] if is_ratio.dim() == 2 and is_ratio.shape[1] == 1 else is_ratio
     options = dict(
-        targets=completion_ids, mask=mask, advantages=inputs["advantages"],
+        targets=completion_ids,
+        mask=mask,
+        advantages=inputs["advantages"],
         old_logprobs=inputs.get("old_per_token_logps"),
         ref_logprobs=inputs["ref_per_token_logps"] if trainer.beta != 0.0 else None,
-        loss_type=loss_type, eps_low=trainer.epsilon_low, eps_high=trainer.epsilon_high, beta=trainer.beta,
+        loss_type=loss_type,
+        eps_low=trainer.epsilon_low,
+        eps_high=trainer.epsilon_high,
+        beta=trainer.beta,
         bias_corrected_kl=trainer.beta != 0.0 and trainer.args.use_bias_correction_kl,
-        delta=trainer.args.delta, is_weights=is_ratio, temperature=trainer.temperature,
+        delta=trainer.args.delta,
+        is_weights=is_ratio,
+        temperature=trainer.temperature,
         max_tokens=trainer.max_completion_length if loss_type == "dr_grpo" else None,
         loss_normalizer=normalizer,
-    )  # fmt: skip
+    )
     with trainer.accelerator.autocast():
         loss, metrics = model(input_ids=input_ids, attention_mask=attention_mask, fused_policy_loss=options)
     if loss_type != "dapo":

@@ -65,8 +65,9 @@ def _check_mode(loss_agg_mode: str) -> None:
         raise ValueError(f"loss_agg_mode: expected one of {AGG_MODES}, got {loss_agg_mode!r}")
 
 
-def _normalizer(loss_agg_mode: str, mask: torch.Tensor, dp_size: int, batch_num_tokens, global_batch_size,
-                loss_scale_factor) -> torch.Tensor:  # fmt: skip
+def _normalizer(
+    loss_agg_mode: str, mask: torch.Tensor, dp_size: int, batch_num_tokens, global_batch_size, loss_scale_factor
+) -> torch.Tensor:
     """The denominator verl divides the token sum (or, for seq-mean-token-mean, the sum of
     per-sequence means) by, so that summing gradients over data-parallel ranks gives the global mean."""
     mask = mask.to(torch.float32)
@@ -88,8 +89,16 @@ def _normalizer(loss_agg_mode: str, mask: torch.Tensor, dp_size: int, batch_num_
     return count
 
 
-def aggregate_token_loss(loss_mat: torch.Tensor, mask: torch.Tensor, loss_agg_mode: str, *, dp_size: int = 1,
-                         batch_num_tokens=None, global_batch_size=None, loss_scale_factor=None) -> torch.Tensor:  # fmt: skip
+def aggregate_token_loss(
+    loss_mat: torch.Tensor,
+    mask: torch.Tensor,
+    loss_agg_mode: str,
+    *,
+    dp_size: int = 1,
+    batch_num_tokens=None,
+    global_batch_size=None,
+    loss_scale_factor=None,
+) -> torch.Tensor:
     """verl's ``agg_loss`` semantics: a scalar from a ``[B, T]`` per-token loss and its mask."""
     _check_mode(loss_agg_mode)
     m = mask.to(loss_mat.dtype)
@@ -111,9 +120,15 @@ def _clip_settings(config) -> dict[str, float]:
 
 
 @register_policy_loss("fastcomt")
-def fastcomt_policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
-                         response_mask: torch.Tensor, loss_agg_mode: str = "token-mean", config=None,
-                         rollout_is_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:  # fmt: skip
+def fastcomt_policy_loss(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str = "token-mean",
+    config=None,
+    rollout_is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """verl's ``vanilla`` PPO/GRPO objective (policy_loss.loss_mode = "fastcomt"); same signature."""
     if config is None:
         raise ValueError("config: expected verl's ActorConfig (clip ratios, global_batch_info), got None")
@@ -128,8 +143,12 @@ def fastcomt_policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, adv
         log_ratio = torch.clamp(log_prob - old_log_prob, -LOG_RATIO_BOUND, LOG_RATIO_BOUND)
         ratio = torch.exp(log_ratio)
         clipped_away = -advantages * torch.clamp(ratio, 1 - clip["eps_low"], 1 + clip["eps_high"]) > -advantages * ratio
-        dual = (advantages < 0) & (torch.maximum(-advantages * ratio, -advantages * torch.clamp(
-            ratio, 1 - clip["eps_low"], 1 + clip["eps_high"])) > -advantages * clip["clip_ratio_c"])  # fmt: skip
+        dual = (advantages < 0) & (
+            torch.maximum(
+                -advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip["eps_low"], 1 + clip["eps_high"])
+            )
+            > -advantages * clip["clip_ratio_c"]
+        )
         metrics = {
             "actor/pg_clipfrac": float((clipped_away.float() * mask).sum() / count),
             "actor/ppo_kl": float((-log_ratio * mask).sum() / count),
@@ -147,30 +166,60 @@ def _batch_info(config) -> dict[str, Any]:
     return info
 
 
-def fused_policy_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, response_mask: torch.Tensor,
-                      advantages: torch.Tensor, old_log_prob: torch.Tensor, *, loss_agg_mode: str = "token-mean",
-                      clip_ratio_low: float = 0.2, clip_ratio_high: float = 0.2, clip_ratio_c: float = 3.0,
-                      rollout_is_weights: torch.Tensor | None = None, temperature: float = 1.0, dp_size: int = 1,
-                      batch_num_tokens=None, global_batch_size=None,
-                      loss_scale_factor=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+def fused_policy_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    response_mask: torch.Tensor,
+    advantages: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    *,
+    loss_agg_mode: str = "token-mean",
+    clip_ratio_low: float = 0.2,
+    clip_ratio_high: float = 0.2,
+    clip_ratio_c: float = 3.0,
+    rollout_is_weights: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    dp_size: int = 1,
+    batch_num_tokens=None,
+    global_batch_size=None,
+    loss_scale_factor=None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """verl's ``vanilla`` objective and aggregation from hidden states in one fused pass (3 GEMMs):
     ``linear_policy_loss`` with the dual clip, the rollout weights and verl's aggregation as its
     normaliser. verl's clamp of ``log(ratio)`` to +-20 is not applied (it only matters past e^20)."""
     _check_mode(loss_agg_mode)
     if not clip_ratio_c > 1.0:
         raise ValueError(f"clip_ratio_c: expected > 1 (verl's dual-clip lower bound), got {clip_ratio_c!r}")
-    normalizer = _normalizer(loss_agg_mode, response_mask, dp_size, batch_num_tokens, global_batch_size,
-                             loss_scale_factor)  # fmt: skip
+    normalizer = _normalizer(
+        loss_agg_mode, response_mask, dp_size, batch_num_tokens, global_batch_size, loss_scale_factor
+    )
     loss_type = "grpo" if loss_agg_mode == "seq-mean-token-mean" else "dapo"
     return linear_policy_loss(
-        hidden, weight, targets, response_mask, advantages, old_log_prob, loss_type=loss_type,
-        eps_low=clip_ratio_low, eps_high=clip_ratio_high, clip_ratio_c=clip_ratio_c, is_weights=rollout_is_weights,
-        temperature=temperature, loss_normalizer=normalizer,
-    )  # fmt: skip
+        hidden,
+        weight,
+        targets,
+        response_mask,
+        advantages,
+        old_log_prob,
+        loss_type=loss_type,
+        eps_low=clip_ratio_low,
+        eps_high=clip_ratio_high,
+        clip_ratio_c=clip_ratio_c,
+        is_weights=rollout_is_weights,
+        temperature=temperature,
+        loss_normalizer=normalizer,
+    )
 
 
-def verl_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
-                              temperature: float = 1.0, reduction: str = "none", dist_process_group=None):  # fmt: skip
+def verl_linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 1.0,
+    reduction: str = "none",
+    dist_process_group=None,
+):
     """Drop-in for ``verl.utils.kernel.linear_cross_entropy.linear_cross_entropy``: ``(log_probs, entropy)``."""
     if reduction != "none":
         raise ValueError(f"reduction: expected 'none' (verl's actors take per-token values), got {reduction!r}")

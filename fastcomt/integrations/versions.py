@@ -14,8 +14,7 @@ def check_peer_version(package: str, minimum: str, below: str) -> str:
         installed = metadata.version(package)
     except metadata.PackageNotFoundError as error:
         raise ImportError(
-            f"{package}: expected {package}>={minimum},<{below} installed (pip install 'fastcomt[{package}]'), "
-            "got none"
+            f"{package}: expected {package}>={minimum},<{below} installed (pip install 'fastcomt[{package}]'), got none"
         ) from error
     if not Version(minimum) <= Version(installed) < Version(below):
         raise ImportError(

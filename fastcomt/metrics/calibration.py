@@ -81,12 +81,20 @@ def reliability_bins(
             members = index == b
             n = int(members.sum())
             if n:
-                bins.append(ReliabilityBin(b / n_bins, (b + 1) / n_bins, n, float(c[members].mean()), float(z[members].mean())))
+                bins.append(
+                    ReliabilityBin(b / n_bins, (b + 1) / n_bins, n, float(c[members].mean()), float(z[members].mean()))
+                )
     else:
         order = np.argsort(c, kind="stable")
         for chunk in np.array_split(order, min(n_bins, c.size)):
             bins.append(
-                ReliabilityBin(float(c[chunk].min()), float(c[chunk].max()), int(chunk.size), float(c[chunk].mean()), float(z[chunk].mean()))
+                ReliabilityBin(
+                    float(c[chunk].min()),
+                    float(c[chunk].max()),
+                    int(chunk.size),
+                    float(c[chunk].mean()),
+                    float(z[chunk].mean()),
+                )
             )
     return bins
 

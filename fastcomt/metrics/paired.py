@@ -61,10 +61,12 @@ def paired_accuracy(
 
 def _steps(rows: Sequence[Mapping[str, Any]]) -> list[tuple[np.ndarray, np.ndarray]]:
     return [
-        (np.array([s["confidence"] for s in r["steps"]], dtype=np.float64),
-         np.array([s["correct"] for s in r["steps"]], dtype=np.float64))
+        (
+            np.array([s["confidence"] for s in r["steps"]], dtype=np.float64),
+            np.array([s["correct"] for s in r["steps"]], dtype=np.float64),
+        )
         for r in rows
-    ]  # fmt: skip
+    ]
 
 
 def _ece_of(steps: list[tuple[np.ndarray, np.ndarray]], index: np.ndarray, n_bins: int) -> float:

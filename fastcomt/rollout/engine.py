@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Union
 
 import torch
 
@@ -19,7 +18,7 @@ from fastcomt.rollout.types import GroupRequest, GroupResult
 
 # Weights for update_weights: a name -> tensor mapping, (name, tensor) pairs, or a checkpoint
 # path (a safetensors file, a torch file, or a directory holding either).
-WeightsSource = Union[Mapping[str, torch.Tensor], Iterable[tuple[str, torch.Tensor]], str, os.PathLike]
+WeightsSource = Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]] | str | os.PathLike
 
 
 class RolloutEngine(ABC):

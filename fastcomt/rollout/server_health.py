@@ -39,5 +39,7 @@ def server_call(url: str, what: str, call: Callable[[], T]) -> T:
         return call()
     except HTTPRequestError as exc:
         if not server_alive(url):
-            raise ServerDiedError(f"{url} died during {what}: it no longer answers /health (last error: {exc})") from exc
+            raise ServerDiedError(
+                f"{url} died during {what}: it no longer answers /health (last error: {exc})"
+            ) from exc
         raise

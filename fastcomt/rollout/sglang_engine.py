@@ -132,7 +132,10 @@ class SGLangEngine(RolloutEngine):
         try:
             for bucket in _buckets(pairs, self._bucket_bytes):
                 # One flush at the end of the update, not one per bucket.
-                _check(engine.update_weights_from_tensor(named_tensors=bucket, load_format=None, flush_cache=False), "update_weights_from_tensor")
+                _check(
+                    engine.update_weights_from_tensor(named_tensors=bucket, load_format=None, flush_cache=False),
+                    "update_weights_from_tensor",
+                )
         except BaseException:
             try:
                 engine.end_weight_update()  # leave no session open; report the first error

@@ -115,7 +115,9 @@ class SGLangFleetEngine(SGLangHTTPEngine):
                 return self._sample_group(url, group, f"{name}.r{round_}", version)
             except GenerationAbortedError as exc:
                 last_abort = exc
-        raise GenerationAbortedError(f"group {name} was aborted {self._policy.max_retries + 1} times; last: {last_abort}")
+        raise GenerationAbortedError(
+            f"group {name} was aborted {self._policy.max_retries + 1} times; last: {last_abort}"
+        )
 
     # -- weights and cache ---------------------------------------------------------------------
 
@@ -149,16 +151,27 @@ class SGLangFleetEngine(SGLangHTTPEngine):
         try:
             for url in urls:
                 self._post(url, "/pause_generation", {"mode": self._pause_mode})
-                self._check_success(url, "/begin_weight_update", self._post(url, "/begin_weight_update", {"selector": "all"}))
+                self._check_success(
+                    url, "/begin_weight_update", self._post(url, "/begin_weight_update", {"selector": "all"})
+                )
             try:
                 for bucket in buckets:
                     pairs = [(str(n), t) for n, t in bucket]
                     payloads = [self._serialize(pairs) for _ in range(self._tp_size)]
                     for url in urls:
-                        self._check_success(url, "/update_weights_from_tensor", self._post(
-                            url, "/update_weights_from_tensor",
-                            {"serialized_named_tensors": payloads, "flush_cache": False, "weight_version": str(version)},
-                        ))  # fmt: skip
+                        self._check_success(
+                            url,
+                            "/update_weights_from_tensor",
+                            self._post(
+                                url,
+                                "/update_weights_from_tensor",
+                                {
+                                    "serialized_named_tensors": payloads,
+                                    "flush_cache": False,
+                                    "weight_version": str(version),
+                                },
+                            ),
+                        )
                     count += 1
             finally:  # close every session, even after an error, so the servers accept the next update
                 for url in urls:

@@ -128,7 +128,9 @@ class SGLangHTTPEngine(RolloutEngine):
         self._tp_size = tp_size
         self._serialize = tensor_serializer or sglang_ipc_serializer
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="sglang-http")
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            max_workers=max_concurrency, thread_name_prefix="sglang-http"
+        )
         # Readers: generate calls; writer: a weight update. A write waits for in-flight groups.
         self._state = threading.Condition()
         self._generating = 0
@@ -153,8 +155,7 @@ class SGLangHTTPEngine(RolloutEngine):
         try:
             call_id = uuid.uuid4().hex[:12]
             futures = [
-                pool.submit(self._run_group, g, g.request_id or f"{call_id}-{i}", version)
-                for i, g in enumerate(groups)
+                pool.submit(self._run_group, g, g.request_id or f"{call_id}-{i}", version) for i, g in enumerate(groups)
             ]
             # Let every group finish before reporting a failure, so no request of this call is
             # still running when a weight update is allowed in.
@@ -180,7 +181,9 @@ class SGLangHTTPEngine(RolloutEngine):
                 return self._sample_group(url, group, f"{name}.r{round_}", version)
             except GenerationAbortedError as exc:
                 last_abort = exc
-        raise GenerationAbortedError(f"group {name} was aborted {self._policy.max_retries + 1} times; last: {last_abort}")
+        raise GenerationAbortedError(
+            f"group {name} was aborted {self._policy.max_retries + 1} times; last: {last_abort}"
+        )
 
     def _sample_group(self, url: str, group: GroupRequest, name: str, version: int) -> GroupResult:
         prime_rids: list[str] = []
@@ -246,16 +249,25 @@ class SGLangHTTPEngine(RolloutEngine):
         post("/pause_generation", {"mode": self._pause_mode})
         try:
             if payloads is None:
-                self._check_success(url, "/update_weights_from_disk", post(
-                    "/update_weights_from_disk", {"model_path": path, "weight_version": str(version), "flush_cache": True},
-                ))  # fmt: skip
+                self._check_success(
+                    url,
+                    "/update_weights_from_disk",
+                    post(
+                        "/update_weights_from_disk",
+                        {"model_path": path, "weight_version": str(version), "flush_cache": True},
+                    ),
+                )
             else:
                 self._check_success(url, "/begin_weight_update", post("/begin_weight_update", {"selector": "all"}))
                 try:
-                    self._check_success(url, "/update_weights_from_tensor", post(
+                    self._check_success(
+                        url,
                         "/update_weights_from_tensor",
-                        {"serialized_named_tensors": payloads, "flush_cache": True, "weight_version": str(version)},
-                    ))  # fmt: skip
+                        post(
+                            "/update_weights_from_tensor",
+                            {"serialized_named_tensors": payloads, "flush_cache": True, "weight_version": str(version)},
+                        ),
+                    )
                 except BaseException:
                     # Close the session so the server accepts the next update; report the first error.
                     try:
@@ -316,11 +328,17 @@ class SGLangHTTPEngine(RolloutEngine):
         return self._pool
 
     def _post(self, url: str, path: str, payload: Any, *, expect_json: bool = True) -> Any:
-        return request_json("POST", url + path, payload, timeout=self._timeout, policy=self._policy,
-                            headers=self._headers, expect_json=expect_json)
+        return request_json(
+            "POST",
+            url + path,
+            payload,
+            timeout=self._timeout,
+            policy=self._policy,
+            headers=self._headers,
+            expect_json=expect_json,
+        )
 
     @staticmethod
     def _check_success(url: str, path: str, answer: Any) -> None:
         if not isinstance(answer, dict) or answer.get("success") is not True:
             raise RuntimeError(f"{url}{path} did not succeed: {answer!r:.300}")
-

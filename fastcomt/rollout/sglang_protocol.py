@@ -108,12 +108,16 @@ def parse_output(item: Any, *, expect_logprobs: bool) -> ParsedOutput:
         raise MalformedResponseError(f"meta_info.id: expected the request id string, got {rid!r}")
     finish = meta.get("finish_reason")
     if not isinstance(finish, dict) or finish.get("type") not in ("stop", "length", "abort"):
-        raise MalformedResponseError(f"request {rid}: meta_info.finish_reason: expected a dict with type stop/length/abort, got {finish!r}")
+        raise MalformedResponseError(
+            f"request {rid}: meta_info.finish_reason: expected a dict with type stop/length/abort, got {finish!r}"
+        )
     if finish["type"] == "abort":
         raise GenerationAbortedError(f"request {rid} was aborted by the server: {finish.get('message')}")
     output_ids = item.get("output_ids")
     if not isinstance(output_ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in output_ids):
-        raise MalformedResponseError(f"request {rid}: output_ids: expected a list of ints (start the server with --skip-tokenizer-init), got {str(output_ids)[:200]}")
+        raise MalformedResponseError(
+            f"request {rid}: output_ids: expected a list of ints (start the server with --skip-tokenizer-init), got {str(output_ids)[:200]}"
+        )
     cached = meta.get("cached_tokens")
     if not isinstance(cached, int) or isinstance(cached, bool) or cached < 0:
         raise MalformedResponseError(f"request {rid}: meta_info.cached_tokens: expected an int >= 0, got {cached!r}")
@@ -127,8 +131,15 @@ def parse_output(item: Any, *, expect_logprobs: bool) -> ParsedOutput:
             )
         values = []
         for pos, (entry, token) in enumerate(zip(entries, output_ids)):
-            if not (isinstance(entry, (list, tuple)) and len(entry) >= 2 and isinstance(entry[0], (int, float)) and entry[1] == token):
-                raise MalformedResponseError(f"request {rid}: output_token_logprobs[{pos}]: expected [logprob, {token}, ...], got {entry!r}")
+            if not (
+                isinstance(entry, (list, tuple))
+                and len(entry) >= 2
+                and isinstance(entry[0], (int, float))
+                and entry[1] == token
+            ):
+                raise MalformedResponseError(
+                    f"request {rid}: output_token_logprobs[{pos}]: expected [logprob, {token}, ...], got {entry!r}"
+                )
             values.append(float(entry[0]))
         logprobs = tuple(values)
     version = meta.get("weight_version")
@@ -154,12 +165,19 @@ def outputs_by_rid(response: Any, rids: Sequence[str], *, expect_logprobs: bool)
     missing = [r for r in rids if r not in parsed]
     unknown = [r for r in parsed if r not in set(rids)]
     if missing or unknown:
-        raise MalformedResponseError(f"response ids do not match the request: missing {missing[:3]}, unexpected {unknown[:3]}")
+        raise MalformedResponseError(
+            f"response ids do not match the request: missing {missing[:3]}, unexpected {unknown[:3]}"
+        )
     return parsed
 
 
 def build_samples(
-    group: GroupRequest, sibling_rids: Sequence[str], outputs: dict[str, ParsedOutput], weight_version: int, *, prime_cached: int
+    group: GroupRequest,
+    sibling_rids: Sequence[str],
+    outputs: dict[str, ParsedOutput],
+    weight_version: int,
+    *,
+    prime_cached: int,
 ) -> tuple[Sample, ...]:
     """Samples in seed order.
 
@@ -173,7 +191,9 @@ def build_samples(
     for seed, rid in zip(group.seeds, sibling_rids):
         out = outputs[rid]
         if len(out.token_ids) > group.sampling.max_new_tokens:
-            raise MalformedResponseError(f"request {rid} returned {len(out.token_ids)} tokens, more than max_new_tokens={group.sampling.max_new_tokens}")
+            raise MalformedResponseError(
+                f"request {rid} returned {len(out.token_ids)} tokens, more than max_new_tokens={group.sampling.max_new_tokens}"
+            )
         cached = min(out.cached_tokens, prefix_len)
         charge = min(uncharged, cached)
         cached -= charge

@@ -75,7 +75,9 @@ class TransformersEngine(RolloutEngine):
         self._max_positions = getattr(model.config, "max_position_embeddings", None)
 
     @classmethod
-    def from_pretrained(cls, path: str, *, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu", **kwargs) -> TransformersEngine:
+    def from_pretrained(
+        cls, path: str, *, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu", **kwargs
+    ) -> TransformersEngine:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
@@ -97,7 +99,9 @@ class TransformersEngine(RolloutEngine):
         vocab = model.config.vocab_size
         for i, g in enumerate(groups):
             if self._max_positions is not None and len(g.prefix_ids) >= self._max_positions:
-                raise ValueError(f"groups[{i}] prefix has {len(g.prefix_ids)} tokens; the model holds at most {self._max_positions - 1} before generating")
+                raise ValueError(
+                    f"groups[{i}] prefix has {len(g.prefix_ids)} tokens; the model holds at most {self._max_positions - 1} before generating"
+                )
             too_big = [t for t in g.prefix_ids + g.sampling.stop_token_ids if t >= vocab]
             if too_big:
                 raise ValueError(f"groups[{i}] holds token id {too_big[0]} outside the vocabulary of size {vocab}")
@@ -115,7 +119,7 @@ class TransformersEngine(RolloutEngine):
             self._version = version
 
     def flush_cache(self) -> None:
-        self.model  # raises if closed; no KV outlives a generate call
+        _ = self.model  # raises if closed; no KV outlives a generate call
 
     def close(self) -> None:
         with self._lock:
@@ -167,8 +171,8 @@ class TransformersEngine(RolloutEngine):
             span_mask = torch.zeros((num_rows, width), dtype=torch.long, device=device)
             for r, n in enumerate(level):
                 span = tree.nodes[n].tokens
-                ids[r, width - len(span):] = torch.tensor(span, dtype=torch.long, device=device)
-                span_mask[r, width - len(span):] = 1
+                ids[r, width - len(span) :] = torch.tensor(span, dtype=torch.long, device=device)
+                span_mask[r, width - len(span) :] = 1
             if rows is None:
                 prev_mask = torch.zeros((num_rows, 0), dtype=torch.long, device=device)
                 prev_len = torch.zeros(num_rows, dtype=torch.long, device=device)

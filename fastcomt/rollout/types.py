@@ -205,4 +205,9 @@ def rollout_totals(results: Sequence[GroupResult]) -> dict[str, int]:
     prefix = sum(len(r.request.prefix_ids) * r.request.num_samples for r in results)
     cached = sum(r.cached_tokens for r in results)
     generated = sum(len(s.token_ids) for r in results for s in r.samples)
-    return {"prefix_tokens": prefix, "prefill_tokens": prefix - cached, "cached_tokens": cached, "generated_tokens": generated}
+    return {
+        "prefix_tokens": prefix,
+        "prefill_tokens": prefix - cached,
+        "cached_tokens": cached,
+        "generated_tokens": generated,
+    }

@@ -55,7 +55,9 @@ class VLLMEngine(RolloutEngine):
         if not isinstance(model_path, str) or not model_path:
             raise ValueError(f"model_path: expected a non-empty str, got {model_path!r}")
         if llm_args.get("logprobs_mode", LOGPROBS_MODE) != LOGPROBS_MODE:
-            raise ValueError(f"logprobs_mode: expected {LOGPROBS_MODE!r} (our log-prob convention), got {llm_args['logprobs_mode']!r}")
+            raise ValueError(
+                f"logprobs_mode: expected {LOGPROBS_MODE!r} (our log-prob convention), got {llm_args['logprobs_mode']!r}"
+            )
         if llm_args.get("skip_tokenizer_init", True) is not True:
             raise ValueError("skip_tokenizer_init: expected True (VLLMEngine exchanges token ids only), got False")
         if cpu_kv_cache_gib is not None:
@@ -103,11 +105,18 @@ class VLLMEngine(RolloutEngine):
                 completion = out.outputs[0]
                 tokens = list(completion.token_ids)
                 entries = completion.logprobs or []
-                samples.append(make_sample(
-                    g, seed, token_ids=tokens, logprobs=[logprob_of(e, t, where) for e, t in zip(entries, tokens)],
-                    finish_reason=completion.finish_reason, cached_tokens=out.num_cached_tokens or 0,
-                    weight_version=version, where=where,
-                ))  # fmt: skip
+                samples.append(
+                    make_sample(
+                        g,
+                        seed,
+                        token_ids=tokens,
+                        logprobs=[logprob_of(e, t, where) for e, t in zip(entries, tokens)],
+                        finish_reason=completion.finish_reason,
+                        cached_tokens=out.num_cached_tokens or 0,
+                        weight_version=version,
+                        where=where,
+                    )
+                )
             results.append(GroupResult(request=g, samples=tuple(samples)))
         return results
 

@@ -30,9 +30,9 @@ from __future__ import annotations
 import os
 import threading
 import zlib
-from contextlib import contextmanager
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import Any
 
 from fastcomt.http_retry import MalformedResponseError, RetryPolicy, request_json
@@ -85,7 +85,9 @@ class VLLMHTTPEngine(RolloutEngine):
         self._policy = RetryPolicy(max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._stager = WeightStager(staging_dir)
-        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="vllm-http")
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            max_workers=max_concurrency, thread_name_prefix="vllm-http"
+        )
         # Readers: generate calls; writer: a weight update or flush, which waits for in-flight samples.
         self._state = threading.Condition()
         self._generating = 0
@@ -112,7 +114,10 @@ class VLLMHTTPEngine(RolloutEngine):
             version = self._version
         try:
             futures = [
-                [pool.submit(self._sample, self.server_for(g), g, seed, version, f"groups[{gi}] sample {j}") for j, seed in enumerate(g.seeds)]
+                [
+                    pool.submit(self._sample, self.server_for(g), g, seed, version, f"groups[{gi}] sample {j}")
+                    for j, seed in enumerate(g.seeds)
+                ]
                 for gi, g in enumerate(groups)
             ]
             # Let every sample finish before reporting a failure: no request of this call may
@@ -142,9 +147,13 @@ class VLLMHTTPEngine(RolloutEngine):
             values, names = logprobs["token_logprobs"], logprobs["tokens"]
             usage = answer["usage"]
         except (KeyError, IndexError, TypeError) as exc:
-            raise MalformedResponseError(f"{where}: not a completion with token ids and log-probs: {str(answer)[:300]}") from exc
+            raise MalformedResponseError(
+                f"{where}: not a completion with token ids and log-probs: {str(answer)[:300]}"
+            ) from exc
         if not isinstance(tokens, list) or names != [f"token_id:{t}" for t in tokens]:
-            raise MalformedResponseError(f"{where}: logprobs.tokens {str(names)[:200]} do not name token_ids {str(tokens)[:200]}")
+            raise MalformedResponseError(
+                f"{where}: logprobs.tokens {str(names)[:200]} do not name token_ids {str(tokens)[:200]}"
+            )
         details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
         if not isinstance(details, dict) or not isinstance(details.get("cached_tokens"), int):
             raise MalformedResponseError(
@@ -152,8 +161,16 @@ class VLLMHTTPEngine(RolloutEngine):
             )
         if any(not isinstance(v, (int, float)) for v in values):
             raise MalformedResponseError(f"{where}: logprobs.token_logprobs must be numbers, got {str(values)[:200]}")
-        return make_sample(group, seed, token_ids=tokens, logprobs=values, finish_reason=choice.get("finish_reason"),
-                           cached_tokens=details["cached_tokens"], weight_version=version, where=where)  # fmt: skip
+        return make_sample(
+            group,
+            seed,
+            token_ids=tokens,
+            logprobs=values,
+            finish_reason=choice.get("finish_reason"),
+            cached_tokens=details["cached_tokens"],
+            weight_version=version,
+            where=where,
+        )
 
     # -- weights and cache ---------------------------------------------------------------------
 
@@ -164,8 +181,13 @@ class VLLMHTTPEngine(RolloutEngine):
             folder = self._stager.folder_for(weights)
             for url in self._urls:
                 what = f"the weight update to version {version}"
-                answer = server_call(url, what, lambda: self._post(url, "/collective_rpc", {
-                    "method": "reload_weights", "kwargs": {"weights_path": folder}}))  # fmt: skip
+                answer = server_call(
+                    url,
+                    what,
+                    lambda url=url: self._post(
+                        url, "/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": folder}}
+                    ),
+                )
                 if not isinstance(answer, dict) or "results" not in answer:
                     raise MalformedResponseError(f"{url}/collective_rpc reload_weights answered {answer!r:.300}")
                 self._flush(url, what)
@@ -189,7 +211,9 @@ class VLLMHTTPEngine(RolloutEngine):
         def once() -> bool:
             answer = server_call(url, what, lambda: self._post(url, "/reset_prefix_cache", {}))
             if not isinstance(answer, dict) or not isinstance(answer.get("success"), bool):
-                raise MalformedResponseError(f"{url}/reset_prefix_cache answered {answer!r:.300}, expected {{'success': bool}}")
+                raise MalformedResponseError(
+                    f"{url}/reset_prefix_cache answered {answer!r:.300}, expected {{'success': bool}}"
+                )
             return answer["success"]
 
         confirm_flush(once, what=f"{url}/reset_prefix_cache")
@@ -213,5 +237,6 @@ class VLLMHTTPEngine(RolloutEngine):
         return self._pool
 
     def _post(self, url: str, path: str, payload: Any) -> Any:
-        return request_json("POST", url + path, payload, timeout=self._timeout, policy=self._policy, headers=self._headers)
-
+        return request_json(
+            "POST", url + path, payload, timeout=self._timeout, policy=self._policy, headers=self._headers
+        )

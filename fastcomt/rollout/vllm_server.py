@@ -28,11 +28,24 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def vllm_server_command(model_path: str, *, host: str, port: int, python: str, extra_args: list[str]) -> list[str]:
     return [
-        python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path, "--host", host, "--port", str(port),
-        "--enable-prefix-caching", "--enable-prompt-tokens-details", "--logprobs-mode", LOGPROBS_MODE,
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_path,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--enable-prefix-caching",
+        "--enable-prompt-tokens-details",
+        "--logprobs-mode",
+        LOGPROBS_MODE,
         # Sampling settings come from each request, never from the model's generation_config.
-        "--generation-config", "vllm", *extra_args,
-    ]  # fmt: skip
+        "--generation-config",
+        "vllm",
+        *extra_args,
+    ]
 
 
 class VLLMServer:
@@ -60,7 +73,9 @@ class VLLMServer:
         if not Path(model_path).is_dir():
             raise ValueError(f"model_path: expected a model folder, got {model_path!r}")
         self.host, self.port = host, port or free_port(host)
-        self.command = vllm_server_command(str(model_path), host=host, port=self.port, python=python, extra_args=list(extra_args or []))
+        self.command = vllm_server_command(
+            str(model_path), host=host, port=self.port, python=python, extra_args=list(extra_args or [])
+        )
         self._env = {**os.environ, **(env or {}), "VLLM_SERVER_DEV_MODE": "1"}
         self._log_path = log_path
         self._startup_timeout = startup_timeout
@@ -73,12 +88,16 @@ class VLLMServer:
 
     def start(self) -> VLLMServer:
         self._log = open(self._log_path, "w") if self._log_path else open(os.devnull, "w")  # noqa: SIM115
-        proc = self._proc = subprocess.Popen(self.command, env=self._env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = self._proc = subprocess.Popen(
+            self.command, env=self._env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + self._startup_timeout
         while not server_alive(self.url, timeout=2.0):
             if proc.poll() is not None:
                 self.stop()
-                raise RuntimeError(f"vLLM server exited with code {proc.returncode} before it was ready; log: {self._log_path}")
+                raise RuntimeError(
+                    f"vLLM server exited with code {proc.returncode} before it was ready; log: {self._log_path}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise TimeoutError(f"vLLM server not ready after {self._startup_timeout:.0f} s; log: {self._log_path}")

@@ -62,7 +62,9 @@ def named_tensors(weights: WeightsSource) -> list[tuple[str, torch.Tensor]]:
             raise TypeError(f"weights: expected (name, tensor) pairs, got {item!r:.80}")
         name, tensor = item
         if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"weights: expected (str, torch.Tensor) pairs, got ({type(name).__name__}, {type(tensor).__name__})")
+            raise TypeError(
+                f"weights: expected (str, torch.Tensor) pairs, got ({type(name).__name__}, {type(tensor).__name__})"
+            )
         out.append((name, tensor))
     if not out:
         raise ValueError("weights holds no tensors")
@@ -82,10 +84,14 @@ def copy_into_model(model: torch.nn.Module, pairs: Iterable[tuple[str, torch.Ten
     pairs = list(pairs)
     unknown = [n for n, _ in pairs if n not in targets]
     if unknown:
-        raise ValueError(f"weights name tensors the model does not have: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+        raise ValueError(
+            f"weights name tensors the model does not have: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}"
+        )
     for name, tensor in pairs:
         if tuple(tensor.shape) != tuple(targets[name].shape):
-            raise ValueError(f"weight {name!r} has shape {tuple(tensor.shape)}, the model expects {tuple(targets[name].shape)}")
+            raise ValueError(
+                f"weight {name!r} has shape {tuple(tensor.shape)}, the model expects {tuple(targets[name].shape)}"
+            )
     for name, tensor in pairs:
         targets[name].copy_(tensor.to(device=targets[name].device, dtype=targets[name].dtype))
     return len(pairs)

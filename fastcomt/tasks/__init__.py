@@ -4,9 +4,9 @@ Stdlib only (no torch): graders run in rollout workers and data tools without th
 """
 
 from ._records import RecordFormatError
+from .answers import ANSWER_PATTERNS, answers_match, extract_answer, find_answer, normalize_text_answer, parse_number
 from .benchmarks import BENCHMARKS, BenchmarkProblems, data_root, load_benchmark, load_problems, save_problems
 from .grade import GradedCompletion, gold_step_values, grade_completion
-from .answers import ANSWER_PATTERNS, answers_match, extract_answer, find_answer, normalize_text_answer, parse_number
 from .problem import Problem, Step
 from .steps import (
     STEP_ARITHMETIC,

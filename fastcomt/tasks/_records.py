@@ -101,8 +101,10 @@ def iter_json(path: Path) -> Iterator[tuple[int, str | None, Any | RecordFormatE
             continue
         if i < n and text[i] == close:
             return
-        yield _line_of(text, i, cache), None, RecordFormatError(
-            path, _line_of(text, i, cache), f"expected ',' or '{close}'"
+        yield (
+            _line_of(text, i, cache),
+            None,
+            RecordFormatError(path, _line_of(text, i, cache), f"expected ',' or '{close}'"),
         )
         return
 
@@ -140,5 +142,7 @@ def iter_asdiv_xml(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
         with open(path, "rb") as f:
             parser.ParseFile(f)
     except xml.parsers.expat.ExpatError as e:
-        raise RecordFormatError(path, e.lineno, f"not well-formed XML ({xml.parsers.expat.ErrorString(e.code)})") from None
+        raise RecordFormatError(
+            path, e.lineno, f"not well-formed XML ({xml.parsers.expat.ErrorString(e.code)})"
+        ) from None
     yield from records

@@ -154,7 +154,7 @@ _LAST_NUMBER = re.compile(r"\\d?frac\{[^{}]*\}\{[^{}]*\}|[-−]?(?:\d{1,3}(?:,\d
 def _last_match(text: str, pattern: str | re.Pattern[str]) -> re.Match[str] | None:
     """The last match of a named (anchored) or custom pattern whose answer group is not empty."""
     if isinstance(pattern, re.Pattern):
-        last = None
+        last: re.Match[str] | None = None
         for m in pattern.finditer(text):
             if m.group(1).strip():
                 last = m
@@ -168,9 +168,9 @@ def _last_match(text: str, pattern: str | re.Pattern[str]) -> re.Match[str] | No
         pos = text.rfind(anchor, 0, pos)
         if pos < 0:
             return None
-        m = compiled.match(text, pos - back) if pos >= back else None
-        if m is not None and m.group(1).strip():
-            return m
+        anchored = compiled.match(text, pos - back) if pos >= back else None
+        if anchored is not None and anchored.group(1).strip():
+            return anchored
         # a later "####"/"answer" may sit inside this match's text; keep looking further left
 
 
@@ -191,8 +191,8 @@ def find_answer(
             return m.group(1).strip(), m.start(), m.end()
     if last_number_fallback:
         last = None
-        for last in _LAST_NUMBER.finditer(text):
-            pass
+        for match in _LAST_NUMBER.finditer(text):
+            last = match
         if last is not None:
             return last.group(0), last.start(), last.end()
     return None
@@ -248,7 +248,11 @@ def answers_match(
     if isinstance(gold, str):
         if ";" in gold:
             golds = [g for g in gold.split(";") if g.strip()]
-            preds = [p for p in _MULTI_SPLIT.split(str(predicted)) if p.strip()] if isinstance(predicted, str) else [predicted]
+            preds = (
+                [p for p in _MULTI_SPLIT.split(str(predicted)) if p.strip()]
+                if isinstance(predicted, str)
+                else [predicted]
+            )
             return len(golds) == len(preds) and all(
                 answers_match(p, g, rel_tol=rel_tol, abs_tol=abs_tol) for p, g in zip(preds, golds)
             )

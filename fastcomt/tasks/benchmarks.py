@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic_io import write_text_atomic
-
 from ._records import RecordFormatError, iter_asdiv_xml, iter_json, iter_jsonl
-from .arith import ArithmeticError_, binary_steps, evaluate
 from .answers import parse_number
+from .arith import ArithmeticError_, binary_steps, evaluate
 from .problem import Problem, Step
 from .steps import find_steps
 from .synthetic import synthetic_problems
@@ -79,6 +78,7 @@ def data_root() -> Path:
 
 
 # --- per-benchmark record parsers: dict (file or HF row) -> Problem; raise _Bad on a broken record
+
 
 class _Bad(Exception):
     """A record lacks a field or has an unreadable answer (becomes a RecordFormatError with its line)."""
@@ -257,7 +257,12 @@ def _parse_tabmwp(rec: Mapping[str, Any], key: str) -> Problem:
     full_question = "\n".join(parts)
     steps = _verified_steps(solution, full_question) if solution else ()
     return Problem(
-        id=str(key), question=full_question, answer=answer, steps=steps, source="tabmwp", solution=solution,
+        id=str(key),
+        question=full_question,
+        answer=answer,
+        steps=steps,
+        source="tabmwp",
+        solution=solution,
         family=rec.get("ques_type"),
     )
 
@@ -311,6 +316,7 @@ BENCHMARKS: tuple[str, ...] = tuple(_PARSERS)
 
 # --- file walking -----------------------------------------------------------------------------
 
+
 def _records(path: Path) -> Iterator[tuple[int, str | None, Any]]:
     """(line, key, record or RecordFormatError) for a .jsonl, .json or ASDiv .xml file."""
     suffix = path.suffix.lower()
@@ -328,7 +334,7 @@ def _records(path: Path) -> Iterator[tuple[int, str | None, Any]]:
 
 def _asdiv_a_ids(root: Path) -> frozenset[str]:
     folder = root / "asdiv" / "nfolds" / "asdiv-a"
-    ids = set()
+    ids: set[str] = set()
     for fold in sorted(folder.glob("fold*.txt")):
         ids.update(line.strip() for line in fold.read_text(encoding="utf-8").splitlines() if line.strip())
     if not ids:
@@ -422,6 +428,7 @@ def load_benchmark(
 
 
 # --- our own JSONL form (synthetic and converted problems) -------------------------------------
+
 
 def _problem_from_dict(rec: Mapping[str, Any]) -> Problem:
     try:

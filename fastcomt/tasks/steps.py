@@ -28,8 +28,8 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import NamedTuple
 
-from .arith import ArithmeticError_, evaluate
 from .answers import find_answer
+from .arith import ArithmeticError_, evaluate
 
 __all__ = [
     "StepSpan",
@@ -197,6 +197,7 @@ def find_steps(
     """
     if not isinstance(text, str):
         raise TypeError(f"text: expected str, got {type(text).__name__}")
+    given: Collection[float]
     if type(question) is frozenset:  # the precomputed question_values: skip the slower ABC check
         given = question
     elif isinstance(question, str):
@@ -293,7 +294,7 @@ def step_correctness(
         if exact is not None:
             v = s.value
             # exact hits are the common case; the rounding-aware scan runs only for the rest
-            hit = v in exact or any(values_match(v, s.decimals, g, gd) for g, gd in gold)
+            hit = v in exact or any(values_match(v, s.decimals, g, gd) for g, gd in gold or ())
             correct.append(1 if hit else 0)
             source.append(STEP_GOLD)
         elif s.arithmetic_ok is not None:

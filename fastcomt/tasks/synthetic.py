@@ -29,8 +29,18 @@ _MAX_VALUE = 999
 _MAX_DRAWS = 1000
 
 _PEOPLE = (
-    ("Ana", "she"), ("Ben", "he"), ("Mia", "she"), ("Sam", "he"), ("Lena", "she"), ("Tom", "he"),
-    ("Zoe", "she"), ("Omar", "he"), ("Ravi", "he"), ("Kim", "she"), ("Nora", "she"), ("Leo", "he"),
+    ("Ana", "she"),
+    ("Ben", "he"),
+    ("Mia", "she"),
+    ("Sam", "he"),
+    ("Lena", "she"),
+    ("Tom", "he"),
+    ("Zoe", "she"),
+    ("Omar", "he"),
+    ("Ravi", "he"),
+    ("Kim", "she"),
+    ("Nora", "she"),
+    ("Leo", "he"),
 )
 
 
@@ -63,7 +73,7 @@ def _shopping_change(rng: random.Random) -> _Draw:
         f"{q['other_price']} dollars. {he.capitalize()} pays with {q['money_paid']} dollars. "
         f"How many dollars of change does {he} get?"
     )
-    steps = (
+    steps: tuple[tuple[str, str], ...] = (
         ("items_cost", "item_count * item_price"),
         ("total_cost", "items_cost + other_price"),
         ("change", "money_paid - total_cost"),
@@ -85,7 +95,7 @@ def _rates_time(rng: random.Random) -> _Draw:
             f"Monday and {q['hours_tuesday']} hours on Tuesday. Then {q['items_broken']} of the {item} are "
             f"broken. How many good {item} are left?"
         )
-        steps = (
+        steps: tuple[tuple[str, str], ...] = (
             ("total_hours", "hours_monday + hours_tuesday"),
             ("items_made", "total_hours * items_per_hour"),
             ("items_good", "items_made - items_broken"),
@@ -97,7 +107,10 @@ def _rates_time(rng: random.Random) -> _Draw:
             f"{name} drives at {q['speed']} km per hour for {q['hours_driven']} hours. Then {he} walks "
             f"{q['km_walked']} km. How many km does {he} travel in total?"
         )
-        steps = (("km_driven", "speed * hours_driven"), ("total_km", "km_driven + km_walked"))
+        steps = (
+            ("km_driven", "speed * hours_driven"),
+            ("total_km", "km_driven + km_walked"),
+        )
     return _Draw(text, q, steps)
 
 
@@ -115,7 +128,7 @@ def _sharing_division(rng: random.Random) -> _Draw:
         f"{q['kept']} {item} and shares the rest equally among {q['friend_count']} friends. "
         f"How many {item} does each friend get?"
     )
-    steps = (
+    steps: tuple[tuple[str, str], ...] = (
         ("total_items", "bag_count * per_bag"),
         ("items_shared", "total_items - kept"),
         ("items_each", "items_shared / friend_count"),
@@ -135,7 +148,7 @@ def _percent_discount(rng: random.Random) -> _Draw:
         f"A {item} costs {q['price']} dollars. The store gives {q['discount_percent']} percent off. "
         f"{name} buys {q['item_count']} of them. How many dollars does {he} pay?"
     )
-    steps = (
+    steps: tuple[tuple[str, str], ...] = (
         ("discount", "price * discount_percent / 100"),
         ("sale_price", "price - discount"),
         ("total_paid", "sale_price * item_count"),
@@ -150,7 +163,7 @@ def _area_perimeter(rng: random.Random) -> _Draw:
             f"A garden is {q['length']} meters long and {q['width']} meters wide. A fence costs "
             f"{q['price_per_meter']} dollars per meter. How many dollars does it cost to fence the garden?"
         )
-        steps = (
+        steps: tuple[tuple[str, str], ...] = (
             ("side_sum", "length + width"),
             ("perimeter", "2 * side_sum"),
             ("fence_cost", "perimeter * price_per_meter"),
@@ -178,7 +191,7 @@ def _ages(rng: random.Random) -> _Draw:
         f"{name}'s grandfather is {q['grandpa_gap']} years older than the mother. "
         f"How old will the grandfather be in {q['years_later']} years?"
     )
-    steps = (
+    steps: tuple[tuple[str, str], ...] = (
         ("mother_age", "child_age * age_factor"),
         ("grandpa_age", "mother_age + grandpa_gap"),
         ("grandpa_future_age", "grandpa_age + years_later"),
@@ -201,7 +214,7 @@ def _savings_weeks(rng: random.Random) -> _Draw:
         f"After {q['weeks']} weeks {he} also gets a gift of {q['gift']} dollars. Then {he} buys a {thing} for "
         f"{q['thing_price']} dollars. How many dollars does {he} have left?"
     )
-    steps = (
+    steps: tuple[tuple[str, str], ...] = (
         ("weekly_saving", "weekly_pay - weekly_spend"),
         ("total_saved", "weekly_saving * weeks"),
         ("total_money", "total_saved + gift"),
@@ -224,7 +237,7 @@ def _inventory(rng: random.Random) -> _Draw:
         f"Then {he} buys {q['box_count']} boxes with {q['per_box']} {item} in each box. "
         f"How many {item} does {he} have now?"
     )
-    steps = (
+    steps: tuple[tuple[str, str], ...] = (
         (f"{item}_left", f"{item}_start - {item}_gone"),
         (f"{item}_bought", "box_count * per_box"),
         (f"{item}_total", f"{item}_left + {item}_bought"),

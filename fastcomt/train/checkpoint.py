@@ -48,8 +48,15 @@ from fastcomt.distributed.sharded_state import SHARDED_DIR, load_sharded_state, 
 
 from .final_model import quiet_model_save
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "complete_checkpoints", "CheckpointError",
-           "capture_rng_state", "restore_rng_state"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "complete_checkpoints",
+    "CheckpointError",
+    "capture_rng_state",
+    "restore_rng_state",
+]
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 _STATE_FILE = "trainer_state.json"
@@ -106,9 +113,17 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
     if dist_ctx is not None and dist_ctx.enabled:
-        _save_sharded(root, final, dist_ctx, model=model, optimizer=optimizer, scheduler=scheduler, tokenizer=tokenizer,
-                      trainer_state={"step": step, "world_size": dist_ctx.world_size, **(trainer_state or {})},
-                      keep_last=keep_last)  # fmt: skip
+        _save_sharded(
+            root,
+            final,
+            dist_ctx,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            tokenizer=tokenizer,
+            trainer_state={"step": step, "world_size": dist_ctx.world_size, **(trainer_state or {})},
+            keep_last=keep_last,
+        )
         return final
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
     try:
@@ -156,8 +171,18 @@ def _rng_file(rank: int) -> str:
     return f"rng_rank{rank:05d}.pt"
 
 
-def _save_sharded(root: Path, final: Path, ctx: DistContext, *, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-                  tokenizer: Any, trainer_state: dict[str, Any], keep_last: int | None) -> None:  # fmt: skip
+def _save_sharded(
+    root: Path,
+    final: Path,
+    ctx: DistContext,
+    *,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    tokenizer: Any,
+    trainer_state: dict[str, Any],
+    keep_last: int | None,
+) -> None:
     """The sharded checkpoint (see the module docstring): all ranks write, rank 0 completes and renames."""
     tmp = root / f".tmp-{final.name}-sharded"  # one name every rank knows without talking
     if ctx.is_main:
@@ -240,10 +265,14 @@ def _load_model_weights(model: torch.nn.Module, model_dir: Path) -> None:
             raise CheckpointError(f"{file}: cannot be read ({exc}); the file is cut off or damaged") from exc
     result = model.load_state_dict(state, strict=False)
     # save_pretrained stores a tied weight once; every other missing or extra key is an error.
-    tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - {name for name, _ in model.named_parameters()}
+    tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - {
+        name for name, _ in model.named_parameters()
+    }
     missing = [k for k in result.missing_keys if k not in tied]
     if missing or result.unexpected_keys:
-        raise ValueError(f"checkpoint {model_dir} does not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+        raise ValueError(
+            f"checkpoint {model_dir} does not match the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
 
 
 def load_checkpoint(
@@ -275,8 +304,10 @@ def load_checkpoint(
         try:
             load_sharded_state(path / SHARDED_DIR, model=model, optimizer=optimizer)
         except (FileNotFoundError, RuntimeError, ValueError, OSError) as exc:
-            raise CheckpointError(f"{path / SHARDED_DIR}: cannot be read ({type(exc).__name__}: {exc}); "
-                                  "the checkpoint is cut off or damaged") from exc  # fmt: skip
+            raise CheckpointError(
+                f"{path / SHARDED_DIR}: cannot be read ({type(exc).__name__}: {exc}); "
+                "the checkpoint is cut off or damaged"
+            ) from exc
         rng_file = path / _rng_file(rank) if (path / _rng_file(rank)).is_file() else path / _rng_file(0)
     elif _is_sharded_model(model):
         _load_full_into_sharded(path, model=model, optimizer=optimizer)
@@ -321,8 +352,10 @@ def _load_full_into_sharded(path: Path, *, model: torch.nn.Module, optimizer: An
     if optimizer is not None:
         saved = _torch_load(path / "optimizer.pt", map_location="cpu", weights_only=True)
         # torch.optim keys state by position in model.parameters(); DCP by parameter name
-        by_name = {"state": {names[i]: v for i, v in saved["state"].items()},
-                   "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in saved["param_groups"]]}  # fmt: skip
+        by_name = {
+            "state": {names[i]: v for i, v in saved["state"].items()},
+            "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in saved["param_groups"]],
+        }
         set_optimizer_state_dict(model, optimizer, by_name, options=options)
 
 
@@ -333,7 +366,9 @@ def _torch_load(file: Path, **kwargs: Any) -> Any:
     except FileNotFoundError:
         raise
     except Exception as exc:
-        raise CheckpointError(f"{file}: cannot be read ({type(exc).__name__}: {exc}); the file is cut off or damaged") from exc
+        raise CheckpointError(
+            f"{file}: cannot be read ({type(exc).__name__}: {exc}); the file is cut off or damaged"
+        ) from exc
 
 
 def truncate_metrics(path: str | os.PathLike[str], *, after_step: int) -> None:

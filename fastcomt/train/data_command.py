@@ -40,8 +40,10 @@ def main(config: str | None = None, overrides: Sequence[str] = ()) -> int:
         except ValueError as exc:
             raise ValueError(f"{config}: {exc}") from exc
         if sft.data.build is None:
-            raise ValueError(f"{config}: data.build: expected a mapping of data-build keys (`fastcomt data --help`) "
-                             f"that builds data.train ({sft.data.train}), got none")  # fmt: skip
+            raise ValueError(
+                f"{config}: data.build: expected a mapping of data-build keys (`fastcomt data --help`) "
+                f"that builds data.train ({sft.data.train}), got none"
+            )
         try:
             cfg = config_from_dict(ComtDataConfig, build_settings(sft.data), "data.build")
         except ValueError as exc:

@@ -50,8 +50,9 @@ def quiet_model_save() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def write_final_model(output_dir: str | os.PathLike[str], *, model: Any, tokenizer: Any,
-                      config: Mapping[str, Any]) -> Path:  # fmt: skip
+def write_final_model(
+    output_dir: str | os.PathLike[str], *, model: Any, tokenizer: Any, config: Mapping[str, Any]
+) -> Path:
     """Write weights, tokenizer and `config` (as train_config.json) to `<output_dir>/final/`
     atomically, replacing an earlier one; returns the folder."""
     root = Path(output_dir)

@@ -40,8 +40,12 @@ class StopOnSignal:
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         self.requested = signal.Signals(signum).name
-        print(f"\n{self.requested} received: finishing the current step, then saving a checkpoint "
-              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"\n{self.requested} received: finishing the current step, then saving a checkpoint "
+            "(Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
@@ -58,5 +62,7 @@ class StopOnSignal:
 def resume_hint(command: str, config: str | None, overrides: Sequence[str], summary: dict[str, Any]) -> str:
     """The one line printed when a run stops on a signal: where it stopped and how to go on."""
     words = ["fastcomt", command, "--config", str(config), *overrides]
-    return (f"{summary.get('stopped_by', 'signal')}: stopped after step {summary['steps']} of {summary['total_steps']}; "
-            f"checkpoint {summary['checkpoint']}; resume with: {shlex.join(words)}")  # fmt: skip
+    return (
+        f"{summary.get('stopped_by', 'signal')}: stopped after step {summary['steps']} of {summary['total_steps']}; "
+        f"checkpoint {summary['checkpoint']}; resume with: {shlex.join(words)}"
+    )

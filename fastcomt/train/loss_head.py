@@ -21,7 +21,7 @@ LOSS_HEADS = ("auto", "fused", "chunked", "torch")
 
 
 def resolve_loss_head(name: str, device: Any) -> str:
-    """"fused", "chunked" or "torch" for the configured `name` on `device` (a torch.device or its type string)."""
+    """ "fused", "chunked" or "torch" for the configured `name` on `device` (a torch.device or its type string)."""
     if name not in LOSS_HEADS:
         raise ValueError(f"loss head: expected one of {list(LOSS_HEADS)}, got {name!r}")
     if name != "auto":

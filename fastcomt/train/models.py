@@ -9,18 +9,34 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from fastcomt.config import config_from_dict
 
 from .config import ModelConfig
 
-__all__ = ["ModelConfig", "build_model", "build_tiny_model", "load_pretrained_model", "base_model", "hidden_states", "lm_head_weight", "default_attn_implementation",
-           "build_device", "build_config"]
+__all__ = [
+    "ModelConfig",
+    "build_model",
+    "build_tiny_model",
+    "load_pretrained_model",
+    "base_model",
+    "hidden_states",
+    "lm_head_weight",
+    "default_attn_implementation",
+    "build_device",
+    "build_config",
+]
 
 _FAMILIES = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
 
@@ -36,8 +52,14 @@ def default_attn_implementation(device: torch.device | str) -> str:
     return "sdpa"
 
 
-def build_tiny_model(config: ModelConfig | dict[str, Any], vocab_size: int, *, pad_token_id: int | None = None,
-                     eos_token_id: int | None = None, device: torch.device | str = "cpu") -> PreTrainedModel:  # fmt: skip
+def build_tiny_model(
+    config: ModelConfig | dict[str, Any],
+    vocab_size: int,
+    *,
+    pad_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    device: torch.device | str = "cpu",
+) -> PreTrainedModel:
     """A freshly initialised causal LM (seeded by `init_seed`) in float32."""
     cfg = config if isinstance(config, ModelConfig) else config_from_dict(ModelConfig, config, "model")
     if cfg.family not in _FAMILIES:
@@ -75,8 +97,14 @@ def build_tiny_model(config: ModelConfig | dict[str, Any], vocab_size: int, *, p
     return model
 
 
-def load_pretrained_model(path: str, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                          attn_implementation: str | None = None, gradient_checkpointing: bool = False) -> PreTrainedModel:  # fmt: skip
+def load_pretrained_model(
+    path: str,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str | None = None,
+    gradient_checkpointing: bool = False,
+) -> PreTrainedModel:
     """A local Hugging Face checkpoint directory (weights kept in `dtype`; autocast does bf16 compute)."""
     from fastcomt.model_dir import model_dir_problem
 
@@ -92,12 +120,22 @@ def load_pretrained_model(path: str, *, device: torch.device | str = "cpu", dtyp
     return model
 
 
-def build_model(config: ModelConfig, vocab_size: int, *, pad_token_id: int | None, eos_token_id: int | None,
-                device: torch.device | str) -> PreTrainedModel:  # fmt: skip
+def build_model(
+    config: ModelConfig,
+    vocab_size: int,
+    *,
+    pad_token_id: int | None,
+    eos_token_id: int | None,
+    device: torch.device | str,
+) -> PreTrainedModel:
     """A checkpoint when `config.path` is set, else a tiny model for `vocab_size` tokens."""
     if config.path:
-        return load_pretrained_model(config.path, device=device, attn_implementation=config.attn_implementation,
-                                     gradient_checkpointing=config.gradient_checkpointing)  # fmt: skip
+        return load_pretrained_model(
+            config.path,
+            device=device,
+            attn_implementation=config.attn_implementation,
+            gradient_checkpointing=config.gradient_checkpointing,
+        )
     return build_tiny_model(config, vocab_size, pad_token_id=pad_token_id, eos_token_id=eos_token_id, device=device)
 
 

@@ -21,8 +21,17 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["IGNORE_INDEX", "Example", "PackedRow", "make_example", "pack_rows", "collate_row", "group_by_tokens",
-           "epoch_plan", "block_causal_mask"]  # fmt: skip
+__all__ = [
+    "IGNORE_INDEX",
+    "Example",
+    "PackedRow",
+    "make_example",
+    "pack_rows",
+    "collate_row",
+    "group_by_tokens",
+    "epoch_plan",
+    "block_causal_mask",
+]
 
 IGNORE_INDEX = -100
 
@@ -71,7 +80,9 @@ class PackedRow:
         return int((self.targets != IGNORE_INDEX).sum())
 
     def to(self, device: torch.device | str) -> PackedRow:
-        return PackedRow(self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device), self.seq_lens)
+        return PackedRow(
+            self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device), self.seq_lens
+        )
 
 
 def pack_rows(lengths: Sequence[int], order: Sequence[int], row_tokens: int) -> list[list[int]]:
@@ -86,7 +97,9 @@ def pack_rows(lengths: Sequence[int], order: Sequence[int], row_tokens: int) -> 
     for i in order:
         n = lengths[i]
         if n > row_tokens:
-            raise ValueError(f"example {i} has {n} tokens, more than row_tokens={row_tokens}; drop or truncate it first")
+            raise ValueError(
+                f"example {i} has {n} tokens, more than row_tokens={row_tokens}; drop or truncate it first"
+            )
         if used + n > row_tokens:
             rows.append([])
             used = 0
@@ -121,8 +134,9 @@ def group_by_tokens(row_sizes: Sequence[int], tokens_per_step: int) -> list[list
     return steps
 
 
-def epoch_plan(lengths: Sequence[int], *, seed: int, epoch: int, row_tokens: int, tokens_per_step: int,
-               shuffle: bool = True) -> list[list[list[int]]]:  # fmt: skip
+def epoch_plan(
+    lengths: Sequence[int], *, seed: int, epoch: int, row_tokens: int, tokens_per_step: int, shuffle: bool = True
+) -> list[list[list[int]]]:
     """steps -> rows -> example indices for one epoch, a pure function of its arguments."""
     order = list(range(len(lengths)))
     if shuffle:

@@ -27,8 +27,16 @@ def _candidates(root: Path) -> list[Path]:
     return ordered
 
 
-def resume_newest_loadable(root: str | os.PathLike[str], *, model: Any, optimizer: Any = None, scheduler: Any = None,
-                           map_location: Any = "cpu", log: Any = None, rank: int = 0) -> tuple[Path | None, dict[str, Any]]:  # fmt: skip
+def resume_newest_loadable(
+    root: str | os.PathLike[str],
+    *,
+    model: Any,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    map_location: Any = "cpu",
+    log: Any = None,
+    rank: int = 0,
+) -> tuple[Path | None, dict[str, Any]]:
     """Load the newest complete checkpoint under `root` that reads back; returns (its path, its
     trainer state), or (None, {}) when there is no checkpoint. A later candidate's load replaces
     everything a failed one may have loaded in place (weights, optimizer, scheduler, RNG).
@@ -39,15 +47,19 @@ def resume_newest_loadable(root: str | os.PathLike[str], *, model: Any, optimize
     failures: list[str] = []
     for path in _candidates(root):
         try:
-            state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, map_location=map_location,
-                                    rank=rank)  # fmt: skip
+            state = load_checkpoint(
+                path, model=model, optimizer=optimizer, scheduler=scheduler, map_location=map_location, rank=rank
+            )
         except CheckpointError as exc:
             failures.append(str(exc))
             continue
         if failures:
-            print(f"resume: {failures[-1]}; resuming from the older checkpoint {path} instead"
-                  + (f" ({len(failures)} newer ones do not load)" if len(failures) > 1 else ""),
-                  file=log or sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"resume: {failures[-1]}; resuming from the older checkpoint {path} instead"
+                + (f" ({len(failures)} newer ones do not load)" if len(failures) > 1 else ""),
+                file=log or sys.stderr,
+                flush=True,
+            )
         return path, state
     if failures:
         raise CheckpointError(

@@ -41,12 +41,22 @@ from tqdm import tqdm
 from fastcomt.atomic_io import write_json_atomic
 from fastcomt.config import config_from_dict, config_to_dict, load_config
 from fastcomt.device import resolve_device
-from fastcomt.distributed import (DistContext, all_gather_objects, all_reduce_max, all_reduce_sum, barrier, clip_grad_norm,
-                                  init_distributed, shard_model, shutdown_distributed, unwrap_grad_norm)
+from fastcomt.distributed import (
+    DistContext,
+    all_gather_objects,
+    all_reduce_max,
+    all_reduce_sum,
+    barrier,
+    clip_grad_norm,
+    init_distributed,
+    shard_model,
+    shutdown_distributed,
+    unwrap_grad_norm,
+)
 from fastcomt.distributed.sharded_state import full_model_copy
 from fastcomt.distributed.weight_sync import gathered_buckets, write_buckets
-from fastcomt.metrics.calibration import expected_calibration_error, overconfident_error_rate
 from fastcomt.formats import generate_comt, generate_cot
+from fastcomt.metrics.calibration import expected_calibration_error, overconfident_error_rate
 from fastcomt.rollout.engine import RolloutEngine
 from fastcomt.rollout.types import SamplingParams
 from fastcomt.tasks import Problem, load_benchmark, synthetic_problems
@@ -95,11 +105,14 @@ def run_rl(
     return summary
 
 
-def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after_steps: int | None,
-            engine: RolloutEngine | None) -> dict[str, Any]:  # fmt: skip
+def _run_rl(
+    cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after_steps: int | None, engine: RolloutEngine | None
+) -> dict[str, Any]:
     if ctx.world_size > cfg.rollout.problems_per_step:
-        raise ValueError(f"rollout.problems_per_step: expected at least one problem per rank ({ctx.world_size} ranks), "
-                         f"got {cfg.rollout.problems_per_step}")  # fmt: skip
+        raise ValueError(
+            f"rollout.problems_per_step: expected at least one problem per rank ({ctx.world_size} ranks), "
+            f"got {cfg.rollout.problems_per_step}"
+        )
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" and cfg.precision == "bf16" else None
@@ -108,8 +121,13 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
 
     # 1. Tokenizer, policy, optional frozen reference, optimizer and schedule.
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.path)
-    model = build_model(build_config(cfg.model, ctx, device), len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                        eos_token_id=tokenizer.eos_token_id, device=build_device(ctx, device))  # fmt: skip
+    model = build_model(
+        build_config(cfg.model, ctx, device),
+        len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        device=build_device(ctx, device),
+    )
     model.train()
     reference = None
     if cfg.loss.beta > 0:
@@ -124,20 +142,29 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
     try:  # an engine built here is closed if the set-up fails (the loop's own try closes it later)
         model = shard_model(model, ctx, mixed_precision=autocast_dtype is not None)
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
-            weight_decay=cfg.optim.weight_decay, fused=device.type == "cuda",
-        )  # fmt: skip
+            model.parameters(),
+            lr=cfg.optim.lr,
+            betas=(cfg.optim.beta1, cfg.optim.beta2),
+            eps=cfg.optim.eps,
+            weight_decay=cfg.optim.weight_decay,
+            fused=device.type == "cuda",
+        )
         total_updates = cfg.steps * cfg.loss.updates_per_batch
-        scheduler = cosine_scheduler(optimizer, warmup_steps=cfg.optim.warmup_steps, total_steps=total_updates,
-                                     min_lr_ratio=cfg.optim.min_lr_ratio)  # fmt: skip
+        scheduler = cosine_scheduler(
+            optimizer,
+            warmup_steps=cfg.optim.warmup_steps,
+            total_steps=total_updates,
+            min_lr_ratio=cfg.optim.min_lr_ratio,
+        )
 
         # 2. Resume from the newest checkpoint (weights, optimizer, scheduler, RNG, counters).
         ckpt_root = out_dir / "checkpoints"
         state: dict[str, Any] = {"step": 0, "generated_tokens": 0, "trained_tokens": 0, "train_seconds": 0.0}
         latest = None
         if cfg.resume:  # the newest checkpoint that loads (a damaged newer one is named and skipped)
-            latest, loaded = resume_newest_loadable(ckpt_root, model=model, optimizer=optimizer, scheduler=scheduler,
-                                                    map_location=device, rank=ctx.rank)  # fmt: skip
+            latest, loaded = resume_newest_loadable(
+                ckpt_root, model=model, optimizer=optimizer, scheduler=scheduler, map_location=device, rank=ctx.rank
+            )
             state.update({k: loaded[k] for k in state if k in loaded})
         metrics_path = out_dir / "metrics.jsonl"
         if ctx.is_main:
@@ -150,24 +177,42 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
             sync_dir = Path(cfg.rollout.weight_sync_dir or out_dir / "weight_sync").resolve()
         sync_dtype = autocast_dtype  # bf16 on a bf16 GPU run: half the bytes for the servers to read
         if state["step"]:
-            push_weights(engine, model, state["step"], ctx=ctx, shared=shared_engine, via_disk=sync_dir, dtype=sync_dtype)
+            push_weights(
+                engine, model, state["step"], ctx=ctx, shared=shared_engine, via_disk=sync_dir, dtype=sync_dtype
+            )
         counting = CountingEngine(engine)
         pool = load_problem_pool(cfg)
-        sampling = SamplingParams(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                                  max_new_tokens=cfg.rollout.max_new_tokens)  # fmt: skip
+        sampling = SamplingParams(
+            temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p,
+            top_k=cfg.rollout.top_k,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+        )
         if cfg.rollout.plan_temperature is not None or cfg.rollout.plans_per_problem > 1:
             plan_t = cfg.rollout.temperature if cfg.rollout.plan_temperature is None else cfg.rollout.plan_temperature
-            plan_sampling = SamplingParams(temperature=plan_t, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                                           max_new_tokens=cfg.rollout.plan_max_new_tokens)  # fmt: skip
+            plan_sampling = SamplingParams(
+                temperature=plan_t,
+                top_p=cfg.rollout.top_p,
+                top_k=cfg.rollout.top_k,
+                max_new_tokens=cfg.rollout.plan_max_new_tokens,
+            )
         else:
             plan_sampling = SamplingParams(temperature=0.0, max_new_tokens=cfg.rollout.plan_max_new_tokens)
 
         def save(interrupted: bool) -> Path:
             trainer_state = {k: state[k] for k in ("generated_tokens", "trained_tokens", "train_seconds")}
             trainer_state.update(total_steps=cfg.steps, interrupted=interrupted, config=config_to_dict(cfg))
-            return save_checkpoint(ckpt_root, state["step"], model=model, optimizer=optimizer, scheduler=scheduler,
-                                   tokenizer=tokenizer, trainer_state=trainer_state, keep_last=cfg.keep_last,
-                                   dist_ctx=ctx)  # fmt: skip
+            return save_checkpoint(
+                ckpt_root,
+                state["step"],
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                tokenizer=tokenizer,
+                trainer_state=trainer_state,
+                keep_last=cfg.keep_last,
+                dist_ctx=ctx,
+            )
     except BaseException:
         if own_engine:
             engine.close()
@@ -180,8 +225,13 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
     last: dict[str, Any] = {}
     loss_head = resolve_loss_head(cfg.loss.lm_head, device)
     stop = StopOnSignal()
-    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not cfg.progress or not ctx.is_main,
-               desc=f"rl ({cfg.format}) [{describe_loss_head(cfg.loss.lm_head, loss_head)}]", unit="step")  # fmt: skip
+    bar = tqdm(
+        total=cfg.steps,
+        initial=state["step"],
+        disable=not cfg.progress or not ctx.is_main,
+        desc=f"rl ({cfg.format}) [{describe_loss_head(cfg.loss.lm_head, loss_head)}]",
+        unit="step",
+    )
     try:
         with stop, open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as metrics_file:
             while state["step"] < cfg.steps and not interrupted:
@@ -194,12 +244,27 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
                 counting.reset()
                 rollout_seed = _step_seed(cfg.seed, step)
                 if cfg.format == "comt":
-                    rollouts = generate_comt(counting, tokenizer, problems, sampling, cfg.rollout.plans_per_problem,
-                                             cfg.rollout.executions_per_plan, plan_sampling=plan_sampling,
-                                             seed=rollout_seed, system=cfg.data.system_prompt)  # fmt: skip
+                    rollouts = generate_comt(
+                        counting,
+                        tokenizer,
+                        problems,
+                        sampling,
+                        cfg.rollout.plans_per_problem,
+                        cfg.rollout.executions_per_plan,
+                        plan_sampling=plan_sampling,
+                        seed=rollout_seed,
+                        system=cfg.data.system_prompt,
+                    )
                 else:
-                    rollouts = generate_cot(counting, tokenizer, problems, sampling, cfg.rollout.executions_per_plan,
-                                            seed=rollout_seed, system=cfg.data.system_prompt)  # fmt: skip
+                    rollouts = generate_cot(
+                        counting,
+                        tokenizer,
+                        problems,
+                        sampling,
+                        cfg.rollout.executions_per_plan,
+                        seed=rollout_seed,
+                        system=cfg.data.system_prompt,
+                    )
                 totals = counting.reset()
                 t_rollout = time.perf_counter()
 
@@ -209,14 +274,26 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
                 t_scoring = time.perf_counter()
 
                 # update
-                update = policy_update(model, batch, cfg.loss, optimizer=optimizer, scheduler=scheduler,
-                                       temperature=cfg.rollout.temperature, grad_clip=cfg.optim.grad_clip,
-                                       reference=reference, device=device, autocast_dtype=autocast_dtype,
-                                       max_completion_tokens=max_completion_tokens(cfg), ctx=ctx)  # fmt: skip
+                update = policy_update(
+                    model,
+                    batch,
+                    cfg.loss,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    temperature=cfg.rollout.temperature,
+                    grad_clip=cfg.optim.grad_clip,
+                    reference=reference,
+                    device=device,
+                    autocast_dtype=autocast_dtype,
+                    max_completion_tokens=max_completion_tokens(cfg),
+                    ctx=ctx,
+                )
                 t_update = time.perf_counter()
 
                 # weight sync: the engine samples the next step with the new weights
-                push_weights(counting, model, step + 1, ctx=ctx, shared=shared_engine, via_disk=sync_dir, dtype=sync_dtype)
+                push_weights(
+                    counting, model, step + 1, ctx=ctx, shared=shared_engine, via_disk=sync_dir, dtype=sync_dtype
+                )
                 t_sync = time.perf_counter()
                 if ctx.enabled:  # metrics over every rank's rollouts
                     scored, totals = _merge_ranks(ctx, scored, totals)
@@ -226,14 +303,29 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
                 state["generated_tokens"] += totals["generated_tokens"]
                 state["trained_tokens"] += update["trained_tokens"]
                 state["train_seconds"] += seconds
-                last = _step_metrics(state["step"], scored, update, totals, cfg,
-                                     times=(t_rollout - started, t_scoring - t_rollout, t_update - t_scoring,
-                                            t_sync - t_update, seconds),
-                                     weight_version=counting.weight_version)  # fmt: skip
+                last = _step_metrics(
+                    state["step"],
+                    scored,
+                    update,
+                    totals,
+                    cfg,
+                    times=(
+                        t_rollout - started,
+                        t_scoring - t_rollout,
+                        t_update - t_scoring,
+                        t_sync - t_update,
+                        seconds,
+                    ),
+                    weight_version=counting.weight_version,
+                )
                 metrics_file.write(json.dumps(last) + "\n")
                 metrics_file.flush()
-                bar.set_postfix(reward=f"{last['reward']:.3f}", acc=f"{last['accuracy']:.2f}",
-                                ece=_fmt(last["ece"]), tok_s=f"{last['tokens_per_s']:.0f}")  # fmt: skip
+                bar.set_postfix(
+                    reward=f"{last['reward']:.3f}",
+                    acc=f"{last['accuracy']:.2f}",
+                    ece=_fmt(last["ece"]),
+                    tok_s=f"{last['tokens_per_s']:.0f}",
+                )
                 bar.update(1)
 
                 interrupted = stop_after_steps is not None and stop_after_steps <= state["step"] < cfg.steps
@@ -259,7 +351,8 @@ def _run_rl(cfg: RLConfig, ctx: DistContext, device: torch.device, *, stop_after
         "output_dir": str(out_dir),
         "checkpoint": str(checkpoint) if checkpoint else None,
         # a loadable model folder: the checkpoint's (one process), else the final one (a sharded checkpoint has none)
-        "model_dir": str(Path(checkpoint) / "model") if checkpoint and (Path(checkpoint) / "model").is_dir()
+        "model_dir": str(Path(checkpoint) / "model")
+        if checkpoint and (Path(checkpoint) / "model").is_dir()
         else (str(final) if final else None),
         "final_model": str(final) if final else None,
         "interrupted": interrupted,
@@ -285,7 +378,12 @@ def _merge_ranks(ctx: DistContext, scored: ScoredBatch, totals: Mapping[str, int
     """The step's graded rollouts and rollout counters over every rank (for the logged metrics only)."""
     from types import SimpleNamespace
 
-    mine = (scored.rewards.rewards.detach().float().cpu(), scored.executions, scored.step_confidence, scored.step_correct)
+    mine = (
+        scored.rewards.rewards.detach().float().cpu(),
+        scored.executions,
+        scored.step_confidence,
+        scored.step_correct,
+    )
     parts = all_gather_objects(ctx, mine)
     merged = SimpleNamespace(
         rewards=SimpleNamespace(rewards=torch.cat([p[0] for p in parts])),
@@ -360,8 +458,16 @@ def _build_engine(cfg: RLConfig, model: torch.nn.Module, device: torch.device, *
 
 
 @torch.no_grad()
-def push_weights(engine: RolloutEngine, model: torch.nn.Module, version: int, *, ctx: DistContext | None = None,
-                 shared: bool = False, via_disk: Path | None = None, dtype: torch.dtype | None = None) -> None:  # fmt: skip
+def push_weights(
+    engine: RolloutEngine,
+    model: torch.nn.Module,
+    version: int,
+    *,
+    ctx: DistContext | None = None,
+    shared: bool = False,
+    via_disk: Path | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
     """Install the policy's weights in the engine as `version`, then drop its cached prefixes.
 
     Sharded (torchrun): every rank gathers the full weights bucket by bucket (a collective; never
@@ -380,8 +486,9 @@ def push_weights(engine: RolloutEngine, model: torch.nn.Module, version: int, *,
         if ctx is not None and ctx.enabled and not shared:  # every rank writes for its own engine
             root = root / f"rank{ctx.rank:05d}"
         if installs:
-            folder = write_buckets(gathered_buckets(model), root / f"v{version:08d}",
-                                   config=getattr(model, "config", None), dtype=dtype)  # fmt: skip
+            folder = write_buckets(
+                gathered_buckets(model), root / f"v{version:08d}", config=getattr(model, "config", None), dtype=dtype
+            )
             engine.update_weights(str(folder), version)
             engine.flush_cache()
             for old in root.glob("v*"):
@@ -442,8 +549,15 @@ def _micro_batch_budget(loss: PolicyLossConfig, vocab_size: int, device: Any) ->
 
 
 @torch.no_grad()
-def _score_tokens(model: torch.nn.Module, batch: PolicyBatch, groups: list[list[int]], temperature: float,
-                  logprobs_fn: Any, autocast_dtype: torch.dtype | None, padding: int = 0) -> torch.Tensor:  # fmt: skip
+def _score_tokens(
+    model: torch.nn.Module,
+    batch: PolicyBatch,
+    groups: list[list[int]],
+    temperature: float,
+    logprobs_fn: Any,
+    autocast_dtype: torch.dtype | None,
+    padding: int = 0,
+) -> torch.Tensor:
     """Log-probs of the trained tokens under `model` ([B, L-1], 0 elsewhere), no grad.
 
     padding: extra forward passes whose results are dropped (FSDP: every rank makes as many passes)."""
@@ -489,11 +603,24 @@ def policy_update(
     """
     distributed = ctx is not None and ctx.enabled
     if loss_cfg.loss_type == "dr_grpo" and max_completion_tokens is None:
-        raise ValueError("max_completion_tokens: expected the rollout's generation budget for loss_type dr_grpo, got None")
+        raise ValueError(
+            "max_completion_tokens: expected the rollout's generation budget for loss_type dr_grpo, got None"
+        )
     logprobs_fn, loss_fn = _lm_head_ops(loss_cfg, device)
-    batch = PolicyBatch(*(t.to(device) if isinstance(t, torch.Tensor) else t for t in (
-        batch.input_ids, batch.attention_mask, batch.targets, batch.loss_mask, batch.advantages,
-        batch.rollout_logprobs, batch.lengths)))  # fmt: skip
+    batch = PolicyBatch(
+        *(
+            t.to(device) if isinstance(t, torch.Tensor) else t
+            for t in (
+                batch.input_ids,
+                batch.attention_mask,
+                batch.targets,
+                batch.loss_mask,
+                batch.advantages,
+                batch.rollout_logprobs,
+                batch.lengths,
+            )
+        )
+    )
     groups = micro_batches(batch.lengths, _micro_batch_budget(loss_cfg, lm_head_weight(model).shape[0], device))
     padding = all_reduce_max(ctx, len(groups)) - len(groups) if distributed else 0
     was_training = model.training
@@ -532,15 +659,24 @@ def policy_update(
             weight = lm_head_weight(model)
             weight = weight.to(hidden.dtype) if autocast_dtype else weight
             loss, metrics = loss_fn(
-                hidden, weight, rows.targets, rows.loss_mask, rows.advantages, old[index, :width],
+                hidden,
+                weight,
+                rows.targets,
+                rows.loss_mask,
+                rows.advantages,
+                old[index, :width],
                 ref_logprobs=None if ref is None else ref[index, :width],
                 behaviour_logprobs=None if behaviour is None else behaviour[index, :width],
-                loss_type=loss_cfg.loss_type, eps_low=loss_cfg.eps_low, eps_high=loss_cfg.eps_high,
-                beta=loss_cfg.beta, tis_cap=loss_cfg.tis_cap if behaviour is not None else None,
-                entropy_coef=loss_cfg.entropy_coef, temperature=temperature,
+                loss_type=loss_cfg.loss_type,
+                eps_low=loss_cfg.eps_low,
+                eps_high=loss_cfg.eps_high,
+                beta=loss_cfg.beta,
+                tis_cap=loss_cfg.tis_cap if behaviour is not None else None,
+                entropy_coef=loss_cfg.entropy_coef,
+                temperature=temperature,
                 max_tokens=max_completion_tokens if loss_cfg.loss_type == "dr_grpo" else None,
                 check_finite=True,  # NaN/inf inputs fail loudly; one sync, and the loss is read back below anyway
-            )  # fmt: skip
+            )
             share = n_tok / max(total_tokens, 1) if loss_cfg.loss_type in ("bnpo", "dapo") else len(index) / total_rows
             if not counts:
                 (loss * 0.0).backward()
@@ -568,13 +704,26 @@ def policy_update(
         sums = merged
         row_tokens, micro = (int(v) for v in all_reduce_sum(ctx, [row_tokens, micro]))
     out = {key: value / epochs / (1 if key == "loss" else max(total_tokens, 1)) for key, value in sums.items()}
-    out.update(grad_norm=sum(grad_norms) / epochs, lr=lrs[0], trained_tokens=total_tokens,
-               row_tokens=row_tokens, micro_batches=micro)  # fmt: skip
+    out.update(
+        grad_norm=sum(grad_norms) / epochs,
+        lr=lrs[0],
+        trained_tokens=total_tokens,
+        row_tokens=row_tokens,
+        micro_batches=micro,
+    )
     return out
 
 
-def _step_metrics(step: int, scored: ScoredBatch, update: Mapping[str, float], totals: Mapping[str, int],
-                  cfg: RLConfig, *, times: tuple[float, ...], weight_version: int) -> dict[str, Any]:  # fmt: skip
+def _step_metrics(
+    step: int,
+    scored: ScoredBatch,
+    update: Mapping[str, float],
+    totals: Mapping[str, int],
+    cfg: RLConfig,
+    *,
+    times: tuple[float, ...],
+    weight_version: int,
+) -> dict[str, Any]:
     rollout_s, scoring_s, update_s, sync_s, seconds = times
     rewards = scored.rewards.rewards.detach().float().cpu()
     execs = scored.executions

@@ -28,8 +28,15 @@ from fastcomt.tasks import GradedCompletion, gold_step_values, grade_completion
 
 from .rl_config import RewardConfig
 
-__all__ = ["CountingEngine", "ScoredExecution", "ScoredBatch", "PolicyBatch", "score_rollouts",
-           "build_policy_batch", "micro_batches"]  # fmt: skip
+__all__ = [
+    "CountingEngine",
+    "ScoredExecution",
+    "ScoredBatch",
+    "PolicyBatch",
+    "score_rollouts",
+    "build_policy_batch",
+    "micro_batches",
+]
 
 
 class CountingEngine(RolloutEngine):
@@ -124,10 +131,22 @@ def score_rollouts(
             for j, exe in enumerate(plan.executions):
                 text, offsets = token_char_offsets(tokenizer, exe.token_ids)
                 graded = grade_completion(text, rollout.problem, offsets, gold=gold)
-                executions.append(ScoredExecution(
-                    p_index, group, prompt_len, tuple(plan.prefix_ids), tuple(plan.plan_ids), plan_lp, j == 0,
-                    tuple(exe.token_ids), tuple(exe.logprobs), text, exe.finish_reason, graded,
-                ))  # fmt: skip
+                executions.append(
+                    ScoredExecution(
+                        p_index,
+                        group,
+                        prompt_len,
+                        tuple(plan.prefix_ids),
+                        tuple(plan.plan_ids),
+                        plan_lp,
+                        j == 0,
+                        tuple(exe.token_ids),
+                        tuple(exe.logprobs),
+                        text,
+                        exe.finish_reason,
+                        graded,
+                    )
+                )
             group += 1
     if not executions:
         raise ValueError("rollouts: expected at least one execution to score")
@@ -139,10 +158,17 @@ def score_rollouts(
     group_ids = torch.tensor([e.group for e in executions], dtype=torch.int64)
     problem_ids = torch.tensor([e.problem for e in executions], dtype=torch.int64)
     result = ccrl_batch_rewards(
-        logprobs.to(device), [e.graded for e in executions], group_ids.to(device), problem_ids.to(device),
-        confidence=reward.confidence, step_reward=reward.step_reward, lam=reward.lam, advantage=reward.advantage,
-        eps=reward.eps, dense=True,
-    )  # fmt: skip
+        logprobs.to(device),
+        [e.graded for e in executions],
+        group_ids.to(device),
+        problem_ids.to(device),
+        confidence=reward.confidence,
+        step_reward=reward.step_reward,
+        lam=reward.lam,
+        advantage=reward.advantage,
+        eps=reward.eps,
+        dense=True,
+    )
     confidence, correct = step_calibration_pairs(result, [e.graded for e in executions])
     return ScoredBatch(executions, result, confidence, correct)
 
@@ -164,10 +190,14 @@ class PolicyBatch:
         idx = torch.as_tensor(list(index), dtype=torch.long)
         length = max(self.lengths[i] for i in index)
         return PolicyBatch(
-            self.input_ids[idx, :length], self.attention_mask[idx, :length], self.targets[idx, : length - 1],
-            self.loss_mask[idx, : length - 1], self.advantages[idx, : length - 1],
-            self.rollout_logprobs[idx, : length - 1], [self.lengths[i] for i in index],
-        )  # fmt: skip
+            self.input_ids[idx, :length],
+            self.attention_mask[idx, :length],
+            self.targets[idx, : length - 1],
+            self.loss_mask[idx, : length - 1],
+            self.advantages[idx, : length - 1],
+            self.rollout_logprobs[idx, : length - 1],
+            [self.lengths[i] for i in index],
+        )
 
 
 def build_policy_batch(scored: ScoredBatch, *, pad_id: int, train_plans: bool = False) -> PolicyBatch:

@@ -11,7 +11,15 @@ from typing import Any, Literal
 
 from .config import ModelConfig, OptimConfig
 
-__all__ = ["max_completion_tokens", "RLDataConfig", "RolloutConfig", "RewardConfig", "PolicyLossConfig", "RLConfig", "check_rl_config"]
+__all__ = [
+    "max_completion_tokens",
+    "RLDataConfig",
+    "RolloutConfig",
+    "RewardConfig",
+    "PolicyLossConfig",
+    "RLConfig",
+    "check_rl_config",
+]
 
 
 @dataclass
@@ -148,8 +156,14 @@ def check_rl_config(cfg: RLConfig) -> None:
     if not cfg.model.path:
         raise ValueError("model.path: expected the checkpoint to start from (e.g. the SFT run's output)")
     _positive(cfg.steps, "steps")
-    for name in ("problems_per_step", "plans_per_problem", "executions_per_plan", "max_new_tokens",
-                 "plan_max_new_tokens", "max_batch_samples"):  # fmt: skip
+    for name in (
+        "problems_per_step",
+        "plans_per_problem",
+        "executions_per_plan",
+        "max_new_tokens",
+        "plan_max_new_tokens",
+        "max_batch_samples",
+    ):
         _positive(getattr(cfg.rollout, name), f"rollout.{name}")
     _positive(cfg.loss.micro_batch_tokens, "loss.micro_batch_tokens")
     _positive(cfg.loss.updates_per_batch, "loss.updates_per_batch")
@@ -164,8 +178,10 @@ def check_rl_config(cfg: RLConfig) -> None:
     if cfg.loss.tis_cap is not None and cfg.loss.tis_cap <= 0:
         raise ValueError(f"loss.tis_cap: expected > 0 or null, got {cfg.loss.tis_cap}")
     if (cfg.rollout.engine in SERVER_ENGINES) != bool(cfg.rollout.server_urls):
-        raise ValueError(f"rollout.server_urls: expected server URLs exactly when rollout.engine is one of "
-                         f"{SERVER_ENGINES}, got {cfg.rollout.server_urls!r} with engine {cfg.rollout.engine!r}")  # fmt: skip
+        raise ValueError(
+            f"rollout.server_urls: expected server URLs exactly when rollout.engine is one of "
+            f"{SERVER_ENGINES}, got {cfg.rollout.server_urls!r} with engine {cfg.rollout.engine!r}"
+        )
     if cfg.rollout.temperature <= 0:
         raise ValueError(f"rollout.temperature: expected > 0 (RL samples), got {cfg.rollout.temperature}")
     if not 0.0 <= cfg.tau <= 1.0:

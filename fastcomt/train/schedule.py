@@ -30,11 +30,14 @@ def cosine_with_warmup(step: int, *, warmup_steps: int, total_steps: int, min_lr
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def cosine_scheduler(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int,
-                     min_lr_ratio: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:  # fmt: skip
+def cosine_scheduler(
+    optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR following `cosine_with_warmup` (validated once here, not at every step)."""
     cosine_with_warmup(0, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: cosine_with_warmup(step, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio),
+        lambda step: cosine_with_warmup(
+            step, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio
+        ),
     )

@@ -38,8 +38,17 @@ from fastcomt.comt.chat import sft_messages
 from fastcomt.comt.records import ComtRecord
 from fastcomt.config import config_from_dict, config_to_dict, load_config
 from fastcomt.device import resolve_device
-from fastcomt.distributed import (DistContext, all_reduce_max, all_reduce_sum, barrier, clip_grad_norm, init_distributed,
-                                  shard_model, shutdown_distributed, unwrap_grad_norm)
+from fastcomt.distributed import (
+    DistContext,
+    all_reduce_max,
+    all_reduce_sum,
+    barrier,
+    clip_grad_norm,
+    init_distributed,
+    shard_model,
+    shutdown_distributed,
+    unwrap_grad_norm,
+)
 from fastcomt.distributed.data import rank_share
 from fastcomt.distributed.sharded_state import full_model_copy
 from fastcomt.formats import EXECUTION_MARKER, end_of_turn_ids, marker_ids, prompt_ids, text_ids
@@ -53,13 +62,24 @@ from .final_model import write_final_model
 from .interrupt import EXIT_INTERRUPTED, StopOnSignal, resume_hint
 from .loss_head import describe_loss_head, resolve_loss_head
 from .models import build_config, build_device, build_model, hidden_states, lm_head_weight
-from .resume import resume_newest_loadable
 from .packing import IGNORE_INDEX, Example, PackedRow, collate_row, epoch_plan, make_example
+from .resume import resume_newest_loadable
 from .schedule import cosine_scheduler
 from .torch_head import chunked_cross_entropy_sum
 
-__all__ = ["run_sft", "load_training_records", "cut_off_tail", "prepare_tokenizer", "encode_records", "accumulate_step_gradients",
-           "packed_loss_sum", "chunked_loss_sum", "full_logits_loss_sum", "row_loss_sum", "main"]
+__all__ = [
+    "run_sft",
+    "load_training_records",
+    "cut_off_tail",
+    "prepare_tokenizer",
+    "encode_records",
+    "accumulate_step_gradients",
+    "packed_loss_sum",
+    "chunked_loss_sum",
+    "full_logits_loss_sum",
+    "row_loss_sum",
+    "main",
+]
 
 
 def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | None = None) -> dict[str, Any]:
@@ -106,13 +126,23 @@ def _run_sft(cfg: SFTConfig, ctx: DistContext, device: torch.device, *, stop_aft
     tokenizer = prepare_tokenizer(cfg, records + [r for rs in extra_records for r in rs], out_dir / "tokenizer")
     if ctx.is_main:
         barrier(ctx)
-    examples, dropped = encode_records(tokenizer, records, row_tokens=cfg.optim.row_tokens,
-                                       system_prompt=cfg.data.system_prompt, plan_end=cfg.data.plan_end)  # fmt: skip
+    examples, dropped = encode_records(
+        tokenizer,
+        records,
+        row_tokens=cfg.optim.row_tokens,
+        system_prompt=cfg.data.system_prompt,
+        plan_end=cfg.data.plan_end,
+    )
     extra: list[Example] = []
     for data_file, file_records in zip(cfg.data.extra, extra_records):  # appended in order, each with its loss mask
-        more, more_dropped = encode_records(tokenizer, file_records, row_tokens=cfg.optim.row_tokens,
-                                            system_prompt=cfg.data.system_prompt, plan_end=cfg.data.plan_end,
-                                            loss_on=data_file.loss_on)  # fmt: skip
+        more, more_dropped = encode_records(
+            tokenizer,
+            file_records,
+            row_tokens=cfg.optim.row_tokens,
+            system_prompt=cfg.data.system_prompt,
+            plan_end=cfg.data.plan_end,
+            loss_on=data_file.loss_on,
+        )
         extra, dropped = extra + more, dropped + more_dropped
     examples = examples + extra
     if not examples:
@@ -121,8 +151,14 @@ def _run_sft(cfg: SFTConfig, ctx: DistContext, device: torch.device, *, stop_aft
 
     # 2. The plan of every epoch (deterministic), hence the schedule's length.
     plans = [
-        epoch_plan(lengths, seed=cfg.seed, epoch=e, row_tokens=cfg.optim.row_tokens,
-                   tokens_per_step=cfg.optim.tokens_per_step, shuffle=cfg.data.shuffle)  # fmt: skip
+        epoch_plan(
+            lengths,
+            seed=cfg.seed,
+            epoch=e,
+            row_tokens=cfg.optim.row_tokens,
+            tokens_per_step=cfg.optim.tokens_per_step,
+            shuffle=cfg.data.shuffle,
+        )
         for e in range(cfg.optim.epochs)
     ]
     total_steps = sum(len(plan) for plan in plans)
@@ -130,24 +166,42 @@ def _run_sft(cfg: SFTConfig, ctx: DistContext, device: torch.device, *, stop_aft
         total_steps = min(total_steps, cfg.optim.max_steps)
 
     # 3. Model, optimizer, schedule.
-    model = build_model(build_config(cfg.model, ctx, device), len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                        eos_token_id=tokenizer.eos_token_id, device=build_device(ctx, device))  # fmt: skip
+    model = build_model(
+        build_config(cfg.model, ctx, device),
+        len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        device=build_device(ctx, device),
+    )
     model = shard_model(model, ctx, mixed_precision=autocast_dtype is not None)  # FSDP2 under torchrun, else as is
     model.train()
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
-        weight_decay=cfg.optim.weight_decay, fused=device.type == "cuda",
-    )  # fmt: skip
-    scheduler = cosine_scheduler(optimizer, warmup_steps=cfg.optim.warmup_steps, total_steps=total_steps,
-                                 min_lr_ratio=cfg.optim.min_lr_ratio)  # fmt: skip
+        model.parameters(),
+        lr=cfg.optim.lr,
+        betas=(cfg.optim.beta1, cfg.optim.beta2),
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+        fused=device.type == "cuda",
+    )
+    scheduler = cosine_scheduler(
+        optimizer, warmup_steps=cfg.optim.warmup_steps, total_steps=total_steps, min_lr_ratio=cfg.optim.min_lr_ratio
+    )
 
     # 4. Resume: the checkpoint holds the position in the plan and the counters.
     ckpt_root = out_dir / "checkpoints"
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "step_in_epoch": 0, "tokens": 0, "loss_tokens": 0, "train_seconds": 0.0}
+    state: dict[str, Any] = {
+        "step": 0,
+        "epoch": 0,
+        "step_in_epoch": 0,
+        "tokens": 0,
+        "loss_tokens": 0,
+        "train_seconds": 0.0,
+    }
     latest = None
     if cfg.resume:  # the newest checkpoint that loads (a damaged newer one is named and skipped)
-        latest, loaded = resume_newest_loadable(ckpt_root, model=model, optimizer=optimizer, scheduler=scheduler,
-                                                map_location=device, rank=ctx.rank)  # fmt: skip
+        latest, loaded = resume_newest_loadable(
+            ckpt_root, model=model, optimizer=optimizer, scheduler=scheduler, map_location=device, rank=ctx.rank
+        )
         state.update(loaded)
     if latest is not None:
         if state.get("total_steps", total_steps) != total_steps:
@@ -163,17 +217,30 @@ def _run_sft(cfg: SFTConfig, ctx: DistContext, device: torch.device, *, stop_aft
     def save(interrupted: bool) -> Path:
         trainer_state = {k: state[k] for k in ("epoch", "step_in_epoch", "tokens", "loss_tokens", "train_seconds")}
         trainer_state.update(total_steps=total_steps, interrupted=interrupted, config=config_to_dict(cfg))
-        return save_checkpoint(ckpt_root, state["step"], model=model, optimizer=optimizer, scheduler=scheduler,
-                               tokenizer=tokenizer, trainer_state=trainer_state, keep_last=cfg.keep_last,
-                               dist_ctx=ctx)  # fmt: skip
+        return save_checkpoint(
+            ckpt_root,
+            state["step"],
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            tokenizer=tokenizer,
+            trainer_state=trainer_state,
+            keep_last=cfg.keep_last,
+            dist_ctx=ctx,
+        )
 
     last_loss = float("nan")
     checkpoint = latest
     saved_at = state["step"] if latest is not None else -1
     interrupted = False
     stop = StopOnSignal()
-    bar = tqdm(total=total_steps, initial=state["step"], disable=not cfg.progress or not ctx.is_main,
-               desc=f"sft [{describe_loss_head(cfg.loss, loss_head)}]", unit="step")  # fmt: skip
+    bar = tqdm(
+        total=total_steps,
+        initial=state["step"],
+        disable=not cfg.progress or not ctx.is_main,
+        desc=f"sft [{describe_loss_head(cfg.loss, loss_head)}]",
+        unit="step",
+    )
     with stop, open(metrics_path if ctx.is_main else os.devnull, "a", encoding="utf-8") as metrics:
         while state["step"] < total_steps and not interrupted:
             plan = plans[state["epoch"]]
@@ -182,8 +249,13 @@ def _run_sft(cfg: SFTConfig, ctx: DistContext, device: torch.device, *, stop_aft
             if ctx.enabled:  # this rank's rows; the normaliser stays the whole step's token count
                 mine, padding = rank_share(rows, ctx)
                 loss_sum, step_loss_tokens = accumulate_step_gradients(
-                    model, mine, autocast_dtype, loss=loss_head, step_loss_tokens=sum(r.num_loss_tokens for r in rows),
-                    padding_rows=[rows[0]] * padding)  # fmt: skip
+                    model,
+                    mine,
+                    autocast_dtype,
+                    loss=loss_head,
+                    step_loss_tokens=sum(r.num_loss_tokens for r in rows),
+                    padding_rows=[rows[0]] * padding,
+                )
                 loss_sum = all_reduce_sum(ctx, [loss_sum])[0]
                 grad_norm = unwrap_grad_norm(clip_grad_norm(model, cfg.optim.grad_clip))
             else:
@@ -204,11 +276,23 @@ def _run_sft(cfg: SFTConfig, ctx: DistContext, device: torch.device, *, stop_aft
             state["tokens"] += step_tokens
             state["loss_tokens"] += step_loss_tokens
             state["train_seconds"] += seconds
-            metrics.write(json.dumps({
-                "step": state["step"], "epoch": state["epoch"], "loss": last_loss, "lr": lr,
-                "grad_norm": float(grad_norm), "tokens": step_tokens, "loss_tokens": step_loss_tokens,
-                "rows": len(rows), "tokens_per_s": step_tokens / seconds, "seconds": seconds,
-            }) + "\n")  # fmt: skip
+            metrics.write(
+                json.dumps(
+                    {
+                        "step": state["step"],
+                        "epoch": state["epoch"],
+                        "loss": last_loss,
+                        "lr": lr,
+                        "grad_norm": float(grad_norm),
+                        "tokens": step_tokens,
+                        "loss_tokens": step_loss_tokens,
+                        "rows": len(rows),
+                        "tokens_per_s": step_tokens / seconds,
+                        "seconds": seconds,
+                    }
+                )
+                + "\n"
+            )
             metrics.flush()
             bar.set_postfix(loss=f"{last_loss:.3f}", tok_s=f"{step_tokens / seconds:.0f}")
             bar.update(1)
@@ -259,9 +343,15 @@ def _run_sft(cfg: SFTConfig, ctx: DistContext, device: torch.device, *, stop_aft
     return summary
 
 
-def accumulate_step_gradients(model: torch.nn.Module, rows: Sequence[PackedRow], autocast_dtype: torch.dtype | None = None,
-                              *, loss: str = "fused", step_loss_tokens: int | None = None,
-                              padding_rows: Sequence[PackedRow] = ()) -> tuple[float, int]:  # fmt: skip
+def accumulate_step_gradients(
+    model: torch.nn.Module,
+    rows: Sequence[PackedRow],
+    autocast_dtype: torch.dtype | None = None,
+    *,
+    loss: str = "fused",
+    step_loss_tokens: int | None = None,
+    padding_rows: Sequence[PackedRow] = (),
+) -> tuple[float, int]:
     """Backward of the step's mean loss over all its response tokens, one packed row at a time.
 
     Each row's summed loss is divided by the whole step's response-token count (known before the
@@ -292,7 +382,9 @@ def packed_loss_sum(model: torch.nn.Module, row: PackedRow, autocast_dtype: torc
     position_ids as sequence boundaries (block-diagonal causal attention).
     """
     device_type = row.input_ids.device.type
-    with torch.autocast(device_type=device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+    with torch.autocast(
+        device_type=device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+    ):
         hidden = hidden_states(model, input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False)
     weight = lm_head_weight(model)
     if autocast_dtype is not None:  # bf16 operands for the kernel's GEMMs; gradients flow back to fp32 params
@@ -300,18 +392,27 @@ def packed_loss_sum(model: torch.nn.Module, row: PackedRow, autocast_dtype: torc
     return linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), weight, row.targets.reshape(-1), reduction="sum")
 
 
-def full_logits_loss_sum(model: torch.nn.Module, row: PackedRow, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+def full_logits_loss_sum(
+    model: torch.nn.Module, row: PackedRow, autocast_dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """The same summed cross-entropy through the model's own LM head: [tokens, vocab] logits in
     memory, upcast to fp32 for the softmax. The plain-torch path (`loss: torch`)."""
     device_type = row.input_ids.device.type
-    with torch.autocast(device_type=device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+    with torch.autocast(
+        device_type=device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+    ):
         logits = model(input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False).logits
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), row.targets.reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum")  # fmt: skip
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        row.targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
 
 
-def row_loss_sum(model: torch.nn.Module, row: PackedRow, loss: str = "fused",
-                 autocast_dtype: torch.dtype | None = None) -> torch.Tensor:  # fmt: skip
+def row_loss_sum(
+    model: torch.nn.Module, row: PackedRow, loss: str = "fused", autocast_dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Summed cross-entropy of one packed row: `loss` "fused" (the kernel), "chunked" (plain torch,
     bounded memory) or "torch" (full logits)."""
     if loss == "fused":
@@ -327,13 +428,16 @@ def chunked_loss_sum(model: torch.nn.Module, row: PackedRow, autocast_dtype: tor
     """The same summed cross-entropy in plain torch, one chunk of tokens' logits at a time
     (train/torch_head.py): hidden states from the base model, the LM head weight, recompute in backward."""
     device_type = row.input_ids.device.type
-    with torch.autocast(device_type=device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+    with torch.autocast(
+        device_type=device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+    ):
         hidden = hidden_states(model, input_ids=row.input_ids, position_ids=row.position_ids, use_cache=False)
     weight = lm_head_weight(model)
     if autocast_dtype is not None:
         hidden, weight = hidden.to(autocast_dtype), weight.to(autocast_dtype)
-    return chunked_cross_entropy_sum(hidden.reshape(-1, hidden.shape[-1]), weight, row.targets.reshape(-1),
-                                     ignore_index=IGNORE_INDEX)  # fmt: skip
+    return chunked_cross_entropy_sum(
+        hidden.reshape(-1, hidden.shape[-1]), weight, row.targets.reshape(-1), ignore_index=IGNORE_INDEX
+    )
 
 
 def read_record_file(path: Path, where: str, *, skipped: dict[str, int] | None = None) -> list[ComtRecord]:
@@ -350,8 +454,12 @@ def read_record_file(path: Path, where: str, *, skipped: dict[str, int] | None =
     if torn:
         if skipped is not None:
             skipped["cut_off_last_line"] = skipped.get("cut_off_last_line", 0) + 1
-        print(f"{where}: {path}: skipped 1 cut-off last line ({torn} bytes without a newline: a write that "
-              f"did not finish); training on the {len(records)} complete records", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"{where}: {path}: skipped 1 cut-off last line ({torn} bytes without a newline: a write that "
+            f"did not finish); training on the {len(records)} complete records",
+            file=sys.stderr,
+            flush=True,
+        )
     return records
 
 
@@ -416,8 +524,9 @@ def prepare_tokenizer(cfg: SFTConfig, records: Sequence[ComtRecord], tokenizer_d
     texts = [f"{r.question}\n{r.target}" for r in records] + [EXECUTION_MARKER]
     if cfg.data.system_prompt:
         texts.append(cfg.data.system_prompt)
-    tokenizer = train_tokenizer(texts, kind=tok.kind, vocab_size=tok.vocab_size, number_max=tok.number_max,
-                                min_frequency=tok.min_frequency)  # fmt: skip
+    tokenizer = train_tokenizer(
+        texts, kind=tok.kind, vocab_size=tok.vocab_size, number_max=tok.number_max, min_frequency=tok.min_frequency
+    )
     # Saved through a temp directory and renamed: a crash never leaves a half tokenizer to resume from.
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-tokenizer-", dir=tokenizer_dir.parent))
     tokenizer.save_pretrained(tmp)
@@ -425,8 +534,15 @@ def prepare_tokenizer(cfg: SFTConfig, records: Sequence[ComtRecord], tokenizer_d
     return tokenizer
 
 
-def encode_records(tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens: int, system_prompt: str | None = None,
-                   plan_end: str = "marker", loss_on: str = "response") -> tuple[list[Example], int]:  # fmt: skip
+def encode_records(
+    tokenizer: Any,
+    records: Sequence[ComtRecord],
+    *,
+    row_tokens: int,
+    system_prompt: str | None = None,
+    plan_end: str = "marker",
+    loss_on: str = "response",
+) -> tuple[list[Example], int]:
     """(examples that fit in a row, number dropped for being longer than `row_tokens`).
 
     loss_on "response": CoT records, and meta-thoughts with `plan_end="end_of_turn"`: the chat
@@ -464,8 +580,9 @@ def encode_records(tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens:
     return examples, dropped
 
 
-def _encode_executions(tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens: int,
-                       system_prompt: str | None) -> tuple[list[Example], int]:  # fmt: skip
+def _encode_executions(
+    tokenizer: Any, records: Sequence[ComtRecord], *, row_tokens: int, system_prompt: str | None
+) -> tuple[list[Example], int]:
     """encode_records with loss_on "execution" (see there)."""
     marker = marker_ids(tokenizer)
     closing = end_of_turn_ids(tokenizer)
@@ -473,9 +590,13 @@ def _encode_executions(tokenizer: Any, records: Sequence[ComtRecord], *, row_tok
     for record in records:
         plan, found, execution = record.target.partition(EXECUTION_MARKER)
         if not found:
-            raise ValueError(f"record {record.id!r}: loss_on 'execution' expects a target with the execution marker "
-                             f"{EXECUTION_MARKER!r}, got none")  # fmt: skip
-        context = prompt_ids(tokenizer, record.question, system=system_prompt) + text_ids(tokenizer, plan.strip()) + marker
+            raise ValueError(
+                f"record {record.id!r}: loss_on 'execution' expects a target with the execution marker "
+                f"{EXECUTION_MARKER!r}, got none"
+            )
+        context = (
+            prompt_ids(tokenizer, record.question, system=system_prompt) + text_ids(tokenizer, plan.strip()) + marker
+        )
         trained = text_ids(tokenizer, execution.strip()) + closing
         if len(context) + len(trained) <= row_tokens:
             examples.append(make_example(context + trained, [False] * len(context) + [True] * len(trained)))

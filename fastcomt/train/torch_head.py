@@ -32,12 +32,20 @@ def _chunk_loss_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
     return F.cross_entropy(logits, targets, reduction="sum")
 
 
-def chunked_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
-                              ignore_index: int = -100, chunk_rows: int | None = None) -> torch.Tensor:  # fmt: skip
+def chunked_cross_entropy_sum(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
     """Summed cross-entropy of `hidden [N, H] @ weight[V, H].T` against `targets [N]` (entries equal to
     `ignore_index` count nothing), one chunk of `chunk_rows` active tokens at a time; autograd to both."""
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
-        raise ValueError(f"hidden, weight: expected [N, H] and [V, H], got {list(hidden.shape)} and {list(weight.shape)}")
+        raise ValueError(
+            f"hidden, weight: expected [N, H] and [V, H], got {list(hidden.shape)} and {list(weight.shape)}"
+        )
     if targets.shape != hidden.shape[:1]:
         raise ValueError(f"targets: expected shape [{hidden.shape[0]}], got {list(targets.shape)}")
     active = targets != ignore_index
@@ -47,6 +55,7 @@ def chunked_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, target
         raise ValueError(f"chunk_rows: expected a positive int, got {rows}")
     total = hidden[:0].sum() + weight[:0].sum()  # 0, attached to both inputs' graphs (no active token: zero grads)
     for start in range(0, h.shape[0], rows):
-        total = total + checkpoint(_chunk_loss_sum, h[start : start + rows], weight, t[start : start + rows],
-                                   use_reentrant=False)  # fmt: skip
+        total = total + checkpoint(
+            _chunk_loss_sum, h[start : start + rows], weight, t[start : start + rows], use_reentrant=False
+        )
     return total

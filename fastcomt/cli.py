@@ -127,6 +127,9 @@ def _build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                                 "model (the calibration term's ablation) on the same budget")
             p.add_argument("--kernels-smoke", action="store_true",
                            help="only run the fused kernels against their plain-torch references")
+            p.add_argument("--seeds", default=None, metavar="S,S,...",
+                           help="run the whole demo once per seed (e.g. 0,1,2,3,4) and print every stage's metrics "
+                                "and paired effects per seed with their mean and range (the `seeds` key)")
     eval_parser = sub.add_parser("eval", help=_EVAL_HELP, description=_EVAL_HELP,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     eval_parser.add_argument("--debug", action="store_true", help="on an error, show the traceback")
@@ -183,6 +186,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.config}: {exc}") from exc
     if args.command == "demo":
         overrides += ["compare=true"] * args.compare + ["kernels_smoke=true"] * args.kernels_smoke
+        if args.seeds is not None:
+            overrides.append(f"seeds=[{args.seeds}]")
     command = _COMMANDS[args.command]
     func = getattr(importlib.import_module(command.module), command.entry)
     return int(func(args.config, overrides) or 0)

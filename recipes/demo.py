@@ -50,6 +50,7 @@ from fastcomt.train.sft import run_sft
 from fastcomt_recipes.kernels_smoke import run_smoke
 from fastcomt_recipes.pretrain import run_pretrain
 from fastcomt_recipes.replay import replay_problems, write_replay_data
+from fastcomt_recipes.stage_checks import StageChecks, gold_plan_execution, stage_warnings
 
 __all__ = ["DemoConfig", "EvalSettings", "main", "run_demo", "demo_splits", "training_families", "rl_settings",
            "plan_exact_rate"]
@@ -106,6 +107,13 @@ class DemoConfig:
     # extra RLConfig keys for the two GRPO runs of `compare` (reward.lam is 0); see `fastcomt rl --help`
     baseline_rl: dict[str, Any] = field(default_factory=dict)
     eval: EvalSettings = field(default_factory=EvalSettings)  # greedy evaluation after each stage
+    # what each stage must reach before the next one's effects mean anything (recipes/stage_checks.py);
+    # a stage below its bar is reported with a plain warning
+    checks: StageChecks = field(default_factory=StageChecks)
+    # run the whole demo once per seed (each under <output_dir>/seed-<s>, a finished seed is not rerun)
+    # and print every stage's metrics and every paired effect per seed with their mean and range
+    # (recipes/demo_seeds.py; --seeds 0,1,2); null: one run with `seed`
+    seeds: list[int] | None = None
     # also run the paper's baseline (CoT SFT, then GRPO with lam 0) and GRPO from the CoMT SFT model
     # (the calibration term's ablation) on the same budget (--compare)
     compare: bool = False
@@ -256,6 +264,24 @@ def _evaluate(model_dir: str, tokenizer_dir: str, splits: dict[str, Any], fmt: s
     return summary, rows, time.perf_counter() - started
 
 
+def _gold_plan_check(base: dict[str, Any], problems: list, cfg: DemoConfig) -> dict[str, Any]:
+    """The base model's greedy executions of the problems' gold plans (stage 0's check), saved
+    next to the base model's evaluations so a rerun does not redo them."""
+    path = Path(cfg.output_dir) / "eval" / "0_base_gold_plan.json"
+    if path.is_file():
+        done = json.loads(path.read_text())
+        if done.get("n") == len(problems) and done.get("model_dir") == base["model_dir"]:
+            return done
+    tokenizer = load_tokenizer(base["tokenizer_dir"])
+    model = AutoModelForCausalLM.from_pretrained(base["model_dir"], dtype=torch.float32)
+    with TransformersEngine(model, max_batch_samples=max(cfg.eval.batch_size, 1)) as engine:
+        result = gold_plan_execution(engine, tokenizer, problems, max_new_tokens=cfg.eval.max_new_tokens,
+                                     batch_size=cfg.eval.batch_size)  # fmt: skip
+    result["model_dir"] = base["model_dir"]
+    write_json_atomic(path, result)
+    return result
+
+
 # --- report ----------------------------------------------------------------------------------------
 
 
@@ -366,6 +392,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     base_cot_eval, _, s_cot = _evaluate(base["model_dir"], base["tokenizer_dir"], splits, "cot", out / "eval" / "0_base_cot", cfg,
                                         limit=cfg.eval.base_problems)  # fmt: skip
     timings["eval base"] = s + s_cot
+    base_gold = None
+    if cfg.checks.gold_plan_problems:
+        # Stage 0's own check: can the base model carry out a plan at all? (recipes/stage_checks.py)
+        started = time.perf_counter()
+        base_gold = _gold_plan_check(base, splits["synthetic"][: cfg.checks.gold_plan_problems], cfg)
+        timings["eval base"] += time.perf_counter() - started
+        verdict = "ok" if base_gold["accuracy"] >= cfg.checks.base_gold_plan_accuracy else "FAILED"
+        say(f"[0] check: given the gold plan, the base model executes {100 * base_gold['accuracy']:.1f}% of "
+            f"{base_gold['n']} held-out problems right (bar {100 * cfg.checks.base_gold_plan_accuracy:.0f}%): {verdict}")  # fmt: skip
 
     sft = _sft(cfg, base, families, out, "offline")
     timings["1 CoMT SFT"] = sft["train_seconds"]  # the run's own training time: the same on a rerun
@@ -403,6 +438,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         for line in _effect_lines("in-distribution", sft_effect["accuracy"], sft_effect["ece"]):
             say("  " + line)
 
+    syn = {k: ev["benchmarks"].get("synthetic", {}) for k, ev in (("sft", sft_eval), ("ccrl", rl_eval))}
+    warnings = stage_warnings(cfg.checks, base_gold_plan=base_gold, sft_gold_plans=exact["sft"],
+                              sft_effect=sft_effect.get("accuracy"), sft_format=syn["sft"].get("format_rate"),
+                              ccrl_format=syn["ccrl"].get("format_rate"))  # fmt: skip
+    say("")
+    say("Stage checks: " + ("every stage passed its check." if not warnings else f"{len(warnings)} FAILED."))
+    for line in warnings:
+        say("  WARNING: " + line)
+
     effects = {}
     say("")
     say("CCRL's effect, paired on the same held-out problems:")
@@ -416,6 +460,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "config": _plain(cfg), "timings_s": timings, "base": base, "sft": sft, "rl": rl,
         "eval": {"base": base_eval, "base_cot": base_cot_eval, "sft": sft_eval, "ccrl": rl_eval},
         "plan_exact": exact, "sft_effect": sft_effect, "effects": effects,
+        "checks": {"base_gold_plan": base_gold, "warnings": warnings},
     }  # fmt: skip
     _write_rl_bench(out, rl)
 
@@ -551,6 +596,13 @@ def main(config: str | None = None, overrides: Sequence[str] | None = None) -> i
     cfg = _load(config, list(overrides or ()))
     if cfg.kernels_smoke:
         return _kernels_smoke()
+    if cfg.seeds is not None:
+        from fastcomt_recipes.demo_seeds import run_demo_seeds
+
+        started = time.perf_counter()
+        run_demo_seeds(cfg)
+        print(f"demo over {len(cfg.seeds)} seeds finished in {time.perf_counter() - started:.0f} s")
+        return 0
     started = time.perf_counter()
     run_demo(cfg)
     print(f"demo finished in {time.perf_counter() - started:.0f} s")

@@ -33,7 +33,8 @@ from fastcomt.config import load_config
 from fastcomt.formats import render_response
 from fastcomt.rollout import TransformersEngine
 from fastcomt.tokenizer import encode_chat_examples
-from fastcomt_recipes.demo import DEFAULT_CONFIG, DemoConfig, _evaluate, _pretrain, demo_splits
+from fastcomt_recipes.demo import DEFAULT_CONFIG, DemoConfig, _evaluate, demo_splits, pretrain_settings
+from fastcomt_recipes.pretrain import run_pretrain
 from fastcomt_recipes.stage_checks import gold_plan_execution
 
 
@@ -95,12 +96,7 @@ def probe(seed: int, name: str, overrides: list[str], problems: int, curve_every
         print(f"  seed {seed} step {step}: result-token accuracy {acc:.3f}", flush=True)
 
     started = time.perf_counter()
-    from fastcomt_recipes.pretrain import run_pretrain
-    from fastcomt_recipes.demo import _merge
-
-    settings = _merge({"output_dir": str(out / "0_base"), "seed": cfg.seed, "families": splits["families"],
-                       "progress": False}, cfg.pretrain)  # fmt: skip
-    base = run_pretrain(settings, on_step=on_step)
+    base = run_pretrain(pretrain_settings(cfg, splits["families"], out), on_step=on_step)
     cfg.eval.base_problems = problems
     cot, _, _ = _evaluate(base["model_dir"], base["tokenizer_dir"], splits, "cot", out / "eval_cot", cfg, limit=problems)
     from transformers import AutoModelForCausalLM

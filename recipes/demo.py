@@ -52,8 +52,8 @@ from fastcomt_recipes.pretrain import run_pretrain
 from fastcomt_recipes.replay import replay_problems, write_replay_data
 from fastcomt_recipes.stage_checks import StageChecks, gold_plan_execution, stage_warnings
 
-__all__ = ["DemoConfig", "EvalSettings", "main", "run_demo", "demo_splits", "training_families", "rl_settings",
-           "plan_exact_rate"]
+__all__ = ["DemoConfig", "EvalSettings", "main", "run_demo", "demo_splits", "training_families", "pretrain_settings",
+           "rl_settings", "plan_exact_rate"]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -85,8 +85,8 @@ class DemoConfig:
     replay_documents: int = 2000
     # stage 0 (base model): PretrainConfig keys merged over the demo's; see `fastcomt pretrain --help`
     pretrain: dict[str, Any] = field(default_factory=lambda: {
-        "num_documents": 25000, "tokenizer_problems": 800, "own_question_fraction": 0.5, "own_question_response": "cot",
-        "model": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 192},
+        "num_documents": 25000, "tokenizer_problems": 800, "own_question_fraction": 0.6, "own_question_response": "cot",
+        "model": {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128},
         "optim": {"lr": 3.0e-3, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 1},
     })  # fmt: skip
     # stage 1: SFTConfig keys merged over the demo's (which sets data, model and tokenizer paths);
@@ -183,12 +183,18 @@ def _replay_seed(cfg: DemoConfig) -> int:
     return cfg.seed + 300
 
 
+def pretrain_settings(cfg: DemoConfig, families: list[str], out: Path) -> dict[str, Any]:
+    """The PretrainConfig keys of stage 0: `cfg.pretrain` merged over the demo's own choices. The
+    demo's seed also seeds the model's initialisation, so another seed varies every random choice."""
+    return _merge({
+        "output_dir": str(out / "0_base"), "seed": cfg.seed, "families": families, "progress": cfg.progress,
+        "model": {"init_seed": cfg.seed},
+    }, cfg.pretrain)  # fmt: skip
+
+
 def _pretrain(cfg: DemoConfig, families: list[str], out: Path) -> dict[str, Any]:
 
-    settings = _merge({
-        "output_dir": str(out / "0_base"), "seed": cfg.seed, "families": families, "progress": cfg.progress,
-    }, cfg.pretrain)  # fmt: skip
-    return run_pretrain(settings)
+    return run_pretrain(pretrain_settings(cfg, families, out))
 
 
 def _sft(cfg: DemoConfig, base: dict[str, Any], families: list[str], out: Path, mode: str) -> dict[str, Any]:

@@ -75,6 +75,13 @@ def result_token_accuracy(model, rows, targets) -> float:
     return right / max(total, 1)
 
 
+def _plan_first(out: Path) -> float:
+    """Share of the base model's CoT-format answers that begin with a plan ("Variables:") instead
+    of a worked solution: the first-token tie that made stage 0 seed-dependent."""
+    rows = [json.loads(line) for line in (out / "eval_cot" / "rows" / "synthetic.jsonl").read_text().splitlines() if line]
+    return sum(r["response"].lstrip().startswith("Variables") for r in rows) / max(len(rows), 1)
+
+
 def probe(seed: int, name: str, overrides: list[str], problems: int, curve_every: int, curve_problems: int) -> dict:
     out = Path("runs/stage0") / name / f"seed-{seed}"
     done = out / "probe.json"
@@ -108,6 +115,7 @@ def probe(seed: int, name: str, overrides: list[str], problems: int, curve_every
         gold = gold_plan_execution(engine, tokenizer, held, max_new_tokens=cfg.eval.max_new_tokens)
     rows, targets = result_token_batch(tokenizer, held[:curve_problems])
     result = {
+        "cot_plan_first": _plan_first(out),
         "seed": seed, "name": name, "overrides": overrides, "problems": problems,
         "cot_accuracy": cot["benchmarks"]["synthetic"]["accuracy"],
         "cot_step_accuracy": cot["benchmarks"]["synthetic"]["step_accuracy"],
@@ -131,15 +139,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     results = [probe(s, args.name, args.overrides, args.problems, args.curve_every, args.curve_problems) for s in seeds]
-    print(f"| setting | seed | CoT acc | gold-plan acc | result-token acc | final loss | pretrain s |")
+    for r in results:  # probes written before the plan-first share was recorded
+        if "cot_plan_first" not in r:
+            r["cot_plan_first"] = _plan_first(Path("runs/stage0") / r["name"] / f"seed-{r['seed']}")
+    keys = ("cot_accuracy", "cot_plan_first", "gold_plan_accuracy", "result_token_accuracy")
+    print("| setting | seed | CoT answer acc (%) | CoT answers that start with a plan (%) | gold-plan execution acc (%) | "
+          "arithmetic results, teacher-forced (%) | final loss |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['name']} | {r['seed']} | {100 * r['cot_accuracy']:.1f} | {100 * r['gold_plan_accuracy']:.1f} | "
-              f"{100 * r['result_token_accuracy']:.1f} | {r['pretrain']['final_loss']:.3f} | {r['pretrain']['seconds']:.0f} |")
+        print(f"| {r['name']} | {r['seed']} | " + " | ".join(f"{100 * r[k]:.1f}" for k in keys)
+              + f" | {r['pretrain']['final_loss']:.3f} |")
     if len(results) > 1:
-        for key in ("cot_accuracy", "gold_plan_accuracy", "result_token_accuracy"):
-            vals = [100 * r[key] for r in results]
-            print(f"{key}: mean {statistics.mean(vals):.1f}, range {min(vals):.1f}-{max(vals):.1f}")
+        stats = [[100 * r[k] for r in results] for k in keys]
+        print("| mean | | " + " | ".join(f"{statistics.mean(v):.1f}" for v in stats) + " | |")
+        print("| range | | " + " | ".join(f"{min(v):.1f}-{max(v):.1f}" for v in stats) + " | |")
     return 0
 
 

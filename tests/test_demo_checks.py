@@ -118,3 +118,20 @@ def test_each_failed_stage_gets_its_own_plain_warning():
     every = stage_warnings(checks, base_gold_plan={"n": 10, "accuracy": 0.0}, sft_gold_plans=0.0,
                            sft_effect=_effect(-0.01, -0.03, 0.01), sft_format=0.5, ccrl_format=0.1)  # fmt: skip
     assert [w.split(" FAILED")[0] for w in every] == ["stage 0", "stage 1", "stage 1", "stage 2"]
+
+
+def test_stage0_probe_marks_the_results_of_the_worked_arithmetic(problems, tokenizer):
+    """bench/stage0_probe.py's learning curve scores the token after each line's second `=`: the
+    step values, in order (the problem's own steps, read from its solution by hand here)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.stage0_probe import result_token_batch
+
+    rows, targets = result_token_batch(tokenizer, problems[:2])
+    for p, ids, pos in zip(problems, rows, targets):
+        values = [line.rsplit("= ", 1)[1] for line in p.solution.splitlines() if line.count("=") == 2]
+        assert len(values) == len(p.steps) >= 2
+        assert [tokenizer.decode([ids[i + 1]]).strip() for i in pos] == values
+        assert all(tokenizer.convert_ids_to_tokens(ids[i]) == "Ġ=" for i in pos)

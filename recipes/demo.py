@@ -361,9 +361,9 @@ rates near zero) until SFT teaches it; paired 95% intervals on the same held-out
 what CCRL changed in answer accuracy and in step calibration (ECE of the execution's numeric steps).
 What it does not show: anything about real LLMs or the paper's numbers. The model is tiny, the
 problems are templated and the budget is minutes. SFT rehearses execution documents (replay) so
-that a 0.4M-parameter model does not forget how to execute while it learns to plan, which a real
-LLM would not need; the base model's arithmetic is the bottleneck (a right plan is still executed
-wrongly about half of the time). An accuracy interval that contains zero means no effect was
+that a 0.5M-parameter model does not forget how to execute while it learns to plan, which a real
+LLM would not need; the base model's execution is the bottleneck (given the gold plan it is wrong
+most of the time). One seed is not a result: `fastcomt demo --seeds 0,1,2,3,4` gives the spread. An accuracy interval that contains zero means no effect was
 detected. On CPU the SFT and CCRL updates use the plain-torch LM head (same functions; the fused
 kernels run in Triton's interpreter, milliseconds per trained token: bench/results/ccrl_step_cpu.md).
 GSM8K is reported to be honest that a toy model scores near zero there; the out-of-distribution

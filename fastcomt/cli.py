@@ -149,6 +149,13 @@ def _build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                 action="store_true",
                 help="only run the fused kernels against their plain-torch references",
             )
+            p.add_argument(
+                "--seeds",
+                default=None,
+                metavar="S,S,...",
+                help="run the whole demo once per seed (e.g. 0,1,2,3,4) and print every stage's metrics "
+                "and paired effects per seed with their mean and range (the `seeds` key)",
+            )
     eval_parser = sub.add_parser(
         "eval", help=_EVAL_HELP, description=_EVAL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -206,6 +213,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.config}: {exc}") from exc
     if args.command == "demo":
         overrides += ["compare=true"] * args.compare + ["kernels_smoke=true"] * args.kernels_smoke
+        if args.seeds is not None:
+            overrides.append(f"seeds=[{args.seeds}]")
     command = _COMMANDS[args.command]
     func = getattr(importlib.import_module(command.module), command.entry)
     return int(func(args.config, overrides) or 0)

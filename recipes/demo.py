@@ -50,6 +50,7 @@ from fastcomt.train.sft import run_sft
 from fastcomt_recipes.kernels_smoke import run_smoke
 from fastcomt_recipes.pretrain import run_pretrain
 from fastcomt_recipes.replay import replay_problems, write_replay_data
+from fastcomt_recipes.stage_checks import StageChecks, gold_plan_execution, stage_warnings
 
 __all__ = [
     "DemoConfig",
@@ -58,6 +59,7 @@ __all__ = [
     "run_demo",
     "demo_splits",
     "training_families",
+    "pretrain_settings",
     "rl_settings",
     "plan_exact_rate",
 ]
@@ -97,9 +99,9 @@ class DemoConfig:
         default_factory=lambda: {
             "num_documents": 25000,
             "tokenizer_problems": 800,
-            "own_question_fraction": 0.5,
+            "own_question_fraction": 0.6,
             "own_question_response": "cot",
-            "model": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 192},
+            "model": {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128},
             "optim": {"lr": 3.0e-3, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 1},
         }
     )
@@ -130,6 +132,13 @@ class DemoConfig:
     # extra RLConfig keys for the two GRPO runs of `compare` (reward.lam is 0); see `fastcomt rl --help`
     baseline_rl: dict[str, Any] = field(default_factory=dict)
     eval: EvalSettings = field(default_factory=EvalSettings)  # greedy evaluation after each stage
+    # what each stage must reach before the next one's effects mean anything (recipes/stage_checks.py);
+    # a stage below its bar is reported with a plain warning
+    checks: StageChecks = field(default_factory=StageChecks)
+    # run the whole demo once per seed (each under <output_dir>/seed-<s>, a finished seed is not rerun)
+    # and print every stage's metrics and every paired effect per seed with their mean and range
+    # (recipes/demo_seeds.py; --seeds 0,1,2); null: one run with `seed`
+    seeds: list[int] | None = None
     # also run the paper's baseline (CoT SFT, then GRPO with lam 0) and GRPO from the CoMT SFT model
     # (the calibration term's ablation) on the same budget (--compare)
     compare: bool = False
@@ -201,18 +210,24 @@ def _replay_seed(cfg: DemoConfig) -> int:
     return cfg.seed + 300
 
 
-def _pretrain(cfg: DemoConfig, families: list[str], out: Path) -> dict[str, Any]:
-
-    settings = _merge(
+def pretrain_settings(cfg: DemoConfig, families: list[str], out: Path) -> dict[str, Any]:
+    """The PretrainConfig keys of stage 0: `cfg.pretrain` merged over the demo's own choices. The
+    demo's seed also seeds the model's initialisation, so another seed varies every random choice."""
+    return _merge(
         {
             "output_dir": str(out / "0_base"),
             "seed": cfg.seed,
             "families": families,
             "progress": cfg.progress,
+            "model": {"init_seed": cfg.seed},
         },
         cfg.pretrain,
     )
-    return run_pretrain(settings)
+
+
+def _pretrain(cfg: DemoConfig, families: list[str], out: Path) -> dict[str, Any]:
+
+    return run_pretrain(pretrain_settings(cfg, families, out))
 
 
 def _sft(cfg: DemoConfig, base: dict[str, Any], families: list[str], out: Path, mode: str) -> dict[str, Any]:
@@ -330,6 +345,25 @@ def _evaluate(
     return summary, rows, time.perf_counter() - started
 
 
+def _gold_plan_check(base: dict[str, Any], problems: list, cfg: DemoConfig) -> dict[str, Any]:
+    """The base model's greedy executions of the problems' gold plans (stage 0's check), saved
+    next to the base model's evaluations so a rerun does not redo them."""
+    path = Path(cfg.output_dir) / "eval" / "0_base_gold_plan.json"
+    if path.is_file():
+        done = json.loads(path.read_text())
+        if done.get("n") == len(problems) and done.get("model_dir") == base["model_dir"]:
+            return done
+    tokenizer = load_tokenizer(base["tokenizer_dir"])
+    model = AutoModelForCausalLM.from_pretrained(base["model_dir"], dtype=torch.float32)
+    with TransformersEngine(model, max_batch_samples=max(cfg.eval.batch_size, 1)) as engine:
+        result = gold_plan_execution(
+            engine, tokenizer, problems, max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size
+        )
+    result["model_dir"] = base["model_dir"]
+    write_json_atomic(path, result)
+    return result
+
+
 # --- report ----------------------------------------------------------------------------------------
 
 
@@ -413,9 +447,9 @@ rates near zero) until SFT teaches it; paired 95% intervals on the same held-out
 what CCRL changed in answer accuracy and in step calibration (ECE of the execution's numeric steps).
 What it does not show: anything about real LLMs or the paper's numbers. The model is tiny, the
 problems are templated and the budget is minutes. SFT rehearses execution documents (replay) so
-that a 0.4M-parameter model does not forget how to execute while it learns to plan, which a real
-LLM would not need; the base model's arithmetic is the bottleneck (a right plan is still executed
-wrongly about half of the time). An accuracy interval that contains zero means no effect was
+that a 0.5M-parameter model does not forget how to execute while it learns to plan, which a real
+LLM would not need; the base model's execution is the bottleneck (given the gold plan it is wrong
+most of the time). One seed is not a result: `fastcomt demo --seeds 0,1,2,3,4` gives the spread. An accuracy interval that contains zero means no effect was
 detected. On CPU the SFT and CCRL updates use the plain-torch LM head (same functions; the fused
 kernels run in Triton's interpreter, milliseconds per trained token: bench/results/ccrl_step_cpu.md).
 GSM8K is reported to be honest that a toy model scores near zero there; the out-of-distribution
@@ -469,6 +503,17 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         limit=cfg.eval.base_problems,
     )
     timings["eval base"] = s + s_cot
+    base_gold = None
+    if cfg.checks.gold_plan_problems:
+        # Stage 0's own check: can the base model carry out a plan at all? (recipes/stage_checks.py)
+        started = time.perf_counter()
+        base_gold = _gold_plan_check(base, splits["synthetic"][: cfg.checks.gold_plan_problems], cfg)
+        timings["eval base"] += time.perf_counter() - started
+        verdict = "ok" if base_gold["accuracy"] >= cfg.checks.base_gold_plan_accuracy else "FAILED"
+        say(
+            f"[0] check: given the gold plan, the base model executes {100 * base_gold['accuracy']:.1f}% of "
+            f"{base_gold['n']} held-out problems right (bar {100 * cfg.checks.base_gold_plan_accuracy:.0f}%): {verdict}"
+        )
 
     sft = _sft(cfg, base, families, out, "offline")
     timings["1 CoMT SFT"] = sft["train_seconds"]  # the run's own training time: the same on a rerun
@@ -522,6 +567,20 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         for line in _effect_lines("in-distribution", sft_effect["accuracy"], sft_effect["ece"]):
             say("  " + line)
 
+    syn = {k: ev["benchmarks"].get("synthetic", {}) for k, ev in (("sft", sft_eval), ("ccrl", rl_eval))}
+    warnings = stage_warnings(
+        cfg.checks,
+        base_gold_plan=base_gold,
+        sft_gold_plans=exact["sft"],
+        sft_effect=sft_effect.get("accuracy"),
+        sft_format=syn["sft"].get("format_rate"),
+        ccrl_format=syn["ccrl"].get("format_rate"),
+    )
+    say("")
+    say("Stage checks: " + ("every stage passed its check." if not warnings else f"{len(warnings)} FAILED."))
+    for line in warnings:
+        say("  WARNING: " + line)
+
     effects = {}
     say("")
     say("CCRL's effect, paired on the same held-out problems:")
@@ -541,6 +600,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "plan_exact": exact,
         "sft_effect": sft_effect,
         "effects": effects,
+        "checks": {"base_gold_plan": base_gold, "warnings": warnings},
     }
     _write_rl_bench(out, rl)
 
@@ -722,6 +782,13 @@ def main(config: str | None = None, overrides: Sequence[str] | None = None) -> i
     cfg = _load(config, list(overrides or ()))
     if cfg.kernels_smoke:
         return _kernels_smoke()
+    if cfg.seeds is not None:
+        from fastcomt_recipes.demo_seeds import run_demo_seeds
+
+        started = time.perf_counter()
+        run_demo_seeds(cfg)
+        print(f"demo over {len(cfg.seeds)} seeds finished in {time.perf_counter() - started:.0f} s")
+        return 0
     started = time.perf_counter()
     run_demo(cfg)
     print(f"demo finished in {time.perf_counter() - started:.0f} s")

@@ -44,7 +44,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -139,8 +139,14 @@ def document_questions(
     return [own.question if is_own else other.question for own, other, is_own in zip(documents, others, flags)]
 
 
-def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """Train the base model and its tokenizer; returns the summary (model under `<output_dir>/model`)."""
+def run_pretrain(
+    config: PretrainConfig | Mapping[str, Any], on_step: Callable[[int, Any, Any], None] | None = None
+) -> dict[str, Any]:
+    """Train the base model and its tokenizer; returns the summary (model under `<output_dir>/model`).
+
+    on_step: called as on_step(step, model, tokenizer) after every optimizer step (learning curves;
+    the model is in training mode again when it returns).
+    """
     cfg = config if isinstance(config, PretrainConfig) else config_from_dict(PretrainConfig, config)
     out_dir = Path(cfg.output_dir)
     summary_path = out_dir / "summary.json"
@@ -233,6 +239,9 @@ def run_pretrain(config: PretrainConfig | Mapping[str, Any]) -> dict[str, Any]:
             last_loss = loss_sum / max(n_loss, 1)
             bar.set_postfix(loss=f"{last_loss:.3f}")
             bar.update(1)
+            if on_step is not None:
+                on_step(step, model, tokenizer)
+                model.train()
     bar.close()
 
     checkpoint = save_checkpoint(

@@ -32,6 +32,9 @@ def test_demo_runs_every_stage_and_reports(tmp_path, capsys, shared_data):
     assert "4 rehearsed execution documents" in printed
     assert "in-distribution: answer accuracy" in printed and "95% bootstrap CI" in printed
     assert "What it does not show" in printed
+    # stage 0 checks itself (gold plans) and the untrained toy fails every check, plainly
+    assert "[0] check: given the gold plan, the base model executes" in printed
+    assert "Stage checks: " in printed and "WARNING: stage 0 FAILED its check" in printed
     results = json.loads((out / "results.json").read_text())
     assert results["effects"]["synthetic"]["accuracy"]["n"] == 6
     assert results["effects"]["synthetic_ood"]["accuracy"]["n"] == 3
@@ -39,6 +42,8 @@ def test_demo_runs_every_stage_and_reports(tmp_path, capsys, shared_data):
     assert results["eval"]["base_cot"]["benchmarks"]["synthetic"]["n"] == 2
     assert results["sft"]["extra_examples"] == 4
     assert set(results["plan_exact"]) == {"base", "sft", "ccrl"}
+    assert results["checks"]["base_gold_plan"]["n"] == 6  # every held-out ID problem (fewer than gold_plan_problems)
+    assert results["checks"]["warnings"][0].startswith("stage 0 FAILED")
     assert (out / "report.md").read_text().startswith("# fastcomt demo")
     assert (out / "ccrl_step.json").is_file() and (out / "ccrl_curve.png").is_file()
     # A rerun finds every stage done and only evaluates again from the saved rows.

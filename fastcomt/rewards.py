@@ -128,8 +128,10 @@ def step_confidences(
     for b, row in enumerate(logprobs):
         if row:
             rows[b, : len(row)] = torch.tensor(list(row), dtype=torch.float32)
-    # One group: the advantages are not used here, and one group is one program for the whole batch.
-    groups = torch.zeros(len(graded), dtype=torch.int64)
+    # Each completion its own group: a confidence depends on its own row only and the advantages are
+    # not used here, while one group of the whole batch would exceed the kernel's 64 executions per
+    # problem at an evaluation batch of 65 completions or more.
+    groups = torch.arange(len(graded), dtype=torch.int64)
     result = ccrl_batch_rewards(rows, graded, groups, confidence=confidence, dense=True)
     conf = result.step_confidence.detach().float().cpu()
     out: list[list[float | None]] = []

@@ -72,3 +72,22 @@ def test_step_confidences_are_the_kernels_by_hand():
     assert step_confidences(rows, graded, confidence="first")[0][:2] == pytest.approx([0.5, 1.0], rel=1e-6)
     with pytest.raises(ValueError, match="confidence"):
         step_confidences(rows, graded, confidence="mean")
+
+
+def test_step_confidences_of_a_batch_larger_than_one_kernel_group():
+    """An evaluation batch holds more completions than the reward kernel takes in one group (64): each
+    completion's confidences are its own, the same as when it is scored alone (the demo evaluates 128
+    problems per batch)."""
+    from fastcomt.rewards import step_confidences
+
+    n = 130
+    graded = [
+        GradedCompletion("1", True, ("s0", "s1"), (1, 0), ("gold",) * 2, ((0, 2), (2, 3)), (0, 0, 1)) for _ in range(n)
+    ]
+    rows = [[math.log(0.5 + 0.003 * b), math.log(0.9), math.log(0.1 + 0.005 * b)] for b in range(n)]
+    batch = step_confidences(rows, graded)
+    assert len(batch) == n
+    for b in (0, 63, 64, 129):
+        assert batch[b] == pytest.approx(step_confidences([rows[b]], [graded[b]])[0], rel=1e-6)
+        assert batch[b][0] == pytest.approx(math.sqrt((0.5 + 0.003 * b) * 0.9), rel=1e-6)
+        assert batch[b][1] == pytest.approx(0.1 + 0.005 * b, rel=1e-6)

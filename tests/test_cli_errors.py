@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from toy_plans import write_toy_plans
 
 from fastcomt.cli import main
 from fastcomt.model_dir import model_dir_problem, tokenizer_dir_problem
@@ -236,24 +237,11 @@ def test_resume_with_no_loadable_checkpoint_says_which_files(tmp_path):
 
 
 def test_sft_resume_skips_a_damaged_checkpoint(tmp_path, capsys):
-    import json
 
-    from fastcomt.comt.records import ComtRecord
     from fastcomt.train.sft import run_sft
 
     data = tmp_path / "plans.jsonl"
-    rows = [
-        ComtRecord(
-            f"t-{i}",
-            "toy",
-            "meta_thought",
-            f"Ana has {i} pens and gets 2 more. How many?",
-            "Steps:\n1. total = pens + more\nAnswer: total",
-            float(i + 2),
-        ).to_dict()
-        for i in range(8)
-    ]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_toy_plans(data, 8)
     cfg = {
         "output_dir": str(tmp_path / "run"),
         "data": {"train": str(data)},

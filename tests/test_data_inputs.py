@@ -4,8 +4,9 @@
 import json
 from pathlib import Path
 
+from toy_plans import toy_plan_rows
+
 from fastcomt.cli import main
-from fastcomt.comt.records import ComtRecord
 from fastcomt.train.config import DataConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,17 +37,7 @@ def test_sft_config_without_build_section_is_refused(tmp_path, monkeypatch, caps
 
 
 def _records(n):
-    return [
-        ComtRecord(
-            f"t-{i}",
-            "toy",
-            "meta_thought",
-            f"Ana has {i} pens and gets 2 more. How many?",
-            "Steps:\n1. total = pens + more\nAnswer: total",
-            float(i + 2),
-        ).to_dict()
-        for i in range(n)
-    ]
+    return toy_plan_rows(n)
 
 
 def test_cut_off_last_line_is_counted_and_reported(tmp_path, capsys):

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import yaml
-
-from fastcomt.comt.records import ComtRecord
+from toy_plans import write_toy_plans
 
 TINY = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32}
 
@@ -53,18 +52,7 @@ def _check_stopped(proc, out, err, run: Path, command: str, config: Path, overri
 
 def test_sigint_during_sft(tmp_path):
     data = tmp_path / "plans.jsonl"
-    rows = [
-        ComtRecord(
-            f"t-{i}",
-            "toy",
-            "meta_thought",
-            f"Ana has {i} pens and gets 2 more. How many?",
-            "Steps:\n1. total = pens + more\nAnswer: total",
-            float(i + 2),
-        ).to_dict()
-        for i in range(16)
-    ]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_toy_plans(data, 16)
     config = tmp_path / "sft.yaml"
     config.write_text(
         yaml.safe_dump(

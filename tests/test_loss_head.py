@@ -2,10 +2,9 @@
 (same loss and gradients as full logits, one chunk of logits at a time); the progress bar says which
 runs; the demo's stages resolve to the same head as before (it sets `torch` explicitly)."""
 
-import json
-
 import pytest
 import torch
+from toy_plans import write_toy_plans
 
 from fastcomt.config import load_config
 from fastcomt.train.config import SFTConfig
@@ -70,22 +69,10 @@ def test_demo_stages_keep_their_heads():
 
 
 def test_sft_progress_says_which_head(tmp_path, capsys):
-    from fastcomt.comt.records import ComtRecord
     from fastcomt.train.sft import run_sft
 
     data = tmp_path / "plans.jsonl"
-    rows = [
-        ComtRecord(
-            f"t-{i}",
-            "toy",
-            "meta_thought",
-            f"Ana has {i} pens and gets 2 more. How many?",
-            "Steps:\n1. total = pens + more\nAnswer: total",
-            float(i + 2),
-        ).to_dict()
-        for i in range(4)
-    ]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_toy_plans(data, 4)
     summary = run_sft(
         {
             "output_dir": str(tmp_path / "run"),
@@ -147,22 +134,10 @@ def test_chunk_rows_fit_the_budget():
 
 def test_sft_chunked_equals_torch_head(tmp_path):
     """One SFT step through the chunked head and through the model's own head: same loss, same weights."""
-    from fastcomt.comt.records import ComtRecord
     from fastcomt.train.sft import run_sft
 
     data = tmp_path / "plans.jsonl"
-    rows = [
-        ComtRecord(
-            f"t-{i}",
-            "toy",
-            "meta_thought",
-            f"Ana has {i} pens and gets 2 more. How many?",
-            "Steps:\n1. total = pens + more\nAnswer: total",
-            float(i + 2),
-        ).to_dict()
-        for i in range(4)
-    ]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_toy_plans(data, 4)
     summaries = {}
     for head in ("chunked", "torch"):
         summaries[head] = run_sft(

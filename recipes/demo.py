@@ -101,8 +101,9 @@ class DemoConfig:
             "tokenizer_problems": 800,
             "own_question_fraction": 0.6,
             "own_question_response": "cot",
+            "other_question_loss_on": "execution",
             "model": {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128},
-            "optim": {"lr": 3.0e-3, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 1},
+            "optim": {"lr": 6.0e-3, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 1},
         }
     )
     # stage 1: SFTConfig keys merged over the demo's (which sets data, model and tokenizer paths);
@@ -126,7 +127,7 @@ class DemoConfig:
             },
             "reward": {"lam": 0.5},
             "loss": {"loss_type": "dapo", "old_logprobs": "recompute", "lm_head": "torch", "micro_batch_tokens": 8192},
-            "optim": {"lr": 1.0e-4, "warmup_steps": 0, "min_lr_ratio": 1.0},
+            "optim": {"lr": 3.0e-5, "warmup_steps": 0, "min_lr_ratio": 1.0},
         }
     )
     # extra RLConfig keys for the two GRPO runs of `compare` (reward.lam is 0); see `fastcomt rl --help`

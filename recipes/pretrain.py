@@ -24,9 +24,12 @@ undo (the demo's SFT model then wrote one plan for nearly every question). So th
 half of the documents under their own question, as a real base model has read worked problems,
 and with `own_question_response: cot` those hold the worked execution only, without a plan: the
 base model solves questions step by step and executes plans put in front of it, but has never
-written a plan for a question. Mapping a new question to its plan is what CoMT SFT teaches next
-(no held-out question occurs here), and how reliably the model then executes its own plans is
-what CCRL trains.
+written a plan for a question. With `other_question_loss_on: execution` (the demo's choice) the
+plan of a document under an unrelated question is context, not a target: trained on it, the model
+also learned to answer a question with a plan, and whether its answer began with a worked solution
+or with "Variables:" was a near-tie that each seed broke its own way. Mapping a new question to
+its plan is what CoMT SFT teaches next (no held-out question occurs here), and how reliably the
+model then executes its own plans is what CCRL trains.
 
 The tokenizer (one token per word, one per integer up to `number_max`) is trained here on the
 texts of every family (questions included) and saved with the model: like a real base model's,
@@ -56,7 +59,7 @@ from fastcomt.atomic_io import write_json_atomic
 from fastcomt.comt.chat import sft_messages
 from fastcomt.comt.offline import offline_meta_thought
 from fastcomt.config import config_from_dict, config_to_dict, load_config
-from fastcomt.formats import render_response
+from fastcomt.formats import EXECUTION_MARKER, end_of_turn_ids, marker_ids, prompt_ids, render_response, text_ids
 from fastcomt.tasks import Problem, synthetic_problems
 from fastcomt.tokenizer import encode_chat_examples, train_tokenizer
 from fastcomt.train.checkpoint import save_checkpoint
@@ -69,6 +72,7 @@ from fastcomt.train.sft import row_loss_sum
 __all__ = [
     "PretrainConfig",
     "execution_document",
+    "execution_only_example",
     "tokenizer_texts",
     "own_question_flags",
     "document_questions",
@@ -105,6 +109,13 @@ class PretrainConfig:
     # mapping a question to its plan is left for CoMT SFT to teach, as in the paper, where the
     # base LLM can solve problems step by step and has never seen a meta-thought.
     own_question_response: Literal["comt", "cot"] = "comt"
+    # What a document under *another* problem's question trains: "response", its plan, marker and
+    # execution; "execution", the execution only (prompt, plan and marker are context, as in SFT's
+    # rehearsal data, recipes/replay.py). With "response" the model also learns to write a plan
+    # right after a question, which competes with the worked solutions of own-question documents for
+    # the first token of an answer; with "execution" it has only ever been trained to answer a
+    # question with a worked solution, and to execute a plan put in front of it.
+    other_question_loss_on: Literal["response", "execution"] = "response"
     loss: Literal["torch", "fused"] = "torch"  # torch: full-logits cross-entropy; fused: linear_cross_entropy kernel
     progress: bool = True  # progress bar
 
@@ -112,6 +123,18 @@ class PretrainConfig:
 def execution_document(problem: Problem) -> str:
     """One pretraining document: the problem's plan, the execution marker and its execution."""
     return render_response("comt", problem.solution or "", offline_meta_thought(problem).render())
+
+
+def execution_only_example(tokenizer, question: str, document: str) -> tuple[list[int], list[bool]]:
+    """(ids, trained flags) of a document under a question, loss on its execution and end of turn
+    only: prompt, plan and marker concatenated part by part as a rollout builds
+    `[prompt + plan + marker]`, so the context is exactly what the model later executes from."""
+    plan, found, execution = document.partition(EXECUTION_MARKER)
+    if not found:
+        raise ValueError(f"document: expected the execution marker {EXECUTION_MARKER!r}, got none")
+    context = prompt_ids(tokenizer, question) + text_ids(tokenizer, plan.strip()) + marker_ids(tokenizer)
+    trained = text_ids(tokenizer, execution.strip()) + end_of_turn_ids(tokenizer)
+    return context + trained, [False] * len(context) + [True] * len(trained)
 
 
 def tokenizer_texts(problems: Sequence[Problem]) -> list[str]:
@@ -187,6 +210,11 @@ def run_pretrain(
             for p, d, is_own in zip(doc_problems, docs, own)
         ]
         encoded = encode_chat_examples(tokenizer, [sft_messages(q, r) for q, r in zip(questions, responses)])
+        if cfg.other_question_loss_on == "execution":
+            encoded = [
+                pair if is_own else execution_only_example(tokenizer, q, r)
+                for pair, q, r, is_own in zip(encoded, questions, responses, own)
+            ]
     else:
         encoded = [
             (ids + [eos], [True] * (len(ids) + 1)) for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]

@@ -98,3 +98,81 @@ def test_own_question_documents_can_hold_the_worked_execution_only(tmp_path, mon
             assert user == doc.question and assistant == doc.solution.strip() and "Steps:" not in assistant
         else:
             assert "Steps:" in assistant and "Execution:" in assistant
+
+
+def _tiny_tokenizer(problems):
+    from fastcomt.tokenizer import train_tokenizer
+    from fastcomt_recipes.pretrain import execution_document, tokenizer_texts
+
+    docs = [execution_document(p) for p in problems]
+    return train_tokenizer(tokenizer_texts(problems) + docs, kind="number_word", vocab_size=4096, number_max=1000)
+
+
+def test_execution_only_example_has_the_chat_ids_and_trains_only_the_execution():
+    from fastcomt.comt.chat import sft_messages
+    from fastcomt.tokenizer import encode_chat_examples
+    from fastcomt_recipes.pretrain import execution_document, execution_only_example
+
+    problems = synthetic_problems(30, seed=0)
+    tokenizer = _tiny_tokenizer(problems)
+    for question_of, doc_of in zip(problems[:10], problems[10:20]):
+        document = execution_document(doc_of)
+        ids, flags = execution_only_example(tokenizer, question_of.question, document)
+        chat_ids, chat_flags = encode_chat_examples(tokenizer, [sft_messages(question_of.question, document)])[0]
+        assert ids == chat_ids  # the same tokens the chat layout gives: only the loss mask differs
+        trained = tokenizer.decode([t for t, f in zip(ids, flags) if f])
+        assert trained.startswith(doc_of.solution.strip().split("\n")[0])
+        assert "Variables" not in trained and "Steps" not in trained and "Execution:" not in trained
+        assert flags == sorted(flags)  # one untrained context, then one trained tail
+        assert sum(flags) < sum(chat_flags)
+
+
+def test_execution_only_example_rejects_a_document_without_the_marker():
+    from fastcomt_recipes.pretrain import execution_only_example
+
+    problems = synthetic_problems(4, seed=0)
+    with pytest.raises(ValueError, match="document: expected the execution marker"):
+        execution_only_example(_tiny_tokenizer(problems), problems[0].question, problems[0].solution)
+
+
+def test_other_question_documents_can_train_their_execution_only(tmp_path, monkeypatch):
+    # other_question_loss_on: execution -> a document under another problem's question trains its
+    # execution only, so the base model never learns to answer a question with a plan.
+    import fastcomt_recipes.pretrain as pretrain
+    from fastcomt.tokenizer import load_tokenizer
+    from fastcomt_recipes.pretrain import own_question_flags
+
+    made = []
+    original = pretrain.make_example
+
+    def capture(ids, flags):
+        made.append((list(ids), list(flags)))
+        return original(ids, flags)
+
+    monkeypatch.setattr(pretrain, "make_example", capture)
+    summary = run_pretrain(
+        {
+            "output_dir": str(tmp_path / "base"),
+            "num_documents": 24,
+            "tokenizer_problems": 16,
+            "own_question_fraction": 0.5,
+            "own_question_response": "cot",
+            "other_question_loss_on": "execution",
+            "progress": False,
+            "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32},
+            "optim": {"max_steps": 1, "row_tokens": 512, "tokens_per_step": 512},
+        }
+    )
+    tokenizer = load_tokenizer(summary["tokenizer_dir"])
+    flags = own_question_flags(24, 0.5, seed=0)
+    assert len(made) == 24 and 0 < sum(flags) < 24
+    for (ids, trained), is_own in zip(made, flags):
+        text = tokenizer.decode([t for t, f in zip(ids, trained) if f])
+        context = tokenizer.decode([t for t, f in zip(ids, trained) if not f])
+        assert "Variables" not in text  # no document trains writing a plan
+        assert ("Variables" in context) != is_own  # ... though the other-question ones show one
+
+
+def test_a_bad_other_question_loss_on_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="other_question_loss_on"):
+        run_pretrain({"output_dir": str(tmp_path / "base"), "num_documents": 4, "other_question_loss_on": "plan"})

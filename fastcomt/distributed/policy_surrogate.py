@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from fastcomt.kernels.policy_token_loss import token_policy_loss
+
 __all__ = ["policy_loss_from_logprobs"]
 
 _LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
@@ -44,21 +46,17 @@ def policy_loss_from_logprobs(
     detached = logp.detach()
     old = detached if old_logprobs is None else torch.where(active, old_logprobs.float(), detached)
     adv = torch.where(active, adv, 0.0)
-    ratio = torch.exp(logp - old)
-    surrogate = -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv)
+    tis = None
     if behaviour_logprobs is not None:
         behaviour = torch.where(active, behaviour_logprobs.float(), old)
         tis = torch.exp(old - behaviour)
         if tis_cap is not None:
             tis = tis.clamp(max=tis_cap)
-        surrogate = surrogate * tis.detach()
-    per_token = surrogate
-    kl = None
-    if ref_logprobs is not None:
-        ref = torch.where(active, ref_logprobs.float(), detached)
-        kl = torch.exp(ref - logp) - (ref - logp) - 1
-        if beta > 0:
-            per_token = per_token + beta * kl
+    ref = None if ref_logprobs is None else torch.where(active, ref_logprobs.float(), detached)
+    # the per-token math is the kernels' plain-torch reference, written once
+    per_token = token_policy_loss(
+        logp, old, adv, eps_low=eps_low, eps_high=eps_high, is_weights=tis, ref_logp=ref, beta=beta
+    )
     if entropy_coef != 0:
         per_token = per_token - entropy_coef * entropy
     m = active.float()
@@ -70,6 +68,8 @@ def policy_loss_from_logprobs(
         loss = (per_token * m).sum() / (b * (max_tokens if max_tokens is not None else t))
     with torch.no_grad():
         count = m.sum().clamp(min=1)
+        ratio = torch.exp(detached - old)
+        kl = None if ref is None else torch.exp(ref - detached) - (ref - detached) - 1
         metrics = {
             "clip_frac_low": (((ratio < 1 - eps_low) & (adv < 0)).float() * m).sum() / count,
             "clip_frac_high": (((ratio > 1 + eps_high) & (adv > 0)).float() * m).sum() / count,

@@ -21,3 +21,11 @@ def test_vllm_http_needs_server_urls_and_only_it_takes_them():
         check_rl_config(_cfg(server_urls=["http://127.0.0.1:1"]))
     with pytest.raises(ValueError, match="rollout.engine: expected one of"):
         _cfg(engine="tgi")
+
+
+def test_more_executions_per_problem_than_the_reward_kernel_holds_is_rejected_upfront():
+    check_rl_config(_cfg(plans_per_problem=4, executions_per_plan=16))  # 64: the most one problem holds
+    with pytest.raises(
+        ValueError, match=r"rollout.plans_per_problem x rollout.executions_per_plan: .* got 5 x 16 = 80"
+    ):
+        check_rl_config(_cfg(plans_per_problem=5, executions_per_plan=16))

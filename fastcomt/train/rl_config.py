@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fastcomt.kernels.rewards import MAX_PROBLEM_SIZE
+
 from .config import ModelConfig, OptimConfig
 
 __all__ = [
@@ -169,6 +171,13 @@ def check_rl_config(cfg: RLConfig) -> None:
     _positive(cfg.loss.updates_per_batch, "loss.updates_per_batch")
     _positive(cfg.data.num_problems, "data.num_problems")
     _positive(cfg.n_bins, "n_bins")
+    executions = cfg.rollout.plans_per_problem * cfg.rollout.executions_per_plan
+    if executions > MAX_PROBLEM_SIZE:
+        raise ValueError(
+            f"rollout.plans_per_problem x rollout.executions_per_plan: expected at most {MAX_PROBLEM_SIZE} "
+            f"executions per problem (the reward kernel holds one problem's executions in registers), got "
+            f"{cfg.rollout.plans_per_problem} x {cfg.rollout.executions_per_plan} = {executions}"
+        )
     if cfg.format == "cot" and (cfg.rollout.plans_per_problem != 1 or cfg.loss.train_plans):
         raise ValueError("format 'cot' has no plans: expected rollout.plans_per_problem=1 and loss.train_plans=false")
     if cfg.reward.lam < 0:

@@ -101,9 +101,9 @@ class DemoConfig:
             "tokenizer_problems": 800,
             "own_question_fraction": 0.6,
             "own_question_response": "cot",
-            "other_question_loss_on": "execution",
+            "other_question_loss_on": "after_first_token",
             "model": {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128},
-            "optim": {"lr": 6.0e-3, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 1},
+            "optim": {"lr": 3.0e-3, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 1},
         }
     )
     # stage 1: SFTConfig keys merged over the demo's (which sets data, model and tokenizer paths);

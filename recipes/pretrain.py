@@ -24,10 +24,10 @@ undo (the demo's SFT model then wrote one plan for nearly every question). So th
 half of the documents under their own question, as a real base model has read worked problems,
 and with `own_question_response: cot` those hold the worked execution only, without a plan: the
 base model solves questions step by step and executes plans put in front of it, but has never
-written a plan for a question. With `other_question_loss_on: execution` (the demo's choice) the
-plan of a document under an unrelated question is context, not a target: trained on it, the model
-also learned to answer a question with a plan, and whether its answer began with a worked solution
-or with "Variables:" was a near-tie that each seed broke its own way. Mapping a new question to
+written a plan for a question. With `other_question_loss_on: after_first_token` (the demo's choice)
+the first token of a document under an unrelated question is context, not a target: trained on it,
+the model learned to *begin* an answer to a question with a plan as well as with a worked solution,
+and which one it began with was a near-tie that each seed broke its own way. Mapping a new question to
 its plan is what CoMT SFT teaches next (no held-out question occurs here), and how reliably the
 model then executes its own plans is what CCRL trains.
 
@@ -73,6 +73,7 @@ __all__ = [
     "PretrainConfig",
     "execution_document",
     "execution_only_example",
+    "without_first_response_token",
     "tokenizer_texts",
     "own_question_flags",
     "document_questions",
@@ -110,12 +111,14 @@ class PretrainConfig:
     # base LLM can solve problems step by step and has never seen a meta-thought.
     own_question_response: Literal["comt", "cot"] = "comt"
     # What a document under *another* problem's question trains: "response", its plan, marker and
-    # execution; "execution", the execution only (prompt, plan and marker are context, as in SFT's
-    # rehearsal data, recipes/replay.py). With "response" the model also learns to write a plan
-    # right after a question, which competes with the worked solutions of own-question documents for
-    # the first token of an answer; with "execution" it has only ever been trained to answer a
-    # question with a worked solution, and to execute a plan put in front of it.
-    other_question_loss_on: Literal["response", "execution"] = "response"
+    # execution; "after_first_token", all of that but the response's first token; "execution", the
+    # execution only (prompt, plan and marker are context, as in SFT's rehearsal data,
+    # recipes/replay.py). With "response" the model also learns to *start* an answer with a plan,
+    # which competes with the worked solutions of own-question documents for the first token of an
+    # answer (a tie each seed broke its own way). "after_first_token" removes exactly that: the model
+    # learns to write a plan once one is begun, never to begin one. "execution" removes it too, but
+    # then the model never writes a plan at all and CoMT SFT must teach plan syntax from scratch.
+    other_question_loss_on: Literal["response", "after_first_token", "execution"] = "response"
     loss: Literal["torch", "fused"] = "torch"  # torch: full-logits cross-entropy; fused: linear_cross_entropy kernel
     progress: bool = True  # progress bar
 
@@ -135,6 +138,17 @@ def execution_only_example(tokenizer, question: str, document: str) -> tuple[lis
     context = prompt_ids(tokenizer, question) + text_ids(tokenizer, plan.strip()) + marker_ids(tokenizer)
     trained = text_ids(tokenizer, execution.strip()) + end_of_turn_ids(tokenizer)
     return context + trained, [False] * len(context) + [True] * len(trained)
+
+
+def without_first_response_token(example: tuple[list[int], list[bool]]) -> tuple[list[int], list[bool]]:
+    """The same (ids, trained flags) with the response's first token untrained: the choice of how
+    to begin an answer is left to other documents."""
+    ids, flags = example
+    if True not in flags:
+        raise ValueError("example: expected at least one trained token, got none")
+    flags = list(flags)
+    flags[flags.index(True)] = False
+    return ids, flags
 
 
 def tokenizer_texts(problems: Sequence[Problem]) -> list[str]:
@@ -215,6 +229,8 @@ def run_pretrain(
                 pair if is_own else execution_only_example(tokenizer, q, r)
                 for pair, q, r, is_own in zip(encoded, questions, responses, own)
             ]
+        elif cfg.other_question_loss_on == "after_first_token":
+            encoded = [pair if is_own else without_first_response_token(pair) for pair, is_own in zip(encoded, own)]
     else:
         encoded = [
             (ids + [eos], [True] * (len(ids) + 1)) for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]

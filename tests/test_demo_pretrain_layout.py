@@ -176,3 +176,55 @@ def test_other_question_documents_can_train_their_execution_only(tmp_path, monke
 def test_a_bad_other_question_loss_on_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="other_question_loss_on"):
         run_pretrain({"output_dir": str(tmp_path / "base"), "num_documents": 4, "other_question_loss_on": "plan"})
+
+
+def test_other_question_documents_can_leave_only_their_first_token_untrained(tmp_path, monkeypatch):
+    # other_question_loss_on: after_first_token -> a document under another problem's question
+    # trains its plan body, marker and execution, but not the token an answer begins with: only
+    # worked solutions under their own question teach how to begin an answer.
+    import fastcomt_recipes.pretrain as pretrain
+    from fastcomt.tokenizer import load_tokenizer
+    from fastcomt_recipes.pretrain import own_question_flags
+
+    made = []
+    original = pretrain.make_example
+
+    def capture(ids, flags):
+        made.append((list(ids), list(flags)))
+        return original(ids, flags)
+
+    monkeypatch.setattr(pretrain, "make_example", capture)
+    summary = run_pretrain(
+        {
+            "output_dir": str(tmp_path / "base"),
+            "num_documents": 24,
+            "tokenizer_problems": 16,
+            "own_question_fraction": 0.5,
+            "own_question_response": "cot",
+            "other_question_loss_on": "after_first_token",
+            "progress": False,
+            "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32},
+            "optim": {"max_steps": 1, "row_tokens": 512, "tokens_per_step": 512},
+        }
+    )
+    tokenizer = load_tokenizer(summary["tokenizer_dir"])
+    docs = synthetic_problems(24, seed=0)
+    flags = own_question_flags(24, 0.5, seed=0)
+    assert len(made) == 24 and 0 < sum(flags) < 24
+    for (ids, trained), is_own, doc in zip(made, flags, docs):
+        first = trained.index(True)
+        text = tokenizer.decode(ids[first:])
+        if is_own:  # the worked solution, first token included
+            assert text.startswith(doc.solution.strip().split(" ")[0])
+        else:  # "Variables" (the start of the plan) is context; the rest of the plan is trained
+            assert tokenizer.decode(ids[first - 1 : first]).strip() == "Variables"
+            assert "Steps:" in text and "Execution:" in text
+            assert all(trained[first:])
+
+
+def test_without_first_response_token_needs_a_trained_token():
+    from fastcomt_recipes.pretrain import without_first_response_token
+
+    assert without_first_response_token(([5, 6, 7], [False, True, True])) == ([5, 6, 7], [False, False, True])
+    with pytest.raises(ValueError, match="example: expected at least one trained token"):
+        without_first_response_token(([5, 6], [False, False]))

@@ -111,7 +111,7 @@ class DemoConfig:
     sft: dict[str, Any] = field(
         default_factory=lambda: {
             "loss": "torch",
-            "optim": {"lr": 3.0e-4, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 2},
+            "optim": {"lr": 1.0e-3, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 2},
         }
     )
     # stage 2: RLConfig keys merged over the demo's (which sets paths, data and format); see `fastcomt rl --help`

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fastcomt.kernels.rewards import MAX_PROBLEM_SIZE
-
 from .config import ModelConfig, OptimConfig
 
 __all__ = [
@@ -171,6 +169,8 @@ def check_rl_config(cfg: RLConfig) -> None:
     _positive(cfg.loss.updates_per_batch, "loss.updates_per_batch")
     _positive(cfg.data.num_problems, "data.num_problems")
     _positive(cfg.n_bins, "n_bins")
+    from fastcomt.kernels.rewards import MAX_PROBLEM_SIZE  # here, not at the top: `fastcomt rl --help` loads no torch
+
     executions = cfg.rollout.plans_per_problem * cfg.rollout.executions_per_plan
     if executions > MAX_PROBLEM_SIZE:
         raise ValueError(

@@ -29,3 +29,10 @@ def test_more_executions_per_problem_than_the_reward_kernel_holds_is_rejected_up
         ValueError, match=r"rollout.plans_per_problem x rollout.executions_per_plan: .* got 5 x 16 = 80"
     ):
         check_rl_config(_cfg(plans_per_problem=5, executions_per_plan=16))
+
+
+def test_the_config_limit_is_the_reward_kernels():
+    from fastcomt.kernels.rewards import MAX_PROBLEM_SIZE
+    from fastcomt.train.rl_config import MAX_EXECUTIONS_PER_PROBLEM
+
+    assert MAX_EXECUTIONS_PER_PROBLEM == MAX_PROBLEM_SIZE

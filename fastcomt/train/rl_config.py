@@ -146,6 +146,11 @@ class RLConfig:
     tau: float = 0.9  # confidence at or above which a wrong step counts as an overconfident error
 
 
+# The reward kernel's MAX_PROBLEM_SIZE (kernels/rewards.py; a test keeps the two equal), written
+# here because this check runs before torch is imported (a config error must be fast).
+MAX_EXECUTIONS_PER_PROBLEM = 64
+
+
 def _positive(value: int, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
@@ -169,12 +174,10 @@ def check_rl_config(cfg: RLConfig) -> None:
     _positive(cfg.loss.updates_per_batch, "loss.updates_per_batch")
     _positive(cfg.data.num_problems, "data.num_problems")
     _positive(cfg.n_bins, "n_bins")
-    from fastcomt.kernels.rewards import MAX_PROBLEM_SIZE  # here, not at the top: `fastcomt rl --help` loads no torch
-
     executions = cfg.rollout.plans_per_problem * cfg.rollout.executions_per_plan
-    if executions > MAX_PROBLEM_SIZE:
+    if executions > MAX_EXECUTIONS_PER_PROBLEM:
         raise ValueError(
-            f"rollout.plans_per_problem x rollout.executions_per_plan: expected at most {MAX_PROBLEM_SIZE} "
+            f"rollout.plans_per_problem x rollout.executions_per_plan: expected at most {MAX_EXECUTIONS_PER_PROBLEM} "
             f"executions per problem (the reward kernel holds one problem's executions in registers), got "
             f"{cfg.rollout.plans_per_problem} x {cfg.rollout.executions_per_plan} = {executions}"
         )

@@ -27,9 +27,9 @@ base model solves questions step by step and executes plans put in front of it, 
 written a plan for a question. With `other_question_loss_on: after_first_token` (the demo's choice)
 the first token of a document under an unrelated question is context, not a target: trained on it,
 the model learned to *begin* an answer to a question with a plan as well as with a worked solution,
-and which one it began with was a near-tie that each seed broke its own way. Mapping a new question to
-its plan is what CoMT SFT teaches next (no held-out question occurs here), and how reliably the
-model then executes its own plans is what CCRL trains.
+and which one it began with was a near-tie that each seed broke its own way. Mapping a new
+question to its plan is what CoMT SFT teaches next (no held-out question occurs here), and how
+reliably the model then executes its own plans is what CCRL trains.
 
 The tokenizer (one token per word, one per integer up to `number_max`) is trained here on the
 texts of every family (questions included) and saved with the model: like a real base model's,

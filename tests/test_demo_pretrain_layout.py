@@ -9,7 +9,7 @@ share of the documents under their own question.
 import pytest
 
 from fastcomt.tasks import synthetic_problems
-from fastcomt_recipes.pretrain import document_questions, run_pretrain
+from fastcomt_recipes.pretrain import document_questions, own_question_flags, run_pretrain
 
 
 def _pairs(n=400):
@@ -65,7 +65,6 @@ def test_own_question_documents_can_hold_the_worked_execution_only(tmp_path, mon
     # own_question_response: cot -> a document under its own question is its execution (no plan);
     # the others keep plan + execution under an unrelated question.
     from fastcomt.tokenizer import load_tokenizer
-    from fastcomt_recipes.pretrain import own_question_flags
 
     cfg = {
         "output_dir": str(tmp_path / "base"),
@@ -135,12 +134,11 @@ def test_execution_only_example_rejects_a_document_without_the_marker():
         execution_only_example(_tiny_tokenizer(problems), problems[0].question, problems[0].solution)
 
 
-def test_other_question_documents_can_train_their_execution_only(tmp_path, monkeypatch):
-    # other_question_loss_on: execution -> a document under another problem's question trains its
-    # execution only, so the base model never learns to answer a question with a plan.
+def _trained_examples(tmp_path, monkeypatch, other_question_loss_on):
+    """Every (ids, trained flags) a tiny 24-document pre-training run builds (half under their own
+    question, worked solutions), and its tokenizer."""
     import fastcomt_recipes.pretrain as pretrain
     from fastcomt.tokenizer import load_tokenizer
-    from fastcomt_recipes.pretrain import own_question_flags
 
     made = []
     original = pretrain.make_example
@@ -157,14 +155,20 @@ def test_other_question_documents_can_train_their_execution_only(tmp_path, monke
             "tokenizer_problems": 16,
             "own_question_fraction": 0.5,
             "own_question_response": "cot",
-            "other_question_loss_on": "execution",
+            "other_question_loss_on": other_question_loss_on,
             "progress": False,
             "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32},
             "optim": {"max_steps": 1, "row_tokens": 512, "tokens_per_step": 512},
         }
     )
-    tokenizer = load_tokenizer(summary["tokenizer_dir"])
-    flags = own_question_flags(24, 0.5, seed=0)
+    return made, load_tokenizer(summary["tokenizer_dir"])
+
+
+def test_other_question_documents_can_train_their_execution_only(tmp_path, monkeypatch):
+    # other_question_loss_on: execution -> a document under another problem's question trains its
+    # execution only, so the base model never learns to answer a question with a plan.
+    made, tokenizer = _trained_examples(tmp_path, monkeypatch, "execution")
+    flags = own_question_flags(24, 0.5, seed=0)  # the layout run_pretrain draws with seed 0
     assert len(made) == 24 and 0 < sum(flags) < 24
     for (ids, trained), is_own in zip(made, flags):
         text = tokenizer.decode([t for t, f in zip(ids, trained) if f])
@@ -182,34 +186,9 @@ def test_other_question_documents_can_leave_only_their_first_token_untrained(tmp
     # other_question_loss_on: after_first_token -> a document under another problem's question
     # trains its plan body, marker and execution, but not the token an answer begins with: only
     # worked solutions under their own question teach how to begin an answer.
-    import fastcomt_recipes.pretrain as pretrain
-    from fastcomt.tokenizer import load_tokenizer
-    from fastcomt_recipes.pretrain import own_question_flags
-
-    made = []
-    original = pretrain.make_example
-
-    def capture(ids, flags):
-        made.append((list(ids), list(flags)))
-        return original(ids, flags)
-
-    monkeypatch.setattr(pretrain, "make_example", capture)
-    summary = run_pretrain(
-        {
-            "output_dir": str(tmp_path / "base"),
-            "num_documents": 24,
-            "tokenizer_problems": 16,
-            "own_question_fraction": 0.5,
-            "own_question_response": "cot",
-            "other_question_loss_on": "after_first_token",
-            "progress": False,
-            "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32},
-            "optim": {"max_steps": 1, "row_tokens": 512, "tokens_per_step": 512},
-        }
-    )
-    tokenizer = load_tokenizer(summary["tokenizer_dir"])
+    made, tokenizer = _trained_examples(tmp_path, monkeypatch, "after_first_token")
     docs = synthetic_problems(24, seed=0)
-    flags = own_question_flags(24, 0.5, seed=0)
+    flags = own_question_flags(24, 0.5, seed=0)  # the layout run_pretrain draws with seed 0
     assert len(made) == 24 and 0 < sum(flags) < 24
     for (ids, trained), is_own, doc in zip(made, flags, docs):
         first = trained.index(True)

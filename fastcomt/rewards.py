@@ -3,7 +3,10 @@
 A CCRL step grades each execution (`grade_completion`, with the completion's token offsets), then
 `reward_inputs` packs the grades into the kernel's tensors (per-token step ids aligned with the
 rollout's log-prob rows, per-step and per-answer correctness) and `ccrl_batch_rewards` runs the
-kernel. `step_calibration_pairs` returns (confidence, correct) per step for calibration metrics.
+kernel, or its plain-torch definition (`backend`: "auto" runs the kernel on CUDA tensors and the
+definition on CPU ones, where the kernel would run in Triton's interpreter, about 0.6 s for the
+demo's 64 executions against milliseconds). `step_calibration_pairs` returns (confidence, correct)
+per step for calibration metrics.
 
 `step_confidences` is the one definition of a step's confidence: the kernel's, which CCRL rewards
 and evaluation reports alike (modes `CONFIDENCE_MODES`: geomean, min, first).
@@ -17,10 +20,13 @@ from typing import NamedTuple
 import torch
 
 from fastcomt.kernels.rewards import CONFIDENCE_MODES, CCRLRewards, ccrl_rewards
+from fastcomt.kernels.rewards_reference import ccrl_rewards_reference
 from fastcomt.tasks.grade import GradedCompletion
 
 __all__ = [
     "CONFIDENCE_MODES",
+    "REWARD_BACKENDS",
+    "resolve_reward_backend",
     "RewardInputs",
     "reward_inputs",
     "ccrl_batch_rewards",
@@ -76,6 +82,21 @@ def reward_inputs(
     return RewardInputs(span_ids, step_correct, answer_correct)
 
 
+REWARD_BACKENDS = ("auto", "triton", "torch")
+
+# ccrl_rewards' launch options, which the plain-torch definition has no use for
+_KERNEL_ONLY_OPTIONS = ("num_problems", "max_problem_size", "block_t")
+
+
+def resolve_reward_backend(backend: str, device: torch.device) -> str:
+    """ "triton" or "torch" for tensors on `device`: auto picks the kernel on CUDA only."""
+    if backend not in REWARD_BACKENDS:
+        raise ValueError(f"backend: expected one of {REWARD_BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" else "torch"
+    return backend
+
+
 def ccrl_batch_rewards(
     logprobs: torch.Tensor,
     graded: Sequence[GradedCompletion],
@@ -83,13 +104,24 @@ def ccrl_batch_rewards(
     problem_ids: torch.Tensor | None = None,
     *,
     starts: Sequence[int] | None = None,
+    backend: str = "auto",
     **options,
 ) -> CCRLRewards:
-    """Grades + rollout log-probs [B, T] -> rewards and advantages (options as in ccrl_rewards)."""
+    """Grades + rollout log-probs [B, T] -> rewards and advantages (options as in ccrl_rewards).
+
+    backend: "triton" (the kernel; on CPU tensors it runs in Triton's interpreter), "torch" (its
+    plain-torch definition, kernels/rewards_reference.py, in fp32) or "auto" (triton for CUDA
+    tensors, torch otherwise). Both give the same rewards up to fp32 rounding (tests/test_rewards.py).
+    """
     inputs = reward_inputs(graded, logprobs.shape[-1], starts=starts, device=logprobs.device)
-    return ccrl_rewards(
-        logprobs, inputs.span_ids, inputs.step_correct, inputs.answer_correct, group_ids, problem_ids, **options
+    args = (logprobs, inputs.span_ids, inputs.step_correct, inputs.answer_correct, group_ids, problem_ids)
+    if resolve_reward_backend(backend, logprobs.device) == "triton":
+        return ccrl_rewards(*args, **options)
+    result = ccrl_rewards_reference(
+        *args, **{k: v for k, v in options.items() if k not in _KERNEL_ONLY_OPTIONS}, dtype=torch.float32
     )
+    on_device = lambda t: None if t is None else t.to(logprobs.device)  # noqa: E731
+    return CCRLRewards(*(on_device(t) for t in result))
 
 
 def step_calibration_pairs(result: CCRLRewards, graded: Sequence[GradedCompletion]) -> tuple[list[float], list[int]]:
@@ -109,7 +141,11 @@ def step_calibration_pairs(result: CCRLRewards, graded: Sequence[GradedCompletio
 
 
 def step_confidences(
-    logprobs: Sequence[Sequence[float]], graded: Sequence[GradedCompletion], *, confidence: str = "geomean"
+    logprobs: Sequence[Sequence[float]],
+    graded: Sequence[GradedCompletion],
+    *,
+    confidence: str = "geomean",
+    backend: str = "auto",
 ) -> list[list[float | None]]:
     """Per completion, per step: its confidence from the completion's sampled log-probs, as the CCRL
     reward kernel computes it (one launch for the batch); None for a step that has no token of its own
@@ -132,7 +168,7 @@ def step_confidences(
     # not used here, while one group of the whole batch would exceed the kernel's 64 executions per
     # problem at an evaluation batch of 65 completions or more.
     groups = torch.arange(len(graded), dtype=torch.int64)
-    result = ccrl_batch_rewards(rows, graded, groups, confidence=confidence, dense=True)
+    result = ccrl_batch_rewards(rows, graded, groups, confidence=confidence, dense=True, backend=backend)
     conf = result.step_confidence.detach().float().cpu()
     out: list[list[float | None]] = []
     for b, g in enumerate(graded):

@@ -1,4 +1,8 @@
-"""Plain-torch references for the fused LM-head functions: full ``[N, V]`` logits, autograd by torch.
+"""Plain-torch references for the fused LM-head functions: ``[N, V]`` logits, autograd by torch.
+
+Logits are computed for the active tokens only (the mask, or the targets that are not ignored): the
+others contribute nothing to any output, and in an RL batch most positions (prompt, plan, padding)
+are inactive, so this is several times less work for the same values.
 
 These are the ground truth the kernels are tested against and the "eager" method of the benchmark.
 They compute in float32, or in the inputs' dtype when that is wider (float64 in the tests), and share
@@ -27,21 +31,33 @@ from .validation import (
 
 
 def _log_softmax_rows(
-    hidden: torch.Tensor, weight: torch.Tensor, temperature: float, variant: LMHeadVariant | None = None
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    temperature: float,
+    variant: LMHeadVariant | None = None,
+    active: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """[N, V] log-softmax of the tempered logits (of the LM-head variant) in at least float32."""
+    """[n, V] log-softmax of the tempered logits (of the LM-head variant) in at least float32, for
+    the rows of the flat bool mask `active` (every row when None)."""
     dtype = torch.promote_types(hidden.dtype, torch.float32)
-    h = hidden.reshape(-1, hidden.shape[-1]).to(dtype)
-    logits = h @ weight.to(dtype).T
+    h = hidden.reshape(-1, hidden.shape[-1])
+    if active is not None:
+        h = h[active]
+    logits = h.to(dtype) @ weight.to(dtype).T
     if variant is not None:
         return F.log_softmax(apply_lm_head_variant(logits, variant, temperature), dim=-1)
     return F.log_softmax(logits / temperature, dim=-1)
 
 
 def _gather_targets(log_probs: torch.Tensor, targets: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    # Inactive rows may hold padding ids (-100, V, ...); index 0 instead and zero them afterwards.
-    safe = torch.where(active, targets.reshape(-1).long(), 0)
-    return log_probs.gather(1, safe[:, None])[:, 0]
+    """[n] log-prob of each active token's target, from the active rows' log-softmax."""
+    return log_probs.gather(1, targets.reshape(-1)[active].long()[:, None])[:, 0]
+
+
+def _spread(values: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """[N] from the active tokens' [n] values, 0 elsewhere (differentiable in `values`)."""
+    out = torch.zeros(active.shape[0], dtype=values.dtype, device=values.device)
+    return out.masked_scatter(active, values)
 
 
 def reference_linear_logprobs(
@@ -62,12 +78,12 @@ def reference_linear_logprobs(
     variant = check_lm_head_variant(weight, bias, logit_scale, softcap)
     active = check_mask(mask, layout, hidden.device)
     check_targets_in_range(targets.reshape(-1), active, layout.vocab_size)
-    log_probs = _log_softmax_rows(hidden, weight, temperature, variant)
+    log_probs = _log_softmax_rows(hidden, weight, temperature, variant, active)
     probs = log_probs.exp()
     logp = _gather_targets(log_probs, targets, active)
     entropy = -(probs * log_probs).sum(-1)
     maxprob = probs.amax(-1)
-    outs = tuple(torch.where(active, x, 0.0).reshape(layout.batch_shape) for x in (logp, entropy, maxprob))
+    outs = tuple(_spread(x, active).reshape(layout.batch_shape) for x in (logp, entropy, maxprob))
     return outs  # type: ignore[return-value]
 
 
@@ -91,8 +107,8 @@ def reference_linear_cross_entropy(
     variant = check_lm_head_variant(weight, bias, logit_scale, softcap)
     active = targets.reshape(-1) != ignore_index
     check_targets_in_range(targets.reshape(-1), active, layout.vocab_size)
-    log_probs = _log_softmax_rows(hidden, weight, temperature, variant)
-    nll = torch.where(active, -_gather_targets(log_probs, targets, active), 0.0)
+    log_probs = _log_softmax_rows(hidden, weight, temperature, variant, active)
+    nll = _spread(-_gather_targets(log_probs, targets, active), active)
     if reduction == "none":
         return nll.reshape(layout.batch_shape)
     if reduction == "sum":
@@ -164,10 +180,10 @@ def reference_linear_policy_loss(
     )
     variant = check_lm_head_variant(weight, bias, logit_scale, softcap)
 
-    log_probs = _log_softmax_rows(hidden, weight, opts.temperature, variant)
+    log_probs = _log_softmax_rows(hidden, weight, opts.temperature, variant, active)
     dtype = log_probs.dtype
-    logp = _gather_targets(log_probs, targets, active)
-    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    logp = _spread(_gather_targets(log_probs, targets, active), active)
+    entropy = _spread(-(log_probs.exp() * log_probs).sum(-1), active)
 
     # Inactive tokens get inputs that make every term finite (padding may carry -inf or garbage),
     # so that masking by multiplication below cannot turn 0 * inf into NaN gradients.

@@ -103,7 +103,14 @@ class DemoConfig:
             "own_question_response": "cot",
             "other_question_loss_on": "after_first_token",
             "model": {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128},
-            "optim": {"lr": 3.0e-3, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 1},
+            "optim": {
+                "lr": 3.0e-3,
+                "warmup_steps": 10,
+                "row_tokens": 512,
+                "tokens_per_step": 1024,
+                "rows_per_forward": 2,
+                "epochs": 1,
+            },
         }
     )
     # stage 1: SFTConfig keys merged over the demo's (which sets data, model and tokenizer paths);
@@ -111,7 +118,14 @@ class DemoConfig:
     sft: dict[str, Any] = field(
         default_factory=lambda: {
             "loss": "torch",
-            "optim": {"lr": 1.0e-3, "warmup_steps": 10, "row_tokens": 512, "tokens_per_step": 1024, "epochs": 2},
+            "optim": {
+                "lr": 1.0e-3,
+                "warmup_steps": 10,
+                "row_tokens": 512,
+                "tokens_per_step": 1024,
+                "rows_per_forward": 2,
+                "epochs": 2,
+            },
         }
     )
     # stage 2: RLConfig keys merged over the demo's (which sets paths, data and format); see `fastcomt rl --help`

@@ -67,7 +67,7 @@ from fastcomt.train.config import ModelConfig, OptimConfig, TokenizerConfig
 from fastcomt.train.models import build_tiny_model
 from fastcomt.train.packing import collate_row, epoch_plan, make_example
 from fastcomt.train.schedule import cosine_scheduler
-from fastcomt.train.sft import row_loss_sum
+from fastcomt.train.sft import accumulate_step_gradients
 
 __all__ = [
     "PretrainConfig",
@@ -268,12 +268,9 @@ def run_pretrain(
             if step >= total_steps:
                 break
             rows = [collate_row([examples[i] for i in row]) for row in step_rows]
-            n_loss = sum(row.num_loss_tokens for row in rows)
-            loss_sum = 0.0
-            for row in rows:
-                loss = row_loss_sum(model, row, cfg.loss)
-                (loss / max(n_loss, 1)).backward()
-                loss_sum += float(loss.detach())
+            loss_sum, n_loss = accumulate_step_gradients(
+                model, rows, loss=cfg.loss, rows_per_forward=cfg.optim.rows_per_forward
+            )
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
             scheduler.step()

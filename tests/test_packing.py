@@ -14,6 +14,8 @@ from fastcomt.train.packing import (
     group_by_tokens,
     make_example,
     pack_rows,
+    stack_rows,
+    without_targets,
 )
 
 TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
@@ -81,3 +83,36 @@ def test_packed_losses_equal_one_by_one(family):
         leaky = base_model(model)(input_ids=row.input_ids, use_cache=False).last_hidden_state
         leaky_loss = linear_cross_entropy(leaky[0], lm_head_weight(model), row.targets[0], reduction="none")
         assert (leaky_loss[9:] - packed[9:]).abs().max() > 1e-3
+
+
+def test_stacked_rows_give_each_rows_losses():
+    """[R, T] stacked rows: a shorter row's padding is a segment of its own with nothing to predict,
+    so every token's loss is the one it has in its own [1, T] row (and the padding's is zero)."""
+    vocab = 64
+    gen = torch.Generator().manual_seed(2)
+    ex = lambda n: make_example(torch.randint(0, vocab, (n,), generator=gen).tolist(), [i >= 2 for i in range(n)])  # noqa: E731
+    rows = [collate_row([ex(9), ex(5)]), collate_row([ex(6)]), collate_row([ex(4), ex(4), ex(3)])]
+    stacked = stack_rows(rows)
+    assert stacked.input_ids.shape == (3, 14) and stacked.num_tokens == 42
+    assert stacked.position_ids[1].tolist() == list(range(6)) + list(range(8))
+    assert stacked.seq_lens == [9, 5, 6, 8, 4, 4, 3, 3]
+    assert stacked.num_loss_tokens == sum(r.num_loss_tokens for r in rows)
+    model = build_tiny_model(TINY, vocab).eval()
+    loss = lambda r: F.cross_entropy(  # noqa: E731
+        model(input_ids=r.input_ids, position_ids=r.position_ids, use_cache=False).logits.flatten(0, 1).double(),
+        r.targets.flatten(),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    )
+    with torch.no_grad():
+        together = loss(stacked).reshape(3, 14)
+        for i, row in enumerate(rows):
+            torch.testing.assert_close(together[i, : row.num_tokens], loss(row), atol=2e-5, rtol=1e-5)
+            assert (together[i, row.num_tokens :] == 0).all()
+    assert stack_rows(rows[:1]) is rows[0]
+    with pytest.raises(ValueError, match="rows: expected at least one"):
+        stack_rows([])
+    with pytest.raises(ValueError, match=r"rows: expected \[1, T\] rows"):
+        stack_rows([stacked, rows[0]])
+    blank = without_targets(rows[0])
+    assert blank.num_loss_tokens == 0 and torch.equal(blank.input_ids, rows[0].input_ids)

@@ -142,6 +142,33 @@ def test_step_gradient_does_not_depend_on_how_rows_are_packed():
         torch.testing.assert_close(separate, param.grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("loss", ["torch", "chunked", "fused"])
+def test_rows_per_forward_keeps_the_step_gradient(loss):
+    """Rows stacked into one forward pass (optim.rows_per_forward), and padding passes with nothing
+    to predict (FSDP's equal pass counts), leave the step's loss and gradient as they were."""
+    model = build_tiny_model(TINY, 40)
+    gen = torch.Generator().manual_seed(3)
+    rows = [
+        collate_row([make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= 2 for i in range(n)])])
+        for n in (5, 12, 9, 7)
+    ]
+    results = []
+    for k in (1, 2, 3):
+        model.zero_grad()
+        loss_sum, tokens = sft.accumulate_step_gradients(
+            model, rows, loss=loss, rows_per_forward=k, padding_rows=rows[:1]
+        )
+        assert tokens == sum(r.num_loss_tokens for r in rows)
+        results.append((loss_sum, [p.grad.clone() for p in model.parameters()]))
+    for loss_sum, grads in results[1:]:
+        assert loss_sum == pytest.approx(results[0][0], rel=1e-5)
+        for got, expected in zip(grads, results[0][1]):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="optim.rows_per_forward: expected a positive int"):
+            sft.accumulate_step_gradients(model, rows, rows_per_forward=bad)
+
+
 def test_missing_data_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.train"):
         sft.run_sft(_config(tmp_path / "none.jsonl", tmp_path / "run"))

@@ -95,6 +95,9 @@ class OptimConfig:
     grad_clip: float = 1.0  # clip the gradient's global L2 norm to this before each step
     row_tokens: int = 1024  # packed row length in tokens; longer examples are dropped (counted in the summary)
     tokens_per_step: int = 4096  # tokens per optimizer step: rows are accumulated up to this budget
+    # packed rows per forward pass (stacked [R, row_tokens]): >1 is faster for small models, where
+    # per-layer overhead dominates, at R rows' activation memory; the gradient is the same
+    rows_per_forward: int = 1
     epochs: int = 1  # passes over the training data
     max_steps: int | None = None  # stop after this many optimizer steps; null: all epochs
 

@@ -28,6 +28,8 @@ __all__ = [
     "make_example",
     "pack_rows",
     "collate_row",
+    "stack_rows",
+    "without_targets",
     "group_by_tokens",
     "epoch_plan",
     "block_causal_mask",
@@ -64,7 +66,10 @@ def make_example(input_ids: Sequence[int], train_mask: Sequence[bool]) -> Exampl
 
 @dataclass
 class PackedRow:
-    """A [1, T] packed row ready for the model."""
+    """A [1, T] packed row ready for the model, or [R, T] rows stacked for one forward (`stack_rows`).
+
+    seq_lens: the lengths of the segments (examples, and a stacked row's padding), row after row.
+    """
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
@@ -73,7 +78,8 @@ class PackedRow:
 
     @property
     def num_tokens(self) -> int:
-        return int(self.input_ids.shape[1])
+        """Tokens in the row(s), padding added by `stack_rows` included."""
+        return int(self.input_ids.numel())
 
     @property
     def num_loss_tokens(self) -> int:
@@ -117,6 +123,37 @@ def collate_row(examples: Sequence[Example]) -> PackedRow:
     positions = [p for ex in examples for p in range(ex.num_tokens)]
     as_row = lambda xs: torch.tensor(xs, dtype=torch.long).unsqueeze(0)  # noqa: E731
     return PackedRow(as_row(ids), as_row(positions), as_row(targets), [ex.num_tokens for ex in examples])
+
+
+def stack_rows(rows: Sequence[PackedRow]) -> PackedRow:
+    """[R, T] rows for one forward pass instead of R passes (T: the longest row).
+
+    A shorter row is padded by a segment of its own (token 0, positions restarting at 0, no
+    targets), so attention still never crosses an example's boundary and the summed loss equals
+    the sum of the rows' losses. One pass is much faster than several for small models, where
+    per-layer overhead dominates (recipes/DEMO.md), and costs R rows of activation memory.
+    """
+    if not rows:
+        raise ValueError("rows: expected at least one packed row")
+    if len(rows) == 1:
+        return rows[0]
+    width = max(int(row.input_ids.shape[1]) for row in rows)
+    ids, positions, targets, seq_lens = [], [], [], []
+    for row in rows:
+        if row.input_ids.shape[0] != 1:
+            raise ValueError(f"rows: expected [1, T] rows, got shape {tuple(row.input_ids.shape)}")
+        pad = width - int(row.input_ids.shape[1])
+        ids.append(torch.cat([row.input_ids, row.input_ids.new_zeros(1, pad)], dim=1))
+        pad_positions = torch.arange(pad, dtype=row.position_ids.dtype, device=row.position_ids.device)[None]
+        positions.append(torch.cat([row.position_ids, pad_positions], dim=1))
+        targets.append(torch.cat([row.targets, row.targets.new_full((1, pad), IGNORE_INDEX)], dim=1))
+        seq_lens.extend(row.seq_lens + ([pad] if pad else []))
+    return PackedRow(torch.cat(ids), torch.cat(positions), torch.cat(targets), seq_lens)
+
+
+def without_targets(row: PackedRow) -> PackedRow:
+    """The same row with nothing to predict: a pass that adds nothing to the loss or the gradient."""
+    return PackedRow(row.input_ids, row.position_ids, torch.full_like(row.targets, IGNORE_INDEX), row.seq_lens)
 
 
 def group_by_tokens(row_sizes: Sequence[int], tokens_per_step: int) -> list[list[int]]:

@@ -168,6 +168,7 @@ def score_rollouts(
         advantage=reward.advantage,
         eps=reward.eps,
         dense=True,
+        backend=reward.backend,
     )
     confidence, correct = step_calibration_pairs(result, [e.graded for e in executions])
     return ScoredBatch(executions, result, confidence, correct)

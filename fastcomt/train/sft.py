@@ -62,7 +62,16 @@ from .final_model import write_final_model
 from .interrupt import EXIT_INTERRUPTED, StopOnSignal, resume_hint
 from .loss_head import describe_loss_head, resolve_loss_head
 from .models import build_config, build_device, build_model, hidden_states, lm_head_weight
-from .packing import IGNORE_INDEX, Example, PackedRow, collate_row, epoch_plan, make_example
+from .packing import (
+    IGNORE_INDEX,
+    Example,
+    PackedRow,
+    collate_row,
+    epoch_plan,
+    make_example,
+    stack_rows,
+    without_targets,
+)
 from .resume import resume_newest_loadable
 from .schedule import cosine_scheduler
 from .torch_head import chunked_cross_entropy_sum
@@ -255,11 +264,14 @@ def _run_sft(cfg: SFTConfig, ctx: DistContext, device: torch.device, *, stop_aft
                     loss=loss_head,
                     step_loss_tokens=sum(r.num_loss_tokens for r in rows),
                     padding_rows=[rows[0]] * padding,
+                    rows_per_forward=cfg.optim.rows_per_forward,
                 )
                 loss_sum = all_reduce_sum(ctx, [loss_sum])[0]
                 grad_norm = unwrap_grad_norm(clip_grad_norm(model, cfg.optim.grad_clip))
             else:
-                loss_sum, step_loss_tokens = accumulate_step_gradients(model, rows, autocast_dtype, loss=loss_head)
+                loss_sum, step_loss_tokens = accumulate_step_gradients(
+                    model, rows, autocast_dtype, loss=loss_head, rows_per_forward=cfg.optim.rows_per_forward
+                )
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -351,26 +363,30 @@ def accumulate_step_gradients(
     loss: str = "fused",
     step_loss_tokens: int | None = None,
     padding_rows: Sequence[PackedRow] = (),
+    rows_per_forward: int = 1,
 ) -> tuple[float, int]:
-    """Backward of the step's mean loss over all its response tokens, one packed row at a time.
+    """Backward of the step's mean loss over all its response tokens, `rows_per_forward` packed
+    rows per pass (stacked, packing.stack_rows).
 
-    Each row's summed loss is divided by the whole step's response-token count (known before the
-    first backward), so the gradient is the same however the step's examples were split into rows.
-    Returns (summed loss, response tokens).
+    Each pass's summed loss is divided by the whole step's response-token count (known before the
+    first backward), so the gradient is the same however the step's examples were split into rows
+    and passes. Returns (summed loss, response tokens).
 
     Under FSDP each rank passes its own rows with `step_loss_tokens`, the count over every rank's
-    rows; `padding_rows` run forward and backward with weight 0 so that every rank makes the same
-    number of passes (each pass is a collective: all-gathers forward, reduce-scatters backward).
+    rows; `padding_rows` go through with nothing to predict (weight 0), so that every rank makes the
+    same number of passes (each pass is a collective: all-gathers forward, reduce-scatters backward).
     """
+    if not isinstance(rows_per_forward, int) or isinstance(rows_per_forward, bool) or rows_per_forward < 1:
+        raise ValueError(f"optim.rows_per_forward: expected a positive int, got {rows_per_forward!r}")
     if step_loss_tokens is None:
         step_loss_tokens = sum(row.num_loss_tokens for row in rows)
+    passes = list(rows) + [without_targets(row) for row in padding_rows]
     loss_sum = 0.0
-    for row in rows:
-        row_loss = row_loss_sum(model, row, loss, autocast_dtype)
-        (row_loss / max(step_loss_tokens, 1)).backward()
-        loss_sum += row_loss.item()
-    for row in padding_rows:
-        (row_loss_sum(model, row, loss, autocast_dtype) * 0.0).backward()
+    for start in range(0, len(passes), rows_per_forward):
+        batch = stack_rows(passes[start : start + rows_per_forward])
+        batch_loss = row_loss_sum(model, batch, loss, autocast_dtype)
+        (batch_loss / max(step_loss_tokens, 1)).backward()
+        loss_sum += batch_loss.item()
     return loss_sum, step_loss_tokens
 
 

@@ -97,11 +97,11 @@ class DemoConfig:
     # stage 0 (base model): PretrainConfig keys merged over the demo's; see `fastcomt pretrain --help`
     pretrain: dict[str, Any] = field(
         default_factory=lambda: {
-            "num_documents": 25000,
+            "num_documents": 30000,
             "tokenizer_problems": 800,
-            "own_question_fraction": 0.6,
+            "own_question_fraction": 0.5,
             "own_question_response": "cot",
-            "other_question_loss_on": "after_first_token",
+            "other_question_loss_on": "without_values",
             "model": {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128},
             "optim": {
                 "lr": 3.0e-3,
@@ -455,8 +455,8 @@ def _effect_lines(label: str, acc: dict[str, float], ece: dict[str, float]) -> l
 WHAT_IT_SHOWS = """\
 What this demo shows: the CoMT + CCRL pipeline runs end to end on CPU (a base model pre-trained on
 worked solutions and on plan executions, offline meta-thoughts, CoMT SFT whose loss covers the
-plans, CCRL rollouts that share each plan's prefix, the fused reward kernel, the clipped policy
-loss, weight sync, checkpoints, evaluation) and measures what each stage changes on held-out
+plans, CCRL rollouts that share each plan's prefix, the calibrated reward and group advantages,
+the clipped policy loss, weight sync, checkpoints, evaluation) and measures what each stage changes on held-out
 problems: the base model has never written a plan for a question (CoMT format-correct and gold-plan
 rates near zero) until SFT teaches it; paired 95% intervals on the same held-out problems measure
 what CCRL changed in answer accuracy and in step calibration (ECE of the execution's numeric steps).
@@ -465,8 +465,9 @@ problems are templated and the budget is minutes. SFT rehearses execution docume
 that a 0.5M-parameter model does not forget how to execute while it learns to plan, which a real
 LLM would not need; the base model's execution is the bottleneck (given the gold plan it is wrong
 most of the time). One seed is not a result: `fastcomt demo --seeds 0,1,2,3,4` gives the spread. An accuracy interval that contains zero means no effect was
-detected. On CPU the SFT and CCRL updates use the plain-torch LM head (same functions; the fused
-kernels run in Triton's interpreter, milliseconds per trained token: bench/results/ccrl_step_cpu.md).
+detected. On CPU the SFT and CCRL updates use the plain-torch LM head and CCRL's reward its
+plain-torch definition (same functions; the fused kernels run in Triton's interpreter, milliseconds
+per trained token: bench/results/ccrl_step_cpu.md).
 GSM8K is reported to be honest that a toy model scores near zero there; the out-of-distribution
 family's variable names were never trained, so its plans are wrong and both recipes mostly fail."""
 

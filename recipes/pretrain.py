@@ -118,7 +118,9 @@ class PretrainConfig:
     # answer (a tie each seed broke its own way). "after_first_token" removes exactly that: the model
     # learns to write a plan once one is begun, never to begin one. "execution" removes it too, but
     # then the model never writes a plan at all and CoMT SFT must teach plan syntax from scratch.
-    other_question_loss_on: Literal["response", "after_first_token", "execution"] = "response"
+    # "without_values": "after_first_token" with the values of the plan's `Variables:` lines as
+    # context too: under an unrelated question nothing before them predicts them.
+    other_question_loss_on: Literal["response", "after_first_token", "without_values", "execution"] = "response"
     loss: Literal["torch", "fused"] = "torch"  # torch: full-logits cross-entropy; fused: linear_cross_entropy kernel
     progress: bool = True  # progress bar
 
@@ -148,6 +150,30 @@ def without_first_response_token(example: tuple[list[int], list[bool]]) -> tuple
         raise ValueError("example: expected at least one trained token, got none")
     flags = list(flags)
     flags[flags.index(True)] = False
+    return ids, flags
+
+
+def without_variable_values(tokenizer, example: tuple[list[int], list[bool]]) -> tuple[list[int], list[bool]]:
+    """The same (ids, trained flags) with the values of the plan's `Variables:` lines untrained (the
+    tokens after ` =` up to the end of the line, between `Variables` and `Steps`)."""
+    ids, flags = example
+    equals, newline = tokenizer.convert_tokens_to_ids("Ġ="), tokenizer.convert_tokens_to_ids("Ċ")
+    section = (tokenizer.convert_tokens_to_ids("Variables"), tokenizer.convert_tokens_to_ids("Steps"))
+    if tokenizer.unk_token_id in (equals, newline, *section):
+        raise ValueError("tokenizer: expected tokens for ' =', a newline, 'Variables' and 'Steps'")
+    flags = list(flags)
+    inside, in_value = False, False
+    for i, t in enumerate(ids):
+        if t == section[0]:
+            inside = True
+        elif t == section[1]:
+            break
+        elif inside and t == newline:
+            in_value = False
+        elif inside and in_value:
+            flags[i] = False
+        elif inside and t == equals:
+            in_value = True
     return ids, flags
 
 
@@ -231,6 +257,11 @@ def run_pretrain(
             ]
         elif cfg.other_question_loss_on == "after_first_token":
             encoded = [pair if is_own else without_first_response_token(pair) for pair, is_own in zip(encoded, own)]
+        elif cfg.other_question_loss_on == "without_values":
+            encoded = [
+                pair if is_own else without_variable_values(tokenizer, without_first_response_token(pair))
+                for pair, is_own in zip(encoded, own)
+            ]
     else:
         encoded = [
             (ids + [eos], [True] * (len(ids) + 1)) for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]

@@ -207,3 +207,37 @@ def test_without_first_response_token_needs_a_trained_token():
     assert without_first_response_token(([5, 6, 7], [False, True, True])) == ([5, 6, 7], [False, False, True])
     with pytest.raises(ValueError, match="example: expected at least one trained token"):
         without_first_response_token(([5, 6], [False, False]))
+
+
+def test_other_question_documents_can_leave_their_variable_values_untrained(tmp_path, monkeypatch):
+    # other_question_loss_on: without_values -> as after_first_token, and the values of the plan's
+    # Variables lines are context too (an unrelated question does not hold them); every other plan
+    # token (names, steps, answer) and the whole execution are trained.
+    made, tokenizer = _trained_examples(tmp_path, monkeypatch, "without_values")
+    docs = synthetic_problems(24, seed=0)
+    flags = own_question_flags(24, 0.5, seed=0)
+    assert len(made) == 24 and 0 < sum(flags) < 24
+    for (ids, trained), is_own, doc in zip(made, flags, docs):
+        first = trained.index(True)
+        if is_own:
+            assert all(trained[first:])
+            continue
+        assert tokenizer.decode(ids[first - 1 : first]).strip() == "Variables"
+        plan, _, execution = tokenizer.decode(ids[first:]).partition("Steps:")
+        untrained = [tokenizer.decode([t]).strip() for t, f in zip(ids[first:], trained[first:]) if not f]
+        values = [line.split(" = ")[1] for line in plan.strip().splitlines()[1:]]
+        assert untrained == values and len(values) >= 2  # exactly the values, nothing else
+        assert str(doc.answer).rstrip("0").rstrip(".") in execution
+
+
+def test_without_variable_values_needs_the_plan_tokens():
+    from fastcomt_recipes.pretrain import without_variable_values
+
+    class NoSteps:
+        unk_token_id = 0
+
+        def convert_tokens_to_ids(self, token):
+            return 0 if token == "Steps" else 5
+
+    with pytest.raises(ValueError, match="tokenizer: expected tokens for"):
+        without_variable_values(NoSteps(), ([1, 2], [True, True]))

@@ -24,10 +24,11 @@ undo (the demo's SFT model then wrote one plan for nearly every question). So th
 half of the documents under their own question, as a real base model has read worked problems,
 and with `own_question_response: cot` those hold the worked execution only, without a plan: the
 base model solves questions step by step and executes plans put in front of it, but has never
-written a plan for a question. With `other_question_loss_on: after_first_token` (the demo's choice)
+written a plan for a question. With `other_question_loss_on: without_values` (the demo's choice)
 the first token of a document under an unrelated question is context, not a target: trained on it,
 the model learned to *begin* an answer to a question with a plan as well as with a worked solution,
-and which one it began with was a near-tie that each seed broke its own way. Mapping a new
+and which one it began with was a near-tie that each seed broke its own way. So are the values of
+its plan's `Variables:` lines, which that question does not hold. Mapping a new
 question to its plan is what CoMT SFT teaches next (no held-out question occurs here), and how
 reliably the model then executes its own plans is what CCRL trains.
 
@@ -118,8 +119,10 @@ class PretrainConfig:
     # answer (a tie each seed broke its own way). "after_first_token" removes exactly that: the model
     # learns to write a plan once one is begun, never to begin one. "execution" removes it too, but
     # then the model never writes a plan at all and CoMT SFT must teach plan syntax from scratch.
-    # "without_values": "after_first_token" with the values of the plan's `Variables:` lines as
-    # context too: under an unrelated question nothing before them predicts them.
+    # "without_values" (the demo's): "after_first_token" with the values of the plan's
+    # `Variables:` lines as context too. Under an unrelated question nothing before them predicts
+    # them; trained on them, whether the model learned to fetch a value from the plan depended on
+    # the seed (recipes/DEMO.md, "The third fix").
     other_question_loss_on: Literal["response", "after_first_token", "without_values", "execution"] = "response"
     loss: Literal["torch", "fused"] = "torch"  # torch: full-logits cross-entropy; fused: linear_cross_entropy kernel
     progress: bool = True  # progress bar

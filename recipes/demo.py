@@ -45,10 +45,12 @@ from fastcomt.metrics.paired import paired_accuracy, paired_ece
 from fastcomt.rollout import TransformersEngine
 from fastcomt.tasks import SYNTHETIC_FAMILIES, load_benchmark, synthetic_problems
 from fastcomt.tokenizer import load_tokenizer
+from fastcomt.train.config import SFTConfig
 from fastcomt.train.rl import run_rl
+from fastcomt.train.rl_config import RLConfig, check_rl_config
 from fastcomt.train.sft import run_sft
 from fastcomt_recipes.kernels_smoke import run_smoke
-from fastcomt_recipes.pretrain import run_pretrain
+from fastcomt_recipes.pretrain import PretrainConfig, run_pretrain
 from fastcomt_recipes.replay import replay_problems, write_replay_data
 from fastcomt_recipes.stage_checks import StageChecks, gold_plan_execution, stage_warnings
 
@@ -238,6 +240,30 @@ def pretrain_settings(cfg: DemoConfig, families: list[str], out: Path) -> dict[s
         },
         cfg.pretrain,
     )
+
+
+def check_stage_settings(cfg: DemoConfig, families: list[str], out: Path) -> None:
+    """Every stage's keys and values, checked before the first stage runs: a bad `sft.*` or `rl.*`
+    override fails in one line naming it now, not after minutes of pre-training. The paths that
+    earlier stages will write stand in as placeholders."""
+    pretrain = config_from_dict(PretrainConfig, pretrain_settings(cfg, families, out), "pretrain")
+    later = str(out / "0_base")  # a placeholder: only the keys and values are checked here
+    placeholders = {"output_dir": later, "data": {"train": later}, "model": {"path": later}}
+    sft = config_from_dict(SFTConfig, _merge(placeholders, cfg.sft), "sft")
+    for stage, optim in (("pretrain", pretrain.optim), ("sft", sft.optim)):
+        for key in ("epochs", "row_tokens", "tokens_per_step", "rows_per_forward"):
+            if getattr(optim, key) < 1:
+                raise ValueError(f"{stage}.optim.{key}: expected a positive int, got {getattr(optim, key)}")
+    runs = [("rl", "comt", {})]
+    if cfg.compare:  # the GRPO runs of --compare, as _compare builds them
+        no_calibration = _merge({"reward": {"lam": 0.0}}, cfg.baseline_rl)
+        runs += [("rl or baseline_rl", "cot", no_calibration), ("rl or baseline_rl", "comt", no_calibration)]
+    for stage, fmt, extra in runs:
+        rl = config_from_dict(RLConfig, rl_settings(cfg, later, later, out / "2_rl", fmt, extra), stage)
+        try:
+            check_rl_config(rl)
+        except ValueError as exc:
+            raise ValueError(f"{stage}: {exc}") from None
 
 
 def _pretrain(cfg: DemoConfig, families: list[str], out: Path) -> dict[str, Any]:
@@ -478,6 +504,8 @@ family's variable names were never trained, so its plans are wrong and both reci
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage (skipping finished ones), print the tables, write report.md and results.json."""
     out = Path(cfg.output_dir)
+    families = training_families(cfg)
+    check_stage_settings(cfg, families, out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     lines: list[str] = ["# fastcomt demo", ""]
@@ -487,7 +515,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         lines.append(text)
 
     splits = demo_splits(cfg)
-    families = splits["families"]
     say(
         f"Held out: {len(splits['synthetic'])} in-distribution problems ({', '.join(families)}), "
         f"{len(splits['synthetic_ood'])} of the unseen family '{cfg.ood_family}', {len(splits['gsm8k'])} GSM8K test problems."

@@ -222,6 +222,8 @@ def run_pretrain(
     own_question_flags(0, cfg.own_question_fraction)  # validates the fraction before any work
     if cfg.num_documents < 1:
         raise ValueError(f"num_documents: expected >= 1, got {cfg.num_documents}")
+    if cfg.optim.rows_per_forward < 1:
+        raise ValueError(f"optim.rows_per_forward: expected a positive int, got {cfg.optim.rows_per_forward}")
     out_dir.mkdir(parents=True, exist_ok=True)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)

@@ -114,3 +114,24 @@ def test_compare_trains_the_cot_grpo_baseline_and_prints_the_paper_table(tmp_pat
     assert compare["comt_grpo"]["lam"] == 0.0 and compare["comt_grpo"]["format"] == "comt"
     assert compare["calibration_term_effect"]["synthetic"]["accuracy"]["n"] == 6
     assert (out / "eval" / "2_grpo_cot" / "summary.json").is_file()
+
+
+def test_every_stage_setting_is_checked_before_any_work(tmp_path, capsys):
+    """A bad key or value of a later stage fails at once, naming the stage and the key, with nothing
+    written: not after minutes of pre-training."""
+    import pytest
+
+    cases = [
+        (["pretrain.optim.rows_per_forward=0"], "pretrain.optim.rows_per_forward: expected a positive int"),
+        (["sft.optim.rows_per_forward=0"], "sft.optim.rows_per_forward: expected a positive int"),
+        (["sft.optim.foo=1"], "sft.optim: unknown key 'foo'"),
+        (["rl.reward.backend=gpu"], "rl.reward.backend: expected one of"),
+        (["rl.rollout.executions_per_plan=100"], "rl: rollout.plans_per_problem x rollout.executions_per_plan"),
+        (["baseline_rl.reward.lam=-1", "compare=true"], "rl or baseline_rl: reward.lam: expected >= 0"),
+    ]
+    for overrides, message in cases:
+        out = tmp_path / "demo"
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            main(overrides=[f"output_dir={out}", "progress=false", *overrides])
+        assert not out.exists()
+    assert capsys.readouterr().out == ""

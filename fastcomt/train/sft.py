@@ -113,7 +113,7 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
 
 
 def _run_sft(cfg: SFTConfig, ctx: DistContext, device: torch.device, *, stop_after_steps: int | None) -> dict[str, Any]:
-    for key in ("epochs", "row_tokens", "tokens_per_step"):
+    for key in ("epochs", "row_tokens", "tokens_per_step", "rows_per_forward"):
         if getattr(cfg.optim, key) < 1:
             raise ValueError(f"optim.{key}: expected a positive int, got {getattr(cfg.optim, key)}")
     out_dir = Path(cfg.output_dir)

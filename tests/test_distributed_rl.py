@@ -62,6 +62,11 @@ def _config(start_dir, out_dir, weight_sync="tensor"):
             "weight_sync": weight_sync,
         },
         "loss": {"micro_batch_tokens": 64, "beta": 0.05},
+        # The reward kernel, as `reward.backend: auto` picks on the GPUs FSDP runs on. The ranks'
+        # rollouts differ from one process's in the last bits, and a group whose rewards differ by
+        # 1e-7 gets advantages of +-0.07 (eps 1e-6): fp32 rounding decides whether such a tie
+        # collapses, differently in the kernel and in its plain-torch definition.
+        "reward": {"backend": "triton"},
         "optim": {"lr": 1e-2, "warmup_steps": 0, "min_lr_ratio": 0.5},
         "progress": False,
         "save_every": 1,

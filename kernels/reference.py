@@ -34,15 +34,13 @@ def _log_softmax_rows(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     temperature: float,
-    variant: LMHeadVariant | None = None,
-    active: torch.Tensor | None = None,
+    variant: LMHeadVariant | None,
+    active: torch.Tensor,
 ) -> torch.Tensor:
     """[n, V] log-softmax of the tempered logits (of the LM-head variant) in at least float32, for
-    the rows of the flat bool mask `active` (every row when None)."""
+    the rows of the flat bool mask `active` only."""
     dtype = torch.promote_types(hidden.dtype, torch.float32)
-    h = hidden.reshape(-1, hidden.shape[-1])
-    if active is not None:
-        h = h[active]
+    h = hidden.reshape(-1, hidden.shape[-1])[active]
     logits = h.to(dtype) @ weight.to(dtype).T
     if variant is not None:
         return F.log_softmax(apply_lm_head_variant(logits, variant, temperature), dim=-1)

@@ -27,8 +27,8 @@ base model solves questions step by step and executes plans put in front of it, 
 written a plan for a question. With `other_question_loss_on: without_values` (the demo's choice)
 the first token of a document under an unrelated question is context, not a target: trained on it,
 the model learned to *begin* an answer to a question with a plan as well as with a worked solution,
-and which one it began with was a near-tie that each seed broke its own way. So are the values of
-its plan's `Variables:` lines, which that question does not hold. Mapping a new
+and which one it began with was a near-tie that each seed broke its own way. The values of its
+plan's `Variables:` lines, which that question does not hold, are context too. Mapping a new
 question to its plan is what CoMT SFT teaches next (no held-out question occurs here), and how
 reliably the model then executes its own plans is what CCRL trains.
 
@@ -162,7 +162,7 @@ def without_variable_values(tokenizer, example: tuple[list[int], list[bool]]) ->
     ids, flags = example
     equals, newline = tokenizer.convert_tokens_to_ids("Ġ="), tokenizer.convert_tokens_to_ids("Ċ")
     section = (tokenizer.convert_tokens_to_ids("Variables"), tokenizer.convert_tokens_to_ids("Steps"))
-    if tokenizer.unk_token_id in (equals, newline, *section):
+    if {None, tokenizer.unk_token_id} & {equals, newline, *section}:  # a missing token: None or unk
         raise ValueError("tokenizer: expected tokens for ' =', a newline, 'Variables' and 'Steps'")
     flags = list(flags)
     inside, in_value = False, False

@@ -89,7 +89,8 @@ _KERNEL_ONLY_OPTIONS = ("num_problems", "max_problem_size", "block_t")
 
 
 def resolve_reward_backend(backend: str, device: torch.device) -> str:
-    """ "triton" or "torch" for tensors on `device`: auto picks the kernel on CUDA only."""
+    """The backend that runs for tensors on `device`, "triton" or "torch": auto picks the kernel on
+    CUDA only."""
     if backend not in REWARD_BACKENDS:
         raise ValueError(f"backend: expected one of {REWARD_BACKENDS}, got {backend!r}")
     if backend == "auto":

@@ -45,7 +45,7 @@ from fastcomt.metrics.paired import paired_accuracy, paired_ece
 from fastcomt.rollout import TransformersEngine
 from fastcomt.tasks import SYNTHETIC_FAMILIES, load_benchmark, synthetic_problems
 from fastcomt.tokenizer import load_tokenizer
-from fastcomt.train.config import SFTConfig
+from fastcomt.train.config import SFTConfig, check_optim_counts
 from fastcomt.train.rl import run_rl
 from fastcomt.train.rl_config import RLConfig, check_rl_config
 from fastcomt.train.sft import run_sft
@@ -250,10 +250,8 @@ def check_stage_settings(cfg: DemoConfig, families: list[str], out: Path) -> Non
     later = str(out / "0_base")  # a placeholder: only the keys and values are checked here
     placeholders = {"output_dir": later, "data": {"train": later}, "model": {"path": later}}
     sft = config_from_dict(SFTConfig, _merge(placeholders, cfg.sft), "sft")
-    for stage, optim in (("pretrain", pretrain.optim), ("sft", sft.optim)):
-        for key in ("epochs", "row_tokens", "tokens_per_step", "rows_per_forward"):
-            if getattr(optim, key) < 1:
-                raise ValueError(f"{stage}.optim.{key}: expected a positive int, got {getattr(optim, key)}")
+    check_optim_counts(pretrain.optim, "pretrain.optim")
+    check_optim_counts(sft.optim, "sft.optim")
     runs = [("rl", "comt", {})]
     if cfg.compare:  # the GRPO runs of --compare, as _compare builds them
         no_calibration = _merge({"reward": {"lam": 0.0}}, cfg.baseline_rl)

@@ -64,7 +64,7 @@ from fastcomt.formats import EXECUTION_MARKER, end_of_turn_ids, marker_ids, prom
 from fastcomt.tasks import Problem, synthetic_problems
 from fastcomt.tokenizer import encode_chat_examples, train_tokenizer
 from fastcomt.train.checkpoint import save_checkpoint
-from fastcomt.train.config import ModelConfig, OptimConfig, TokenizerConfig
+from fastcomt.train.config import ModelConfig, OptimConfig, TokenizerConfig, check_optim_counts
 from fastcomt.train.models import build_tiny_model
 from fastcomt.train.packing import collate_row, epoch_plan, make_example
 from fastcomt.train.schedule import cosine_scheduler
@@ -222,8 +222,7 @@ def run_pretrain(
     own_question_flags(0, cfg.own_question_fraction)  # validates the fraction before any work
     if cfg.num_documents < 1:
         raise ValueError(f"num_documents: expected >= 1, got {cfg.num_documents}")
-    if cfg.optim.rows_per_forward < 1:
-        raise ValueError(f"optim.rows_per_forward: expected a positive int, got {cfg.optim.rows_per_forward}")
+    check_optim_counts(cfg.optim)
     out_dir.mkdir(parents=True, exist_ok=True)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from fastcomt_recipes.demo import DemoConfig, demo_splits, main
 
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64}
@@ -119,8 +121,6 @@ def test_compare_trains_the_cot_grpo_baseline_and_prints_the_paper_table(tmp_pat
 def test_every_stage_setting_is_checked_before_any_work(tmp_path, capsys):
     """A bad key or value of a later stage fails at once, naming the stage and the key, with nothing
     written: not after minutes of pre-training."""
-    import pytest
-
     cases = [
         (["pretrain.optim.rows_per_forward=0"], "pretrain.optim.rows_per_forward: expected a positive int"),
         (["sft.optim.rows_per_forward=0"], "sft.optim.rows_per_forward: expected a positive int"),

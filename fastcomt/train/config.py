@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["ModelConfig", "TokenizerConfig", "DataFile", "DataConfig", "OptimConfig", "SFTConfig"]
+__all__ = ["ModelConfig", "TokenizerConfig", "DataFile", "DataConfig", "OptimConfig", "SFTConfig", "check_optim_counts"]
 
 
 # --- the SFT recipe's config (the RL recipe reuses ModelConfig, TokenizerConfig and OptimConfig) ----
@@ -100,6 +100,14 @@ class OptimConfig:
     rows_per_forward: int = 1
     epochs: int = 1  # passes over the training data
     max_steps: int | None = None  # stop after this many optimizer steps; null: all epochs
+
+
+def check_optim_counts(optim: OptimConfig, where: str = "optim") -> None:
+    """The counts a run cannot start without (epochs, row and step sizes, rows per pass), checked
+    before any work; `where` names the section in the error (e.g. "sft.optim" inside the demo)."""
+    for key in ("epochs", "row_tokens", "tokens_per_step", "rows_per_forward"):
+        if getattr(optim, key) < 1:
+            raise ValueError(f"{where}.{key}: expected a positive int, got {getattr(optim, key)}")
 
 
 @dataclass

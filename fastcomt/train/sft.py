@@ -57,7 +57,7 @@ from fastcomt.kernels import linear_cross_entropy
 from fastcomt.tokenizer import encode_chat_examples, load_tokenizer, train_tokenizer
 
 from .checkpoint import save_checkpoint, truncate_metrics
-from .config import DataConfig, DataFile, SFTConfig
+from .config import DataConfig, DataFile, SFTConfig, check_optim_counts
 from .final_model import write_final_model
 from .interrupt import EXIT_INTERRUPTED, StopOnSignal, resume_hint
 from .loss_head import describe_loss_head, resolve_loss_head
@@ -113,9 +113,7 @@ def run_sft(config: SFTConfig | Mapping[str, Any], *, stop_after_steps: int | No
 
 
 def _run_sft(cfg: SFTConfig, ctx: DistContext, device: torch.device, *, stop_after_steps: int | None) -> dict[str, Any]:
-    for key in ("epochs", "row_tokens", "tokens_per_step", "rows_per_forward"):
-        if getattr(cfg.optim, key) < 1:
-            raise ValueError(f"optim.{key}: expected a positive int, got {getattr(cfg.optim, key)}")
+    check_optim_counts(cfg.optim)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" and cfg.precision == "bf16" else None

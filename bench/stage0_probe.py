@@ -9,6 +9,8 @@ of that seed's demo split:
 - CoT answer accuracy (greedy, as the demo evaluates the base model in CoT format);
 - gold-plan execution accuracy (greedy execution of each problem's offline meta-thought, the
   demo's stage-0 check, recipes/stage_checks.py);
+- where wrong CoT answers first leave the gold solution (a wrong operand, i.e. a value fetched
+  wrong, or a wrong result, i.e. arithmetic; `first_departure`) and CoT accuracy by family;
 - a learning curve every `--curve-every` steps: teacher-forced accuracy of the *results* of the
   worked solutions' arithmetic (the `c` of `name = a op b = c`) on the same problems, the tokens a
   tiny model finds hard; everything else in a solution is copying.
@@ -86,6 +88,46 @@ def _plan_first(out: Path) -> float:
     return sum(r["response"].lstrip().startswith("Variables") for r in rows) / max(len(rows), 1)
 
 
+def first_departure(response: str, solution: str) -> str:
+    """Where a wrong worked solution first leaves the gold one, line by line (`name = a op b = c`):
+    "operand" (the right step on wrong numbers, every line before it right: a value fetched wrong),
+    "result" (right numbers, wrong result: arithmetic), "step" (another quantity or operator),
+    "other" (a line that is not a step, a missing or extra line, the final sentence)."""
+    got = [line.strip() for line in response.strip().splitlines()]
+    for i, gold in enumerate(line.strip() for line in solution.strip().splitlines()):
+        line = got[i] if i < len(got) else ""
+        if line == gold:
+            continue
+        g, r = gold.split(" = "), line.split(" = ")
+        if len(g) != 3 or len(r) != 3:
+            return "other"
+        if g[0] != r[0] or [c for c in g[1] if c in "+-*/"] != [c for c in r[1] if c in "+-*/"]:
+            return "step"
+        return "operand" if g[1] != r[1] else "result"
+    return "other"
+
+
+def cot_breakdown(out: Path, held) -> dict:
+    """The base model's CoT answers by family, and where its wrong ones first go wrong."""
+    by_question = {p.question: p for p in held}
+    rows = [
+        json.loads(line) for line in (out / "eval_cot" / "rows" / "synthetic.jsonl").read_text().splitlines() if line
+    ]
+    families: dict[str, list[int]] = {}
+    departures = {"operand": 0, "result": 0, "step": 0, "other": 0}
+    for row in rows:
+        problem = by_question[row["question"]]
+        right_total = families.setdefault(problem.family, [0, 0])
+        right_total[0] += bool(row["correct"])
+        right_total[1] += 1
+        if not row["correct"]:
+            departures[first_departure(row["response"], problem.solution)] += 1
+    return {
+        "cot_accuracy_by_family": {f: right / total for f, (right, total) in sorted(families.items())},
+        "cot_first_departures": departures,
+    }
+
+
 def probe(seed: int, name: str, overrides: list[str], problems: int, curve_every: int, curve_problems: int) -> dict:
     out = Path("runs/stage0") / name / f"seed-{seed}"
     done = out / "probe.json"
@@ -129,6 +171,7 @@ def probe(seed: int, name: str, overrides: list[str], problems: int, curve_every
         "problems": problems,
         "cot_accuracy": cot["benchmarks"]["synthetic"]["accuracy"],
         "cot_step_accuracy": cot["benchmarks"]["synthetic"]["step_accuracy"],
+        **cot_breakdown(out, held),
         "gold_plan_accuracy": gold["accuracy"],
         "gold_plan_step_accuracy": gold["step_accuracy"],
         "gold_plan_by_family": gold["accuracy_by_family"],
@@ -158,19 +201,21 @@ def main(argv=None) -> int:
     keys = ("cot_accuracy", "cot_plan_first", "gold_plan_accuracy", "result_token_accuracy")
     print(
         "| setting | seed | CoT answer acc (%) | CoT answers that start with a plan (%) | gold-plan execution acc (%) | "
-        "arithmetic results, teacher-forced (%) | final loss |"
+        "arithmetic results, teacher-forced (%) | wrong CoT answers: first a wrong operand / result | final loss |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
     for r in results:
+        departures = r.get("cot_first_departures")  # absent from probes written before it was recorded
+        first = f"{departures['operand']} / {departures['result']}" if departures else "-"
         print(
             f"| {r['name']} | {r['seed']} | "
             + " | ".join(f"{100 * r[k]:.1f}" for k in keys)
-            + f" | {r['pretrain']['final_loss']:.3f} |"
+            + f" | {first} | {r['pretrain']['final_loss']:.3f} |"
         )
     if len(results) > 1:
         stats = [[100 * r[k] for r in results] for k in keys]
-        print("| mean | | " + " | ".join(f"{statistics.mean(v):.1f}" for v in stats) + " | |")
-        print("| range | | " + " | ".join(f"{min(v):.1f}-{max(v):.1f}" for v in stats) + " | |")
+        print("| mean | | " + " | ".join(f"{statistics.mean(v):.1f}" for v in stats) + " | | |")
+        print("| range | | " + " | ".join(f"{min(v):.1f}-{max(v):.1f}" for v in stats) + " | | |")
     return 0
 
 

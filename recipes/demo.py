@@ -99,12 +99,13 @@ class DemoConfig:
     # stage 0 (base model): PretrainConfig keys merged over the demo's; see `fastcomt pretrain --help`
     pretrain: dict[str, Any] = field(
         default_factory=lambda: {
-            "num_documents": 30000,
+            "num_documents": 24000,
+            "arithmetic_documents": 4500,
             "tokenizer_problems": 800,
             "own_question_fraction": 0.5,
             "own_question_response": "cot",
             "other_question_loss_on": "without_values",
-            "model": {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 128},
+            "model": {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "num_kv_heads": 4, "intermediate_size": 128},
             "optim": {
                 "lr": 3.0e-3,
                 "warmup_steps": 10,
@@ -488,7 +489,7 @@ What it does not show: anything about real LLMs or the paper's numbers. The mode
 problems are templated and the budget is minutes. SFT rehearses execution documents (replay) so
 that a 0.5M-parameter model does not forget how to execute while it learns to plan, which a real
 LLM would not need; the base model's execution is the bottleneck (given the gold plan it is wrong
-most of the time). One seed is not a result: `fastcomt demo --seeds 0,1,2,3,4` gives the spread. An accuracy interval that contains zero means no effect was
+about half of the time). One seed is not a result: `fastcomt demo --seeds 0,1,2,3,4` gives the spread. An accuracy interval that contains zero means no effect was
 detected. On CPU the SFT and CCRL updates use the plain-torch LM head and CCRL's reward its
 plain-torch definition (same functions; the fused kernels run in Triton's interpreter, milliseconds
 per trained token: bench/results/ccrl_step_cpu.md).

@@ -32,11 +32,16 @@ plan's `Variables:` lines, which that question does not hold, are context too. M
 question to its plan is what CoMT SFT teaches next (no held-out question occurs here), and how
 reliably the model then executes its own plans is what CCRL trains.
 
+`arithmetic_documents` adds plain documents of `name = a op b = c` lines from other problems'
+worked solutions, trained on the results only: a real base model has read far more arithmetic
+than worked problems, and without them the tiny model's arithmetic (and with it its CoT accuracy)
+was weak and varied with the seed (recipes/DEMO.md, "The fourth fix").
+
 The tokenizer (one token per word, one per integer up to `number_max`) is trained here on the
 texts of every family (questions included) and saved with the model: like a real base model's,
 it knows the words of problems the model has never been trained on.
 
-Loss: `loss: torch` (full logits, the default for this stand-in stage on CPU, where the fused
+Loss: `loss: torch` (the model's own head, the default for this stand-in stage on CPU, where the fused
 kernels run in Triton's interpreter at a few milliseconds per token) or `loss: fused`.
 A finished run is not repeated: a rerun returns the saved summary.
 """
@@ -76,6 +81,10 @@ __all__ = [
     "execution_only_example",
     "without_first_response_token",
     "tokenizer_texts",
+    "solution_equations",
+    "check_arithmetic_counts",
+    "arithmetic_texts",
+    "results_only_example",
     "own_question_flags",
     "document_questions",
     "run_pretrain",
@@ -124,6 +133,13 @@ class PretrainConfig:
     # them; trained on them, whether the model learned to fetch a value from the plan depended on
     # the seed (recipes/DEMO.md, "The third fix").
     other_question_loss_on: Literal["response", "after_first_token", "without_values", "execution"] = "response"
+    # Arithmetic documents: `arithmetic_lines` lines `name = a op b = c` each, taken from the worked
+    # solutions of a draw of problems of their own (seed + 3, the same families), trained on the
+    # results `c` only (the operands, which nothing before them predicts, are context). A document
+    # holds a few results among ~110 tokens of copying; these hold one every ~9 tokens. A real base
+    # model has read far more arithmetic than worked problems; 0: none.
+    arithmetic_documents: int = 0
+    arithmetic_lines: int = 16  # lines per arithmetic document (~150 tokens)
     loss: Literal["torch", "fused"] = "torch"  # torch: full-logits cross-entropy; fused: linear_cross_entropy kernel
     progress: bool = True  # progress bar
 
@@ -180,6 +196,57 @@ def without_variable_values(tokenizer, example: tuple[list[int], list[bool]]) ->
     return ids, flags
 
 
+def solution_equations(problems: Sequence[Problem]) -> list[str]:
+    """The `name = a op b = c` lines of the problems' worked solutions, in order."""
+    lines = []
+    for p in problems:
+        lines += [line for line in render_response("cot", p.solution or "").splitlines() if line.count(" = ") == 2]
+    return lines
+
+
+def check_arithmetic_counts(documents: int, lines_per_document: int) -> None:
+    """`arithmetic_documents` >= 0 and `arithmetic_lines` >= 1, or a ValueError naming the key."""
+    if isinstance(documents, bool) or not isinstance(documents, int) or documents < 0:
+        raise ValueError(f"arithmetic_documents: expected a non-negative int, got {documents!r}")
+    if isinstance(lines_per_document, bool) or not isinstance(lines_per_document, int) or lines_per_document < 1:
+        raise ValueError(f"arithmetic_lines: expected a positive int, got {lines_per_document!r}")
+
+
+def arithmetic_texts(n: int, lines_per_document: int, *, seed: int, families: Sequence[str] | None) -> list[str]:
+    """`n` documents of `lines_per_document` arithmetic lines each, shuffled across problems (so a
+    line's operands are never the line above's result): from problems drawn with `seed`."""
+    check_arithmetic_counts(n, lines_per_document)
+    needed = n * lines_per_document
+    if needed == 0:
+        return []
+    draw = needed // 2 + 64  # a solution has two to four such lines
+    lines = solution_equations(synthetic_problems(draw, seed=seed, families=families))
+    while len(lines) < needed:  # a larger draw extends the smaller one (synthetic_problems)
+        draw *= 2
+        lines = solution_equations(synthetic_problems(draw, seed=seed, families=families))
+    lines = lines[:needed]
+    random.Random(seed).shuffle(lines)
+    return ["\n".join(lines[i : i + lines_per_document]) for i in range(0, needed, lines_per_document)]
+
+
+def results_only_example(tokenizer, document: str) -> tuple[list[int], list[bool]]:
+    """(ids, trained flags) of a plain arithmetic document: only the token after each line's second
+    ` =` (the result `c` of `name = a op b = c`) is trained."""
+    equals, newline = tokenizer.convert_tokens_to_ids("Ġ="), tokenizer.convert_tokens_to_ids("Ċ")
+    if {None, tokenizer.unk_token_id} & {equals, newline}:  # a missing token: None or unk
+        raise ValueError("tokenizer: expected tokens for ' =' and a newline")
+    ids = tokenizer(document, add_special_tokens=False)["input_ids"]
+    flags, seen = [False] * len(ids), 0
+    for i, t in enumerate(ids):
+        if t == newline:
+            seen = 0
+        elif t == equals:
+            seen += 1
+            if seen == 2 and i + 1 < len(ids):
+                flags[i + 1] = True
+    return ids, flags
+
+
 def tokenizer_texts(problems: Sequence[Problem]) -> list[str]:
     """Questions and documents: every word a synthetic prompt or response can hold."""
     return [f"{p.question}\n{execution_document(p)}" for p in problems]
@@ -220,6 +287,7 @@ def run_pretrain(
         with open(summary_path, encoding="utf-8") as f:
             return json.load(f)
     own_question_flags(0, cfg.own_question_fraction)  # validates the fraction before any work
+    check_arithmetic_counts(cfg.arithmetic_documents, cfg.arithmetic_lines)
     if cfg.num_documents < 1:
         raise ValueError(f"num_documents: expected >= 1, got {cfg.num_documents}")
     check_optim_counts(cfg.optim)
@@ -270,6 +338,10 @@ def run_pretrain(
         encoded = [
             (ids + [eos], [True] * (len(ids) + 1)) for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]
         ]
+    arithmetic = arithmetic_texts(
+        cfg.arithmetic_documents, cfg.arithmetic_lines, seed=cfg.seed + 3, families=cfg.families
+    )
+    encoded += [results_only_example(tokenizer, doc) for doc in arithmetic]
     examples = [make_example(ids, flags) for ids, flags in encoded if len(ids) <= cfg.optim.row_tokens]
     if not examples:
         raise ValueError(f"optim.row_tokens={cfg.optim.row_tokens}: no document fits in a row")

@@ -155,3 +155,21 @@ def test_stage0_probe_marks_the_results_of_the_worked_arithmetic(problems, token
         assert len(values) == len(p.steps) >= 2
         assert [tokenizer.decode([ids[i + 1]]).strip() for i in pos] == values
         assert all(tokenizer.convert_ids_to_tokens(ids[i]) == "Ġ=" for i in pos)
+
+
+def test_stage0_probe_says_where_a_wrong_worked_solution_first_leaves_the_gold_one():
+    """A wrong fetched operand, wrong arithmetic, another step and a missing line are told apart;
+    only the first difference counts (a wrong result makes the next line's operand wrong too)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.stage0_probe import first_departure
+
+    gold = "cost = 3 * 4 = 12\nchange = 20 - 12 = 8\nThe answer is 8."
+    assert first_departure("cost = 3 * 4 = 13\nchange = 20 - 13 = 7\nThe answer is 7.", gold) == "result"
+    assert first_departure("cost = 3 * 4 = 12\nchange = 20 - 21 = 1\nThe answer is 1.", gold) == "operand"
+    assert first_departure("cost = 3 + 4 = 7\nchange = 20 - 7 = 13\nThe answer is 13.", gold) == "step"
+    assert first_departure("total = 3 * 4 = 12\nThe answer is 12.", gold) == "step"
+    assert first_departure("cost = 3 * 4 = 12\nThe answer is 12.", gold) == "other"
+    assert first_departure("cost = 3 * 4 = 12\nchange = 20 - 12 = 8\nThe answer is 9.", gold) == "other"

@@ -142,6 +142,33 @@ def test_step_gradient_does_not_depend_on_how_rows_are_packed():
         torch.testing.assert_close(separate, param.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_torch_loss_runs_the_head_on_the_trained_tokens_only():
+    # `loss: torch` is the model's own head, but only the tokens with a target get logits: the same
+    # loss and gradient as full logits over the whole row, without a prompt's logits.
+    model = build_tiny_model(TINY, 40)
+    gen = torch.Generator().manual_seed(2)
+    examples = [
+        make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= k for i in range(n)])
+        for n, k in ((7, 4), (11, 9), (6, 1))
+    ]
+    row = collate_row(examples)
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    model.zero_grad()
+    loss = sft.full_logits_loss_sum(model, row)
+    loss.backward()
+    hook.remove()
+    assert seen == [row.num_loss_tokens] == [3 + 2 + 5]
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    logits = model(input_ids=row.input_ids, position_ids=row.position_ids).logits[0]
+    expected = F.cross_entropy(logits, row.targets[0], ignore_index=IGNORE_INDEX, reduction="sum")
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for g, param in zip(got, model.parameters()):
+        torch.testing.assert_close(g, param.grad, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("loss", ["torch", "chunked", "fused"])
 def test_rows_per_forward_keeps_the_step_gradient(loss):
     """Rows stacked into one forward pass (optim.rows_per_forward), and padding passes with nothing

@@ -7,8 +7,9 @@ the same losses (to 4 decimals); the interpreter is for tests. The heads:
 - chunked: plain torch, the logits of one chunk of tokens at a time (train/torch_head.py: SFT
   recomputes each chunk in the backward; RL caps each micro-batch's logits), so memory stays bounded
   by `torch_head.LOGITS_BUDGET_BYTES` whatever the row length or vocabulary;
-- torch: plain torch over a whole packed row (SFT: the model's own head) or micro-batch (RL: the
-  full-logits reference), the reference path (the demo's choice on CPU, kept so its numbers stay put).
+- torch: plain torch over a whole packed row (SFT: the model's own head, on the row's trained
+  tokens) or micro-batch (RL: the full-logits reference), the reference path (the demo's choice on
+  CPU, kept so its numbers stay put).
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ class PretrainConfig:
     # model has read far more arithmetic than worked problems; 0: none.
     arithmetic_documents: int = 0
     arithmetic_lines: int = 16  # lines per arithmetic document (~150 tokens)
-    loss: Literal["torch", "fused"] = "torch"  # torch: full-logits cross-entropy; fused: linear_cross_entropy kernel
+    loss: Literal["torch", "fused"] = "torch"  # torch: own head, trained tokens; fused: linear_cross_entropy kernel
     progress: bool = True  # progress bar
 
 

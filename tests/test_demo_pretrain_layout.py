@@ -7,6 +7,7 @@ share of the documents under their own question.
 """
 
 import pytest
+from pretrain_capture import pretrain_examples
 
 from fastcomt.tasks import synthetic_problems
 from fastcomt_recipes.pretrain import document_questions, own_question_flags, run_pretrain
@@ -137,29 +138,10 @@ def test_execution_only_example_rejects_a_document_without_the_marker():
 def _trained_examples(tmp_path, monkeypatch, other_question_loss_on):
     """Every (ids, trained flags) a tiny 24-document pre-training run builds (half under their own
     question, worked solutions), and its tokenizer."""
-    import fastcomt_recipes.pretrain as pretrain
     from fastcomt.tokenizer import load_tokenizer
 
-    made = []
-    original = pretrain.make_example
-
-    def capture(ids, flags):
-        made.append((list(ids), list(flags)))
-        return original(ids, flags)
-
-    monkeypatch.setattr(pretrain, "make_example", capture)
-    summary = run_pretrain(
-        {
-            "output_dir": str(tmp_path / "base"),
-            "num_documents": 24,
-            "tokenizer_problems": 16,
-            "own_question_fraction": 0.5,
-            "own_question_response": "cot",
-            "other_question_loss_on": other_question_loss_on,
-            "progress": False,
-            "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32},
-            "optim": {"max_steps": 1, "row_tokens": 512, "tokens_per_step": 512},
-        }
+    made, summary = pretrain_examples(
+        tmp_path, monkeypatch, num_documents=24, other_question_loss_on=other_question_loss_on
     )
     return made, load_tokenizer(summary["tokenizer_dir"])
 

@@ -8,6 +8,7 @@ these documents one result every ~9 tokens.
 import re
 
 import pytest
+from pretrain_capture import pretrain_examples
 
 from fastcomt.tasks import synthetic_problems
 from fastcomt_recipes.pretrain import (
@@ -94,30 +95,13 @@ def test_results_only_example_trains_exactly_the_results():
 
 
 def test_run_pretrain_adds_the_arithmetic_documents(tmp_path, monkeypatch):
-    import fastcomt_recipes.pretrain as pretrain
-
-    made = []
-    original = pretrain.make_example
-
-    def capture(ids, flags):
-        made.append((list(ids), list(flags)))
-        return original(ids, flags)
-
-    monkeypatch.setattr(pretrain, "make_example", capture)
-    summary = run_pretrain(
-        {
-            "output_dir": str(tmp_path / "base"),
-            "num_documents": 12,
-            "arithmetic_documents": 5,
-            "arithmetic_lines": 4,
-            "tokenizer_problems": 16,
-            "own_question_fraction": 0.5,
-            "own_question_response": "cot",
-            "other_question_loss_on": "without_values",
-            "progress": False,
-            "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 32},
-            "optim": {"max_steps": 1, "row_tokens": 512, "tokens_per_step": 512},
-        }
+    made, summary = pretrain_examples(
+        tmp_path,
+        monkeypatch,
+        num_documents=12,
+        arithmetic_documents=5,
+        arithmetic_lines=4,
+        other_question_loss_on="without_values",
     )
     assert summary["documents"] == 17 and len(made) == 17
     # the last five: four results each, drawn with the run's seed + 3

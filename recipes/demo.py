@@ -99,8 +99,8 @@ class DemoConfig:
     # stage 0 (base model): PretrainConfig keys merged over the demo's; see `fastcomt pretrain --help`
     pretrain: dict[str, Any] = field(
         default_factory=lambda: {
-            "num_documents": 24000,
-            "arithmetic_documents": 4500,
+            "num_documents": 36000,
+            "arithmetic_documents": 6750,
             "tokenizer_problems": 800,
             "own_question_fraction": 0.5,
             "own_question_response": "cot",
@@ -488,9 +488,10 @@ what CCRL changed in answer accuracy and in step calibration (ECE of the executi
 What it does not show: anything about real LLMs or the paper's numbers. The model is tiny, the
 problems are templated and the budget is minutes. SFT rehearses execution documents (replay) so
 that a 0.5M-parameter model does not forget how to execute while it learns to plan, which a real
-LLM would not need; the base model's execution is the bottleneck (given the gold plan it is wrong
-about half of the time). One seed is not a result: `fastcomt demo --seeds 0,1,2,3,4` gives the spread. An accuracy interval that contains zero means no effect was
-detected. On CPU the SFT and CCRL updates use the plain-torch LM head and CCRL's reward its
+LLM would not need; the base model's execution is the bottleneck (the stage-0 check above says how
+often it carries out a gold plan right: about two times in three with configs/demo.yaml). One seed
+is not a result: `fastcomt demo --seeds 0,1,2,3,4` gives the spread. An accuracy interval that
+contains zero means no effect was detected. On CPU the SFT and CCRL updates use the plain-torch LM head and CCRL's reward its
 plain-torch definition (same functions; the fused kernels run in Triton's interpreter, milliseconds
 per trained token: bench/results/ccrl_step_cpu.md).
 GSM8K is reported to be honest that a toy model scores near zero there; the out-of-distribution

@@ -482,18 +482,18 @@ What this demo shows: the CoMT + CCRL pipeline runs end to end on CPU (a base mo
 worked solutions and on plan executions, offline meta-thoughts, CoMT SFT whose loss covers the
 plans, CCRL rollouts that share each plan's prefix, the calibrated reward and group advantages,
 the clipped policy loss, weight sync, checkpoints, evaluation) and measures what each stage changes
-on held-out problems: the base model has never written a plan for a question (CoMT format-correct and gold-plan
-rates near zero) until SFT teaches it; paired 95% intervals on the same held-out problems measure
+on held-out problems: the base model has never written a plan for a question (CoMT format-correct
+and gold-plan rates near zero) until SFT teaches it; paired 95% intervals on the same held-out problems measure
 what CCRL changed in answer accuracy and in step calibration (ECE of the execution's numeric steps).
 What it does not show: anything about real LLMs or the paper's numbers. The model is tiny, the
 problems are templated and the budget is minutes. SFT rehearses execution documents (replay) so
 that a 0.5M-parameter model does not forget how to execute while it learns to plan, which a real
 LLM would not need; the base model's execution is the bottleneck (the stage-0 check above says how
-often it carries out a gold plan right: about two times in three with configs/demo.yaml). One seed
+often it carries out a gold plan right; a third of them or more it gets wrong). One seed
 is not a result: `fastcomt demo --seeds 0,1,2,3,4` gives the spread. An accuracy interval that
-contains zero means no effect was detected. On CPU the SFT and CCRL updates use the plain-torch LM head and CCRL's reward its
-plain-torch definition (same functions; the fused kernels run in Triton's interpreter, milliseconds
-per trained token: bench/results/ccrl_step_cpu.md).
+contains zero means no effect was detected. On CPU the SFT and CCRL updates use the plain-torch
+LM head and CCRL's reward its plain-torch definition (same functions; the fused kernels run in
+Triton's interpreter, milliseconds per trained token: bench/results/ccrl_step_cpu.md).
 GSM8K is reported to be honest that a toy model scores near zero there; the out-of-distribution
 family's variable names were never trained, so its plans are wrong and both recipes mostly fail."""
 

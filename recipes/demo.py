@@ -50,7 +50,7 @@ from fastcomt.train.rl import run_rl
 from fastcomt.train.rl_config import RLConfig, check_rl_config
 from fastcomt.train.sft import run_sft
 from fastcomt_recipes.kernels_smoke import run_smoke
-from fastcomt_recipes.pretrain import PretrainConfig, run_pretrain
+from fastcomt_recipes.pretrain import PretrainConfig, check_document_settings, run_pretrain
 from fastcomt_recipes.replay import replay_problems, write_replay_data
 from fastcomt_recipes.stage_checks import StageChecks, gold_plan_execution, stage_warnings
 
@@ -248,6 +248,13 @@ def check_stage_settings(cfg: DemoConfig, families: list[str], out: Path) -> Non
     override fails in one line naming it now, not after minutes of pre-training. The paths that
     earlier stages will write stand in as placeholders."""
     pretrain = config_from_dict(PretrainConfig, pretrain_settings(cfg, families, out), "pretrain")
+    try:
+        check_document_settings(pretrain)
+    except ValueError as exc:
+        raise ValueError(f"pretrain.{exc}") from None
+    for key in ("sft_problems", "rl_problems"):  # the held-out split is drawn around these
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"{key}: expected an int >= 1, got {getattr(cfg, key)}")
     later = str(out / "0_base")  # a placeholder: only the keys and values are checked here
     placeholders = {"output_dir": later, "data": {"train": later}, "model": {"path": later}}
     sft = config_from_dict(SFTConfig, _merge(placeholders, cfg.sft), "sft")

@@ -252,6 +252,15 @@ def tokenizer_texts(problems: Sequence[Problem]) -> list[str]:
     return [f"{p.question}\n{execution_document(p)}" for p in problems]
 
 
+def check_document_settings(cfg: PretrainConfig) -> None:
+    """The document counts and the layout fraction, or a ValueError naming the key: checked before
+    any work (and by the demo before any stage, which draws its held-out split from them)."""
+    own_question_flags(0, cfg.own_question_fraction)
+    check_arithmetic_counts(cfg.arithmetic_documents, cfg.arithmetic_lines)
+    if cfg.num_documents < 1:
+        raise ValueError(f"num_documents: expected >= 1, got {cfg.num_documents}")
+
+
 def own_question_flags(n: int, own_fraction: float, *, seed: int = 0) -> list[bool]:
     """Which of `n` documents are shown under their own question (each with probability
     `own_fraction`, seeded, so the layout is reproducible)."""
@@ -286,10 +295,7 @@ def run_pretrain(
     if summary_path.is_file():
         with open(summary_path, encoding="utf-8") as f:
             return json.load(f)
-    own_question_flags(0, cfg.own_question_fraction)  # validates the fraction before any work
-    check_arithmetic_counts(cfg.arithmetic_documents, cfg.arithmetic_lines)
-    if cfg.num_documents < 1:
-        raise ValueError(f"num_documents: expected >= 1, got {cfg.num_documents}")
+    check_document_settings(cfg)
     check_optim_counts(cfg.optim)
     out_dir.mkdir(parents=True, exist_ok=True)
     random.seed(cfg.seed)

@@ -123,6 +123,11 @@ def test_every_stage_setting_is_checked_before_any_work(tmp_path, capsys):
     written: not after minutes of pre-training."""
     cases = [
         (["pretrain.optim.rows_per_forward=0"], "pretrain.optim.rows_per_forward: expected a positive int"),
+        (["pretrain.num_documents=-5"], "pretrain.num_documents: expected >= 1"),
+        (["pretrain.arithmetic_documents=-1"], "pretrain.arithmetic_documents: expected a non-negative int"),
+        (["pretrain.own_question_fraction=2"], "pretrain.own_question_fraction: expected a number in"),
+        (["sft_problems=-1"], "sft_problems: expected an int >= 1"),
+        (["rl_problems=0"], "rl_problems: expected an int >= 1"),
         (["sft.optim.rows_per_forward=0"], "sft.optim.rows_per_forward: expected a positive int"),
         (["sft.optim.foo=1"], "sft.optim: unknown key 'foo'"),
         (["rl.reward.backend=gpu"], "rl.reward.backend: expected one of"),

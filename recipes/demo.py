@@ -490,8 +490,9 @@ worked solutions and on plan executions, offline meta-thoughts, CoMT SFT whose l
 plans, CCRL rollouts that share each plan's prefix, the calibrated reward and group advantages,
 the clipped policy loss, weight sync, checkpoints, evaluation) and measures what each stage changes
 on held-out problems: the base model has never written a plan for a question (CoMT format-correct
-and gold-plan rates near zero) until SFT teaches it; paired 95% intervals on the same held-out problems measure
-what CCRL changed in answer accuracy and in step calibration (ECE of the execution's numeric steps).
+and gold-plan rates near zero) until SFT teaches it; paired 95% intervals on the same held-out
+problems measure what CCRL changed in answer accuracy and in step calibration (ECE of the
+execution's numeric steps).
 What it does not show: anything about real LLMs or the paper's numbers. The model is tiny, the
 problems are templated and the budget is minutes. SFT rehearses execution documents (replay) so
 that a 0.5M-parameter model does not forget how to execute while it learns to plan, which a real

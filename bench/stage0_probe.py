@@ -16,6 +16,10 @@ of that seed's demo split:
   tiny model finds hard; everything else in a solution is copying.
 
 Results go to runs/stage0/<name>/seed-<s>/probe.json; a seed already measured is not redone.
+
+    python bench/stage0_probe.py --demo-runs runs/demo/seed-3,runs/demo/seed-4
+
+prints the same CoT breakdown (by family, first departures) of finished demo runs' base models.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 
 from fastcomt.atomic_io import write_json_atomic
 from fastcomt.comt.chat import sft_messages
-from fastcomt.config import load_config
+from fastcomt.config import config_from_dict, load_config
 from fastcomt.formats import render_response
 from fastcomt.rollout import TransformersEngine
 from fastcomt.tokenizer import encode_chat_examples
@@ -107,12 +111,11 @@ def first_departure(response: str, solution: str) -> str:
     return "other"
 
 
-def cot_breakdown(out: Path, held) -> dict:
-    """The base model's CoT answers by family, and where its wrong ones first go wrong."""
+def cot_breakdown(rows_file: Path, held) -> dict:
+    """The base model's CoT answers (an evaluation's rows file) by family, and where its wrong ones
+    first go wrong; `held` holds the problems they answer."""
     by_question = {p.question: p for p in held}
-    rows = [
-        json.loads(line) for line in (out / "eval_cot" / "rows" / "synthetic.jsonl").read_text().splitlines() if line
-    ]
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line]
     families: dict[str, list[int]] = {}
     departures = {"operand": 0, "result": 0, "step": 0, "other": 0}
     for row in rows:
@@ -124,8 +127,20 @@ def cot_breakdown(out: Path, held) -> dict:
             departures[first_departure(row["response"], problem.solution)] += 1
     return {
         "cot_accuracy_by_family": {f: right / total for f, (right, total) in sorted(families.items())},
+        "cot_problems_by_family": {f: total for f, (_, total) in sorted(families.items())},
         "cot_first_departures": departures,
     }
+
+
+def demo_run_breakdown(run_dir: Path) -> dict:
+    """`cot_breakdown` of a finished demo run's base model (its eval/0_base_cot rows), on the
+    held-out split that the run's own config (results.json) draws."""
+    results = run_dir / "results.json"
+    if not results.is_file():
+        raise FileNotFoundError(f"--demo-runs: no finished demo run in {run_dir} (expected {results})")
+    cfg = config_from_dict(DemoConfig, json.loads(results.read_text())["config"], "config")
+    rows_file = run_dir / "eval" / "0_base_cot" / "rows" / "synthetic.jsonl"
+    return {"seed": cfg.seed, **cot_breakdown(rows_file, demo_splits(cfg)["synthetic"])}
 
 
 def probe(seed: int, name: str, overrides: list[str], problems: int, curve_every: int, curve_problems: int) -> dict:
@@ -171,7 +186,7 @@ def probe(seed: int, name: str, overrides: list[str], problems: int, curve_every
         "problems": problems,
         "cot_accuracy": cot["benchmarks"]["synthetic"]["accuracy"],
         "cot_step_accuracy": cot["benchmarks"]["synthetic"]["step_accuracy"],
-        **cot_breakdown(out, held),
+        **cot_breakdown(out / "eval_cot" / "rows" / "synthetic.jsonl", held),
         "gold_plan_accuracy": gold["accuracy"],
         "gold_plan_step_accuracy": gold["step_accuracy"],
         "gold_plan_by_family": gold["accuracy_by_family"],
@@ -187,12 +202,26 @@ def probe(seed: int, name: str, overrides: list[str], problems: int, curve_every
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    parser.add_argument("--name", required=True, help="name of this setting (its folder under runs/stage0)")
+    parser.add_argument("--name", help="name of this setting (its folder under runs/stage0); required to probe")
+    parser.add_argument(
+        "--demo-runs",
+        help="comma-separated finished demo runs (e.g. runs/demo/seed-3): print each base model's CoT "
+        "breakdown as JSON instead of probing",
+    )
     parser.add_argument("--problems", type=int, default=300, help="held-out ID problems evaluated")
     parser.add_argument("--curve-every", type=int, default=500, help="steps between learning-curve points")
     parser.add_argument("--curve-problems", type=int, default=200, help="problems of the learning curve")
     parser.add_argument("overrides", nargs="*", help="demo config overrides (pretrain.optim.lr=1e-2 ...)")
     args = parser.parse_args(argv)
+    if args.demo_runs:
+        runs = [Path(d) for d in args.demo_runs.split(",")]
+        try:
+            print(json.dumps({str(d): demo_run_breakdown(d) for d in runs}, indent=1))
+        except FileNotFoundError as exc:
+            parser.error(str(exc))
+        return 0
+    if not args.name:
+        parser.error("--name: required to probe (or give --demo-runs)")
     seeds = [int(s) for s in args.seeds.split(",")]
     results = [probe(s, args.name, args.overrides, args.problems, args.curve_every, args.curve_problems) for s in seeds]
     for r in results:  # probes written before the plan-first share was recorded

@@ -173,3 +173,43 @@ def test_stage0_probe_says_where_a_wrong_worked_solution_first_leaves_the_gold_o
     assert first_departure("total = 3 * 4 = 12\nThe answer is 12.", gold) == "step"
     assert first_departure("cost = 3 * 4 = 12\nThe answer is 12.", gold) == "other"
     assert first_departure("cost = 3 * 4 = 12\nchange = 20 - 12 = 8\nThe answer is 9.", gold) == "other"
+
+
+def test_stage0_probe_breaks_down_a_finished_demo_runs_cot_answers(tmp_path):
+    """`--demo-runs`: the run's own config draws the held-out split its rows answer; counts by
+    family and the first departure of each wrong answer, checked against the rows written here."""
+    import dataclasses
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.stage0_probe import demo_run_breakdown, main
+    from fastcomt.config import config_from_dict
+    from fastcomt_recipes.demo import DemoConfig, demo_splits
+
+    small = {"seed": 5, "sft_problems": 4, "rl_problems": 4, "replay_documents": 0, "pretrain": {"num_documents": 6}}
+    cfg = config_from_dict(DemoConfig, {**small, "eval": {"id_problems": 6, "ood_problems": 1, "gsm8k_problems": 0}})
+    held = demo_splits(cfg)["synthetic"]
+    (tmp_path / "results.json").write_text(json.dumps({"config": dataclasses.asdict(cfg)}))
+    rows = []
+    for i, p in enumerate(held):  # every other answer wrong: its first line's result off by one
+        lines = p.solution.splitlines()
+        if i % 2:
+            head, result = lines[0].rsplit(" = ", 1)
+            lines[0] = f"{head} = {int(result) + 1}"
+        rows.append({"question": p.question, "response": "\n".join(lines), "correct": not i % 2})
+    rows_dir = tmp_path / "eval" / "0_base_cot" / "rows"
+    rows_dir.mkdir(parents=True)
+    (rows_dir / "synthetic.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    got = demo_run_breakdown(tmp_path)
+    assert got["seed"] == 5
+    assert got["cot_first_departures"] == {"operand": 0, "result": 3, "step": 0, "other": 0}
+    families = {p.family for p in held}
+    assert got["cot_problems_by_family"] == {f: sum(p.family == f for p in held) for f in sorted(families)}
+    for f in families:
+        right = sum(r["correct"] for r, p in zip(rows, held) if p.family == f)
+        assert got["cot_accuracy_by_family"][f] == right / got["cot_problems_by_family"][f]
+    with pytest.raises(SystemExit):  # not a finished run: a one-line usage error
+        main(["--demo-runs", str(tmp_path / "missing")])

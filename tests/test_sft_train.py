@@ -117,15 +117,20 @@ def test_stopped_and_resumed_run_reaches_the_same_weights(records_path, tmp_path
     assert losses("straight")[-1] < losses("straight")[0]
 
 
+def _random_examples(seed, shapes):
+    """Examples of random ids over a 40-token vocabulary, one per (length, prompt length): the
+    tokens from the prompt length on are the response."""
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= k for i in range(n)]) for n, k in shapes
+    ]
+
+
 def test_step_gradient_does_not_depend_on_how_rows_are_packed():
     # Gradient accumulation by token budget: the step's loss is the mean over all its response
     # tokens, whether the examples sit in one row or in three.
     model = build_tiny_model(TINY, 40)
-    gen = torch.Generator().manual_seed(1)
-    examples = [
-        make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= k for i in range(n)])
-        for n, k in ((5, 1), (12, 2), (9, 6))
-    ]
+    examples = _random_examples(1, ((5, 1), (12, 2), (9, 6)))
     grads = []
     for rows in ([collate_row(examples)], [collate_row([ex]) for ex in examples]):
         model.zero_grad()
@@ -146,11 +151,7 @@ def test_torch_loss_runs_the_head_on_the_trained_tokens_only():
     # `loss: torch` is the model's own head, but only the tokens with a target get logits: the same
     # loss and gradient as full logits over the whole row, without a prompt's logits.
     model = build_tiny_model(TINY, 40)
-    gen = torch.Generator().manual_seed(2)
-    examples = [
-        make_example(torch.randint(0, 40, (n,), generator=gen).tolist(), [i >= k for i in range(n)])
-        for n, k in ((7, 4), (11, 9), (6, 1))
-    ]
+    examples = _random_examples(2, ((7, 4), (11, 9), (6, 1)))
     row = collate_row(examples)
     seen = []
     hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
